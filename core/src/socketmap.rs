@@ -1,1 +1,333 @@
-//! TODO(owner): see the issue brief.
+//! Postfix socketmap protocol, socketmap_table(5) (DESIGN.md "Socketmap"):
+//! a request is one netstring `NAME KEY`; a reply is one netstring
+//! `OK value`, `NOTFOUND `, `TEMP reason`, `TIMEOUT reason` or `PERM reason`.
+
+use crate::netstring::{self, Decoder};
+
+/// Largest reply payload Postfix accepts (socketmap_table(5): 100000 bytes).
+pub const MAX_REPLY: usize = 100_000;
+
+/// A socketmap lookup request (socketmap_table(5) "PROTOCOL").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The map name; selects the zone (DESIGN.md "Socketmap").
+    pub name: String,
+    /// The lookup key: everything after the first space, unnormalised.
+    pub key: String,
+}
+
+/// Why a request payload is not `NAME KEY` (socketmap_table(5)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The payload has no space separating name and key.
+    #[error("request has no space between name and key")]
+    MissingSpace,
+    /// The name before the space is empty.
+    #[error("request has an empty map name")]
+    EmptyName,
+    /// The payload is not valid UTF-8.
+    #[error("request is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// Split a request payload at its first space into name and key
+/// (socketmap_table(5) "PROTOCOL").
+pub fn parse_request(payload: &[u8]) -> Result<Request, RequestError> {
+    let text = std::str::from_utf8(payload).map_err(|_| RequestError::NotUtf8)?;
+    let (name, key) = text.split_once(' ').ok_or(RequestError::MissingSpace)?;
+    if name.is_empty() {
+        return Err(RequestError::EmptyName);
+    }
+    Ok(Request {
+        name: name.to_owned(),
+        key: key.to_owned(),
+    })
+}
+
+/// A socketmap reply (socketmap_table(5) "PROTOCOL"; DESIGN.md "Socketmap").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `OK value`: the lookup found `value`.
+    Ok(String),
+    /// `NOTFOUND `: no entry for the key.
+    NotFound,
+    /// `TEMP reason`: temporary failure.
+    Temp(String),
+    /// `TIMEOUT reason`: the lookup timed out.
+    Timeout(String),
+    /// `PERM reason`: permanent failure.
+    Perm(String),
+}
+
+/// `prefix` followed by as much of `reason` as fits in [`MAX_REPLY`] bytes,
+/// cut at a char boundary so the reply stays valid UTF-8.
+fn with_reason(prefix: &str, reason: &str) -> Vec<u8> {
+    let room = MAX_REPLY.saturating_sub(prefix.len());
+    let mut cut = reason.len().min(room);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut out = Vec::with_capacity(prefix.len() + cut);
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(reason.as_bytes().get(..cut).unwrap_or_default());
+    out
+}
+
+impl Reply {
+    /// The reply payload, never longer than [`MAX_REPLY`] bytes
+    /// (socketmap_table(5)): an oversized `OK` value becomes a `PERM`
+    /// (a truncated policy would be wrong), long reasons are truncated.
+    pub fn payload(&self) -> Vec<u8> {
+        match self {
+            Reply::Ok(value) if 3 + value.len() <= MAX_REPLY => with_reason("OK ", value),
+            Reply::Ok(_) => with_reason("PERM ", &format!("reply exceeds {MAX_REPLY} bytes")),
+            // Postfix expects the trailing space (DESIGN.md "Socketmap").
+            Reply::NotFound => b"NOTFOUND ".to_vec(),
+            Reply::Temp(reason) => with_reason("TEMP ", reason),
+            Reply::Timeout(reason) => with_reason("TIMEOUT ", reason),
+            Reply::Perm(reason) => with_reason("PERM ", reason),
+        }
+    }
+
+    /// The reply framed as a netstring, ready to write (socketmap_table(5)).
+    pub fn to_netstring(&self) -> Vec<u8> {
+        netstring::encode(&self.payload())
+    }
+}
+
+/// What a connection's byte stream yields (DESIGN.md "Socketmap").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A well-formed request, to be answered in order.
+    Request(Request),
+    /// The stream is broken: answer the queued requests, write this reply,
+    /// then close the connection.
+    Fatal(Reply),
+}
+
+/// Sans-IO reader for one socketmap connection (DESIGN.md "Socketmap"):
+/// feed it received bytes, take requests out in order; after the first
+/// framing or request error it yields one [`Event::Fatal`] and then nothing.
+#[derive(Debug, Clone)]
+pub struct RequestReader {
+    decoder: Decoder,
+    finished: bool,
+}
+
+impl RequestReader {
+    /// A reader refusing requests over `max_request` bytes
+    /// (normally [`netstring::DEFAULT_MAX_REQUEST`]).
+    pub fn new(max_request: usize) -> Self {
+        RequestReader {
+            decoder: Decoder::new(max_request),
+            finished: false,
+        }
+    }
+
+    /// Append bytes received on the connection (ignored after the Fatal event).
+    pub fn push(&mut self, bytes: &[u8]) {
+        if !self.finished {
+            self.decoder.push(bytes);
+        }
+    }
+
+    /// The next event, or `None` when more bytes are needed or the Fatal
+    /// event has already been returned.
+    pub fn next_event(&mut self) -> Option<Event> {
+        if self.finished {
+            return None;
+        }
+        let reason = match self.decoder.next_frame() {
+            Ok(None) => return None,
+            Ok(Some(frame)) => match parse_request(&frame) {
+                Ok(request) => return Some(Event::Request(request)),
+                Err(err) => format!("malformed request: {err}"),
+            },
+            Err(err) => format!("malformed request: {err}"),
+        };
+        self.finished = true;
+        Some(Event::Fatal(Reply::Perm(reason)))
+    }
+
+    /// True once the Fatal event has been returned: the driver must close
+    /// after writing the replies.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netstring::{encode, DEFAULT_MAX_REQUEST};
+    use proptest::prelude::*;
+
+    fn req(name: &str, key: &str) -> Request {
+        Request {
+            name: name.into(),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn request_split_at_first_space() {
+        assert_eq!(
+            parse_request(b"postfix example.com"),
+            Ok(req("postfix", "example.com"))
+        );
+        assert_eq!(parse_request(b"a b c"), Ok(req("a", "b c")));
+        assert_eq!(parse_request(b"a "), Ok(req("a", "")));
+    }
+
+    #[test]
+    fn request_errors() {
+        assert_eq!(
+            parse_request(b"example.com"),
+            Err(RequestError::MissingSpace)
+        );
+        assert_eq!(parse_request(b""), Err(RequestError::MissingSpace));
+        assert_eq!(parse_request(b" example.com"), Err(RequestError::EmptyName));
+        assert_eq!(parse_request(b"a \xff"), Err(RequestError::NotUtf8));
+    }
+
+    #[test]
+    fn reply_payloads() {
+        assert_eq!(
+            Reply::Ok("secure match=mx.example.com".into()).payload(),
+            b"OK secure match=mx.example.com"
+        );
+        assert_eq!(Reply::NotFound.payload(), b"NOTFOUND ");
+        assert_eq!(Reply::Temp("dns".into()).payload(), b"TEMP dns");
+        assert_eq!(Reply::Timeout("slow".into()).payload(), b"TIMEOUT slow");
+        assert_eq!(Reply::Perm("bad".into()).payload(), b"PERM bad");
+        assert_eq!(Reply::NotFound.to_netstring(), b"9:NOTFOUND ,");
+    }
+
+    #[test]
+    fn ok_at_limit_is_kept() {
+        let value = "a".repeat(MAX_REPLY - 3);
+        let payload = Reply::Ok(value).payload();
+        assert_eq!(payload.len(), MAX_REPLY);
+        assert!(payload.starts_with(b"OK a"));
+    }
+
+    #[test]
+    fn oversized_ok_becomes_perm() {
+        let value = "a".repeat(MAX_REPLY - 2);
+        assert_eq!(
+            Reply::Ok(value).payload(),
+            b"PERM reply exceeds 100000 bytes"
+        );
+    }
+
+    #[test]
+    fn long_reason_truncated_at_char_boundary() {
+        // 'é' is two bytes; the limit falls in the middle of one.
+        let reason = "é".repeat(MAX_REPLY);
+        let payload = Reply::Temp(reason).payload();
+        assert!(payload.len() <= MAX_REPLY);
+        assert_eq!(payload.len(), MAX_REPLY - 1);
+        assert!(std::str::from_utf8(&payload).is_ok());
+    }
+
+    #[test]
+    fn reader_pipelined_requests() {
+        let mut r = RequestReader::new(DEFAULT_MAX_REQUEST);
+        let mut bytes = encode(b"postfix a.example");
+        bytes.extend(encode(b"other b.example"));
+        r.push(&bytes[..5]);
+        assert_eq!(r.next_event(), None);
+        r.push(&bytes[5..]);
+        assert_eq!(
+            r.next_event(),
+            Some(Event::Request(req("postfix", "a.example")))
+        );
+        assert_eq!(
+            r.next_event(),
+            Some(Event::Request(req("other", "b.example")))
+        );
+        assert_eq!(r.next_event(), None);
+        assert!(!r.is_finished());
+    }
+
+    #[test]
+    fn reader_fatal_after_queued_requests() {
+        let mut r = RequestReader::new(DEFAULT_MAX_REQUEST);
+        let mut bytes = encode(b"postfix a.example");
+        bytes.extend(encode(b"nospace"));
+        bytes.extend(encode(b"postfix c.example"));
+        r.push(&bytes);
+        assert_eq!(
+            r.next_event(),
+            Some(Event::Request(req("postfix", "a.example")))
+        );
+        assert!(matches!(r.next_event(), Some(Event::Fatal(Reply::Perm(_)))));
+        assert!(r.is_finished());
+        assert_eq!(r.next_event(), None);
+        r.push(&encode(b"postfix d.example"));
+        assert_eq!(r.next_event(), None);
+    }
+
+    #[test]
+    fn reader_request_over_limit_is_fatal_before_body() {
+        let mut r = RequestReader::new(DEFAULT_MAX_REQUEST);
+        r.push(b"10001:");
+        let Some(Event::Fatal(Reply::Perm(reason))) = r.next_event() else {
+            panic!("expected fatal");
+        };
+        assert!(reason.contains("10001"), "{reason}");
+        assert_eq!(r.next_event(), None);
+    }
+
+    #[test]
+    fn reader_malformed_netstring() {
+        let mut r = RequestReader::new(DEFAULT_MAX_REQUEST);
+        r.push(b"GET / HTTP/1.1\r\n");
+        assert!(matches!(r.next_event(), Some(Event::Fatal(Reply::Perm(_)))));
+        assert_eq!(r.next_event(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn reader_at_most_one_fatal(chunks in proptest::collection::vec(
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..12),
+                "[a-z]{1,5} [a-z.]{0,10}".prop_map(|s| encode(s.as_bytes())),
+            ],
+            0..12,
+        )) {
+            let mut r = RequestReader::new(30);
+            let mut fatals = 0;
+            let mut after_fatal = 0;
+            for chunk in &chunks {
+                r.push(chunk);
+                while let Some(event) = r.next_event() {
+                    if fatals > 0 {
+                        after_fatal += 1;
+                    }
+                    if let Event::Fatal(reply) = event {
+                        fatals += 1;
+                        prop_assert!(matches!(reply, Reply::Perm(_)));
+                    }
+                }
+            }
+            prop_assert!(fatals <= 1);
+            prop_assert_eq!(after_fatal, 0);
+        }
+
+        #[test]
+        fn payload_never_exceeds_limit(s in ".{1,40}", n in 0usize..3) {
+            let big = s.repeat(n * 1500);
+            for reply in [Reply::Ok(big.clone()), Reply::Temp(big.clone()), Reply::Timeout(big.clone()), Reply::Perm(big)] {
+                let payload = reply.payload();
+                prop_assert!(payload.len() <= MAX_REPLY);
+                prop_assert!(std::str::from_utf8(&payload).is_ok());
+            }
+        }
+
+        #[test]
+        fn parse_request_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = parse_request(&payload);
+        }
+    }
+}
