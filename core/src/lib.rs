@@ -10,9 +10,12 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod domain;
+#[cfg(feature = "host")]
+pub mod host;
 pub mod http;
 pub mod netstring;
 pub mod policy;
 pub mod resolve;
+pub mod service;
 pub mod socketmap;
 pub mod txt;

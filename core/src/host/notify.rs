@@ -1,0 +1,25 @@
+//! systemd `Type=notify` readiness (sd_notify(3)) without libsystemd.
+
+use std::os::unix::net::UnixDatagram;
+
+/// Send `state` (e.g. `READY=1`) to `$NOTIFY_SOCKET` when it is set;
+/// abstract socket names start with `@`. Failures are logged, not fatal.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let result = UnixDatagram::unbound().and_then(|socket| {
+        let bytes = path.as_encoded_bytes();
+        match bytes.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                socket.send_to_addr(state.as_bytes(), &addr)
+            }
+            None => socket.send_to(state.as_bytes(), &path),
+        }
+    });
+    if let Err(e) = result {
+        log::warn!("sd_notify {state}: {e}");
+    }
+}

@@ -1,0 +1,152 @@
+//! Program start-up shared by the drivers: command line, logging, config
+//! file, nameservers, TLS roots, pidfile.
+
+use super::{drop_privileges, init_logging, sd_notify};
+use crate::cli::{self, CliError, CliOutcome, DaemonArgs};
+use crate::config::Config;
+use crate::dns::parse_resolv_conf;
+use crate::service::DnsTargets;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Exit status for bad command lines (as Python's argparse).
+const EXIT_USAGE: i32 = 2;
+/// Exit status for start-up failures (bad config, cannot bind).
+const EXIT_FAILURE: i32 = 1;
+
+/// The daemon after argument parsing, logging set-up and config loading.
+pub struct DaemonSetup {
+    /// The command line.
+    pub args: DaemonArgs,
+    /// The configuration in force.
+    pub config: Arc<Config>,
+}
+
+/// Parse the daemon's command line, start logging, load the config. Prints
+/// help/version and exits 0, or prints the error and exits non-zero.
+pub fn prepare_daemon() -> DaemonSetup {
+    let args = parse_or_exit(cli::parse_daemon_args(
+        std::env::args_os().skip(1).collect(),
+    ));
+    if let Err(e) = init_logging(args.verbosity.to_log_filter(), args.logfile.as_deref()) {
+        eprintln!("mta-sts-daemon: cannot open log file: {e}");
+        std::process::exit(EXIT_FAILURE);
+    }
+    let config = match load_config(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("mta-sts-daemon: {e}");
+            std::process::exit(EXIT_FAILURE);
+        }
+    };
+    DaemonSetup {
+        args,
+        config: Arc::new(config),
+    }
+}
+
+impl DaemonSetup {
+    /// After the listening socket is bound: pidfile, privilege drop,
+    /// systemd readiness.
+    pub fn after_bind(&self) -> Result<(), String> {
+        if let Some(path) = &self.args.pidfile {
+            write_pidfile(path)?;
+        }
+        drop_privileges(self.args.user.as_deref(), self.args.group.as_deref())?;
+        sd_notify("READY=1");
+        Ok(())
+    }
+}
+
+/// The value of a parsed command line, or exit: 0 after help/version,
+/// 2 after printing a usage error.
+pub fn parse_or_exit<T>(parsed: Result<CliOutcome<T>, CliError>) -> T {
+    match parsed {
+        Ok(CliOutcome::Run(args)) => args,
+        Ok(CliOutcome::Help(text)) | Ok(CliOutcome::Version(text)) => {
+            println!("{text}");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    }
+}
+
+/// Read and validate the YAML config at `path`. A missing file means the
+/// defaults (logged); unknown keys are logged as warnings.
+pub fn load_config(path: &Path) -> Result<Config, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::warn!(
+                "config file {} not found: using the defaults",
+                path.display()
+            );
+            return Ok(Config::default());
+        }
+        Err(e) => return Err(format!("cannot read config file {}: {e}", path.display())),
+    };
+    let loaded =
+        Config::from_yaml(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    for warning in &loaded.warnings {
+        log::warn!("config file {}: {warning}", path.display());
+    }
+    Ok(loaded.config)
+}
+
+/// Nameservers from the config's `resolver.nameservers`, else from
+/// /etc/resolv.conf (with its `timeout`/`attempts` options either way).
+pub fn dns_settings(config: &Config) -> DnsTargets {
+    let resolv =
+        parse_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let servers = if config.resolver.nameservers.is_empty() {
+        resolv
+            .nameservers
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, 53))
+            .collect()
+    } else {
+        config.resolver.nameservers.clone()
+    };
+    DnsTargets {
+        servers,
+        attempts: resolv.attempts,
+        try_timeout: resolv.timeout,
+    }
+}
+
+/// The TLS client for policy hosts: TLS 1.2 or newer, the system roots or
+/// only the configured CA file (RFC 8461 §3.3). Returned as a builder
+/// (checked to build) because async-native-tls wants one.
+pub fn policy_tls_connector(config: &Config) -> Result<native_tls::TlsConnectorBuilder, String> {
+    let mut builder = native_tls::TlsConnector::builder();
+    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    if let Some(path) = &config.resolver.ca_file {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("resolver.ca_file {}: {e}", path.display()))?;
+        let certs = native_tls::Certificate::stack_from_pem(&pem)
+            .map_err(|e| format!("resolver.ca_file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "resolver.ca_file {}: no certificate found",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            builder.add_root_certificate(cert);
+        }
+        builder.disable_built_in_roots(true);
+    }
+    builder.build().map_err(|e| format!("TLS set-up: {e}"))?;
+    Ok(builder)
+}
+
+/// Write our process id to `path`.
+pub fn write_pidfile(path: &Path) -> Result<(), String> {
+    std::fs::write(path, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("pidfile {}: {e}", path.display()))
+}

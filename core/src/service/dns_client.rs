@@ -1,0 +1,160 @@
+//! The stub resolver: UDP with a random ID and source port, TCP on
+//! truncation (RFC 1035 §4.2, RFC 7766), nameservers tried in turn for
+//! `attempts` rounds, as glibc does with /etc/resolv.conf.
+
+use super::{with_timeout, Runtime, Transport};
+use crate::dns::{self, Answer, DnsError, QueryType, Response};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest DNS message we read (EDNS0 payload we advertise is smaller; TCP
+/// messages are bounded by their 16-bit length prefix).
+const MAX_UDP_MESSAGE: usize = 4096;
+
+/// Why a DNS lookup failed (a fetch error, not "no policy": RFC 8461 §3.1).
+#[derive(Debug, thiserror::Error)]
+pub enum DnsLookupError {
+    /// No nameserver answered in time.
+    #[error("DNS timeout")]
+    Timeout,
+    /// A nameserver answered with an error or an unusable message.
+    #[error("DNS error: {0}")]
+    Server(#[from] DnsError),
+    /// The transport failed (connection refused, network unreachable).
+    #[error("DNS transport error: {0}")]
+    Io(#[from] std::io::Error),
+    /// There is no nameserver to ask.
+    #[error("no nameserver configured")]
+    NoNameservers,
+}
+
+/// A DNS stub client over the driver's [`Transport`].
+pub struct DnsClient<R: Runtime> {
+    rt: R,
+    transport: Arc<dyn Transport>,
+    servers: Vec<SocketAddr>,
+    attempts: u32,
+    try_timeout: Duration,
+    ids: IdSource,
+}
+
+impl<R: Runtime> DnsClient<R> {
+    /// A client asking `servers` in turn, `attempts` rounds, each try bounded
+    /// by `try_timeout` (resolv.conf `options timeout:`/`attempts:`).
+    pub fn new(
+        rt: R,
+        transport: Arc<dyn Transport>,
+        servers: Vec<SocketAddr>,
+        attempts: u32,
+        try_timeout: Duration,
+    ) -> Self {
+        DnsClient {
+            rt,
+            transport,
+            servers,
+            attempts: attempts.max(1),
+            try_timeout,
+            ids: IdSource::new(),
+        }
+    }
+
+    /// Look `name` up; NXDOMAIN and NODATA are answers (`Answer::NoRecords`),
+    /// SERVFAIL/REFUSED/timeouts are errors.
+    pub async fn query(&self, name: &str, qtype: QueryType) -> Result<Answer, DnsLookupError> {
+        let mut last = DnsLookupError::NoNameservers;
+        for _ in 0..self.attempts {
+            for &server in &self.servers {
+                match with_timeout(
+                    &self.rt,
+                    self.try_timeout,
+                    self.exchange(server, name, qtype),
+                )
+                .await
+                {
+                    Some(Ok(answer)) => return Ok(answer),
+                    Some(Err(e)) => {
+                        log::debug!("DNS {name} {qtype:?} via {server}: {e}");
+                        last = e;
+                    }
+                    None => {
+                        log::debug!("DNS {name} {qtype:?} via {server}: timeout");
+                        last = DnsLookupError::Timeout;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        name: &str,
+        qtype: QueryType,
+    ) -> Result<Answer, DnsLookupError> {
+        let id = self.ids.next();
+        let query = dns::build_query(id, name, qtype)?;
+        let socket = self.transport.udp_connect(server).await?;
+        socket.send(&query).await?;
+        let mut buf = vec![0u8; MAX_UDP_MESSAGE];
+        loop {
+            let n = socket.recv(&mut buf).await?;
+            match dns::parse_response(buf.get(..n).unwrap_or_default(), id, name, qtype) {
+                Ok(Response::Answer(answer)) => return Ok(answer),
+                Ok(Response::Truncated) => return self.exchange_tcp(server, name, qtype).await,
+                // A datagram that is not the answer to our question (late,
+                // spoofed): keep waiting for the real one.
+                Err(e) if e.is_unrelated() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn exchange_tcp(
+        &self,
+        server: SocketAddr,
+        name: &str,
+        qtype: QueryType,
+    ) -> Result<Answer, DnsLookupError> {
+        let id = self.ids.next();
+        let query = dns::build_query(id, name, qtype)?;
+        let mut stream = self.transport.tcp_connect(server).await?;
+        stream.write_all(&dns::tcp_frame(&query)).await?;
+        stream.flush().await?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut msg).await?;
+        match dns::parse_response(&msg, id, name, qtype)? {
+            Response::Answer(answer) => Ok(answer),
+            Response::Truncated => Err(DnsError::Malformed("truncated TCP response".into()).into()),
+        }
+    }
+}
+
+/// Unpredictable 16-bit query IDs (RFC 5452 §4.3) without a clock or an RNG
+/// crate: SipHash with the process's random keys over a counter.
+struct IdSource {
+    keys: RandomState,
+    counter: AtomicU64,
+}
+
+impl IdSource {
+    fn new() -> Self {
+        IdSource {
+            keys: RandomState::new(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> u16 {
+        let mut h = self.keys.build_hasher();
+        h.write_u64(self.counter.fetch_add(1, Ordering::Relaxed));
+        (h.finish() & 0xffff) as u16
+    }
+}

@@ -1,0 +1,343 @@
+//! The event loop around the sans-IO [`Resolver`]: requests and IO results
+//! go in with the time, actions come out and are carried out as tasks on
+//! the driver's runtime (DESIGN.md "Cache and refresh": one lookup per
+//! domain however many requests wait on it).
+
+use super::{fetch_policy, lookup_txt, with_timeout, CacheBackend, DnsClient, Runtime, Transport};
+use crate::cache::CacheEntry;
+use crate::domain::Domain;
+use crate::resolve::{
+    Action, Answer, FetchResult, LookupId, Reason, RequestId, Resolver, ResolverSettings, TxtResult,
+};
+use futures::channel::{mpsc, oneshot};
+use futures::future::{AbortHandle, Abortable, BoxFuture};
+use futures::{FutureExt, StreamExt};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+/// What the engine needs besides its collaborators.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Decisions of the resolve state machine (cache_grace, retry limit).
+    pub resolver: ResolverSettings,
+    /// Port of the policy hosts (443; tests point it elsewhere).
+    pub policy_port: u16,
+    /// `User-Agent` of policy fetches.
+    pub user_agent: String,
+}
+
+enum Request {
+    Lookup {
+        domain: Domain,
+        timeout: Duration,
+        refresh: bool,
+        reply: oneshot::Sender<Answer>,
+    },
+}
+
+enum Outcome {
+    Cache {
+        lookup: LookupId,
+        entry: Option<CacheEntry>,
+    },
+    Txt {
+        lookup: LookupId,
+        result: TxtResult,
+    },
+    Fetch {
+        lookup: LookupId,
+        result: FetchResult,
+    },
+}
+
+/// A cheap, cloneable way to ask the engine for answers.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl EngineHandle {
+    /// The policy answer for `domain`, within `timeout` (the zone's).
+    pub async fn lookup(&self, domain: Domain, timeout: Duration) -> Answer {
+        self.ask(domain, timeout, false).await
+    }
+
+    /// Re-check `domain`'s TXT id even within cache_grace (proactive refresh).
+    pub async fn refresh(&self, domain: Domain, timeout: Duration) -> Answer {
+        self.ask(domain, timeout, true).await
+    }
+
+    async fn ask(&self, domain: Domain, timeout: Duration, refresh: bool) -> Answer {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .unbounded_send(Request::Lookup {
+                domain,
+                timeout,
+                refresh,
+                reply,
+            })
+            .is_err()
+        {
+            return Answer {
+                policy: None,
+                reason: Reason::Fallback("resolver stopped".into()),
+            };
+        }
+        rx.await.unwrap_or(Answer {
+            policy: None,
+            reason: Reason::Fallback("resolver stopped".into()),
+        })
+    }
+}
+
+/// The engine task's state.
+pub struct Engine<R: Runtime> {
+    rt: R,
+    resolver: Resolver,
+    dns: Arc<DnsClient<R>>,
+    transport: Arc<dyn Transport>,
+    cache: Arc<dyn CacheBackend>,
+    settings: Arc<EngineSettings>,
+    results_tx: mpsc::UnboundedSender<Outcome>,
+    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+    io: HashMap<LookupId, AbortHandle>,
+    next_request: u64,
+    timer: Option<(Instant, BoxFuture<'static, ()>)>,
+}
+
+impl<R: Runtime> Engine<R> {
+    /// Start the engine on `rt` and return the handle that feeds it. The
+    /// engine stops when every handle is gone and its lookups are done.
+    pub fn start(
+        rt: R,
+        dns: Arc<DnsClient<R>>,
+        transport: Arc<dyn Transport>,
+        cache: Arc<dyn CacheBackend>,
+        settings: EngineSettings,
+    ) -> EngineHandle {
+        let (tx, requests) = mpsc::unbounded();
+        let (results_tx, results) = mpsc::unbounded();
+        let engine = Engine {
+            rt: rt.clone(),
+            resolver: Resolver::new(settings.resolver.clone()),
+            dns,
+            transport,
+            cache,
+            settings: Arc::new(settings),
+            results_tx,
+            waiting: HashMap::new(),
+            io: HashMap::new(),
+            next_request: 0,
+            timer: None,
+        };
+        rt.spawn(engine.run(requests, results).boxed());
+        EngineHandle { tx }
+    }
+
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut results: mpsc::UnboundedReceiver<Outcome>,
+    ) {
+        let mut accepting = true;
+        loop {
+            self.arm_timer();
+            enum Event {
+                Request(Option<Request>),
+                Outcome(Outcome),
+                Timer,
+            }
+            let timer = &mut self.timer;
+            let event = poll_fn(|cx| {
+                if let Poll::Ready(Some(outcome)) = results.poll_next_unpin(cx) {
+                    return Poll::Ready(Event::Outcome(outcome));
+                }
+                if accepting {
+                    if let Poll::Ready(req) = requests.poll_next_unpin(cx) {
+                        return Poll::Ready(Event::Request(req));
+                    }
+                }
+                if let Some((_, sleep)) = timer {
+                    if sleep.poll_unpin(cx).is_ready() {
+                        return Poll::Ready(Event::Timer);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            let now = self.rt.now();
+            let wall = self.rt.wall();
+            match event {
+                Event::Request(Some(Request::Lookup {
+                    domain,
+                    timeout,
+                    refresh,
+                    reply,
+                })) => {
+                    let id = self.next_request;
+                    self.next_request = self.next_request.wrapping_add(1);
+                    self.waiting.insert(id, reply);
+                    if refresh {
+                        // The request below joins the refresh lookup, so its
+                        // reply tells when the refresh is done.
+                        self.resolver
+                            .handle_refresh(domain.clone(), timeout, now, wall);
+                    }
+                    self.resolver
+                        .handle_request(RequestId(id), domain, timeout, now, wall);
+                }
+                Event::Request(None) => accepting = false,
+                Event::Outcome(Outcome::Cache { lookup, entry }) => {
+                    self.io.remove(&lookup);
+                    self.resolver.handle_cache_loaded(lookup, entry, now, wall);
+                }
+                Event::Outcome(Outcome::Txt { lookup, result }) => {
+                    self.io.remove(&lookup);
+                    self.resolver.handle_txt(lookup, result, now, wall);
+                }
+                Event::Outcome(Outcome::Fetch { lookup, result }) => {
+                    self.io.remove(&lookup);
+                    self.resolver.handle_fetch(lookup, result, now, wall);
+                }
+                Event::Timer => {
+                    self.timer = None;
+                    self.resolver.handle_timeout(now);
+                }
+            }
+            self.carry_out_actions(now, wall);
+            if !accepting && self.waiting.is_empty() && self.resolver.in_flight() == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Keep one sleep for the earliest deadline; re-create it only when an
+    /// earlier deadline appears (a later one is caught when it fires).
+    fn arm_timer(&mut self) {
+        let Some(deadline) = self.resolver.poll_timeout() else {
+            self.timer = None;
+            return;
+        };
+        if matches!(&self.timer, Some((armed, _)) if *armed <= deadline) {
+            return;
+        }
+        let wait = deadline.saturating_duration_since(self.rt.now());
+        self.timer = Some((deadline, self.rt.sleep(wait)));
+    }
+
+    fn carry_out_actions(&mut self, now: Instant, wall: u64) {
+        while let Some(action) = self.resolver.poll_action() {
+            match action {
+                Action::LoadCache { lookup, domain } => match self.cache.get_now(&domain) {
+                    Some(entry) => self.resolver.handle_cache_loaded(lookup, entry, now, wall),
+                    None => self.load_cache(lookup, domain),
+                },
+                Action::QueryTxt { lookup, domain } => {
+                    let dns = self.dns.clone();
+                    self.spawn_io(lookup, async move {
+                        let result = lookup_txt(&dns, &domain).await;
+                        Outcome::Txt { lookup, result }
+                    });
+                }
+                Action::FetchPolicy {
+                    lookup,
+                    domain,
+                    policy_id: _,
+                } => {
+                    let dns = self.dns.clone();
+                    let transport = self.transport.clone();
+                    let settings = self.settings.clone();
+                    self.spawn_io(lookup, async move {
+                        let fetched = fetch_policy(
+                            &dns,
+                            transport.as_ref(),
+                            &domain,
+                            settings.policy_port,
+                            &settings.user_agent,
+                        )
+                        .await;
+                        let result = match fetched {
+                            Ok(policy) => FetchResult::Policy(policy),
+                            Err(e) => FetchResult::Error(e.to_string()),
+                        };
+                        Outcome::Fetch { lookup, result }
+                    });
+                }
+                Action::Store { domain, entry } => {
+                    let cache = self.cache.clone();
+                    self.rt.spawn(
+                        async move {
+                            if let Err(e) = cache.set(&domain, &entry).await {
+                                log::warn!("{domain}: cache write failed: {e}");
+                            }
+                        }
+                        .boxed(),
+                    );
+                }
+                Action::Cancel { lookup } => {
+                    if let Some(handle) = self.io.remove(&lookup) {
+                        handle.abort();
+                    }
+                }
+                Action::Reply {
+                    request,
+                    domain: _,
+                    answer,
+                } => {
+                    if let Some(reply) = self.waiting.remove(&request.0) {
+                        // The requester may have gone (connection closed).
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
+        }
+    }
+
+    fn load_cache(&mut self, lookup: LookupId, domain: Domain) {
+        let cache = self.cache.clone();
+        let rt = self.rt.clone();
+        // A slow or dead shared cache must not eat the zone timeout: give it
+        // a short slice and go on to the network without it.
+        let limit = CACHE_READ_LIMIT;
+        self.spawn_io(lookup, async move {
+            let entry = match with_timeout(&rt, limit, cache.get(&domain)).await {
+                Some(Ok(entry)) => entry,
+                Some(Err(e)) => {
+                    log::warn!("{domain}: cache read failed, going on without it: {e}");
+                    None
+                }
+                None => {
+                    log::warn!("{domain}: cache read timed out, going on without it");
+                    None
+                }
+            };
+            Outcome::Cache { lookup, entry }
+        });
+    }
+
+    fn spawn_io(
+        &mut self,
+        lookup: LookupId,
+        work: impl std::future::Future<Output = Outcome> + Send + 'static,
+    ) {
+        let (handle, registration) = AbortHandle::new_pair();
+        self.io.insert(lookup, handle);
+        let tx = self.results_tx.clone();
+        let task = Abortable::new(work, registration);
+        self.rt.spawn(
+            async move {
+                if let Ok(outcome) = task.await {
+                    let _ = tx.unbounded_send(outcome);
+                }
+            }
+            .boxed(),
+        );
+    }
+}
+
+/// Longest wait for a cache read before the lookup goes on without it.
+const CACHE_READ_LIMIT: Duration = Duration::from_millis(1000);

@@ -1,0 +1,159 @@
+//! The network half of a lookup: the `_mta-sts` TXT query (RFC 8461 §3.1)
+//! and the HTTPS policy fetch (§3.3), turned into the resolve state
+//! machine's inputs.
+
+use super::{DnsClient, DnsLookupError, Runtime, Transport};
+use crate::dns::{Answer, QueryType};
+use crate::domain::Domain;
+use crate::http::{build_policy_request, HttpError, Progress, ResponseParser, MAX_POLICY_BODY};
+use crate::policy::{parse_policy, Policy, PolicyError};
+use crate::resolve::TxtResult;
+use crate::txt::parse_sts_records;
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use std::net::{IpAddr, SocketAddr};
+
+/// Query the `_mta-sts` TXT record of `domain` and classify the outcome.
+pub async fn lookup_txt<R: Runtime>(dns: &DnsClient<R>, domain: &Domain) -> TxtResult {
+    match dns.query(&domain.txt_name(), QueryType::Txt).await {
+        Ok(Answer::Txt(records)) => match parse_sts_records(&records) {
+            Ok(record) => TxtResult::Id(record.id),
+            Err(e) => TxtResult::NoPolicy(format!("TXT record: {e}")),
+        },
+        Ok(Answer::NoRecords(kind)) => TxtResult::NoPolicy(format!("no TXT record ({kind:?})")),
+        Ok(Answer::Addresses(_)) => {
+            TxtResult::Error("unexpected address answer to a TXT query".into())
+        }
+        Err(e) => TxtResult::Error(e.to_string()),
+    }
+}
+
+/// Why a policy could not be fetched (RFC 8461 §3.3).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The policy host's addresses could not be resolved.
+    #[error("policy host {host}: {source}")]
+    Dns {
+        /// `mta-sts.<domain>`.
+        host: String,
+        /// The DNS failure.
+        source: DnsLookupError,
+    },
+    /// The policy host has no A/AAAA record.
+    #[error("policy host {0} has no address")]
+    NoAddress(String),
+    /// TCP/TLS connection or certificate validation failed, or the stream broke.
+    #[error("policy host {host}: {source}")]
+    Io {
+        /// `mta-sts.<domain>`.
+        host: String,
+        /// The IO or TLS error.
+        source: std::io::Error,
+    },
+    /// The HTTP response was refused (status, type, size, framing).
+    #[error("policy fetch: {0}")]
+    Http(#[from] HttpError),
+    /// The policy file is invalid (§3.2).
+    #[error("invalid policy: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+/// Fetch and validate `https://mta-sts.<domain>/.well-known/mta-sts.txt`,
+/// connecting to `port` (443 outside tests).
+pub async fn fetch_policy<R: Runtime>(
+    dns: &DnsClient<R>,
+    transport: &dyn Transport,
+    domain: &Domain,
+    port: u16,
+    user_agent: &str,
+) -> Result<Policy, FetchError> {
+    let host = domain.policy_host();
+    let addrs = resolve_host(dns, &host).await?;
+    let mut last_io = None;
+    for ip in addrs {
+        match transport
+            .tls_connect(SocketAddr::new(ip, port), &host)
+            .await
+        {
+            Ok(stream) => {
+                let body = exchange(stream, &host, user_agent)
+                    .await
+                    .map_err(|e| match e {
+                        Exchange::Io(source) => FetchError::Io {
+                            host: host.clone(),
+                            source,
+                        },
+                        Exchange::Http(e) => FetchError::Http(e),
+                    })?;
+                return Ok(parse_policy(&body)?);
+            }
+            Err(source) => {
+                log::debug!("policy host {host} at {ip}: {source}");
+                last_io = Some(source);
+            }
+        }
+    }
+    Err(match last_io {
+        Some(source) => FetchError::Io { host, source },
+        None => FetchError::NoAddress(host),
+    })
+}
+
+async fn resolve_host<R: Runtime>(
+    dns: &DnsClient<R>,
+    host: &str,
+) -> Result<Vec<IpAddr>, FetchError> {
+    let mut addrs = Vec::new();
+    let mut first_error = None;
+    for qtype in [QueryType::A, QueryType::Aaaa] {
+        match dns.query(host, qtype).await {
+            Ok(Answer::Addresses(found)) => addrs.extend(found),
+            Ok(_) => {}
+            Err(source) => first_error = first_error.or(Some(source)),
+        }
+    }
+    match (addrs.is_empty(), first_error) {
+        (false, _) => Ok(addrs),
+        (true, Some(source)) => Err(FetchError::Dns {
+            host: host.to_owned(),
+            source,
+        }),
+        (true, None) => Err(FetchError::NoAddress(host.to_owned())),
+    }
+}
+
+enum Exchange {
+    Io(std::io::Error),
+    Http(HttpError),
+}
+
+async fn exchange(
+    mut stream: super::BoxStream,
+    host: &str,
+    user_agent: &str,
+) -> Result<Vec<u8>, Exchange> {
+    stream
+        .write_all(&build_policy_request(host, user_agent))
+        .await
+        .map_err(Exchange::Io)?;
+    stream.flush().await.map_err(Exchange::Io)?;
+    let mut parser = ResponseParser::new(MAX_POLICY_BODY);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            // Servers that close without a TLS close_notify: EOF all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(Exchange::Io(e)),
+        };
+        if n == 0 {
+            return parser.finish().map_err(Exchange::Http);
+        }
+        match parser
+            .feed(buf.get(..n).unwrap_or_default())
+            .map_err(Exchange::Http)?
+        {
+            Progress::Partial => {}
+            Progress::Complete(body) => return Ok(body),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Runtime-agnostic async glue: the request loop that drives the sans-IO
+//! state machines over a few small traits the IO drivers implement
+//! (DESIGN.md "io-smol / io-tokio": anything both drivers would write twice
+//! lives here). No runtime, socket or clock type appears in this module:
+//! the driver hands in a [`Runtime`] (spawn, timers, clock) and a
+//! [`Transport`] (UDP/TCP/TLS connections).
+
+mod backend;
+mod connection;
+mod dns_client;
+mod engine;
+mod fetch;
+mod proactive;
+mod query;
+mod server;
+mod stack;
+mod time;
+
+pub use backend::{CacheBackend, CacheError, MemoryBackend};
+pub use connection::serve_connection;
+pub use dns_client::{DnsClient, DnsLookupError};
+pub use engine::{Engine, EngineHandle, EngineSettings};
+pub use fetch::{fetch_policy, lookup_txt, FetchError};
+pub use proactive::run_proactive_refresh;
+pub use query::{run_query, QueryOutcome};
+pub use server::{serve, Service, Shutdown, ShutdownTrigger};
+pub use stack::{start_stack, DnsTargets, Stack, RETRY_AFTER_FAILURE};
+pub use time::with_timeout;
+
+use futures::future::BoxFuture;
+use futures::io::{AsyncRead, AsyncWrite};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A byte stream (TCP or TLS) as the core sees it.
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
+
+/// A boxed byte stream handed out by a [`Transport`].
+pub type BoxStream = Box<dyn ByteStream>;
+
+/// What the core needs from an async runtime: tasks, timers and the clock.
+/// The driver reads the clock; the state machines only receive its values.
+pub trait Runtime: Clone + Send + Sync + 'static {
+    /// Run a future to completion in the background.
+    fn spawn(&self, fut: BoxFuture<'static, ()>);
+    /// Run blocking work (SQLite) off the async executor.
+    fn spawn_blocking(&self, work: Box<dyn FnOnce() + Send + 'static>);
+    /// A future that completes after `d`.
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()>;
+    /// Monotonic time, for deadlines.
+    fn now(&self) -> Instant;
+    /// Wall-clock Unix seconds, for policy lifetimes (RFC 8461 §3.2 max_age).
+    fn wall(&self) -> u64;
+}
+
+/// A connected UDP socket for one DNS exchange (random source port).
+#[async_trait::async_trait]
+pub trait Datagram: Send + Sync {
+    /// Send one datagram to the connected peer.
+    async fn send(&self, buf: &[u8]) -> io::Result<()>;
+    /// Receive one datagram from the connected peer.
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// What the core needs from the network: DNS transports and TLS connections.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// A UDP socket bound to a random local port and connected to `server`.
+    async fn udp_connect(&self, server: SocketAddr) -> io::Result<Box<dyn Datagram>>;
+    /// A plain TCP connection (DNS over TCP after truncation, RFC 7766).
+    async fn tcp_connect(&self, addr: SocketAddr) -> io::Result<BoxStream>;
+    /// A TLS 1.2+ connection to `addr` with SNI and certificate validation
+    /// for `server_name` (RFC 8461 §3.3), against the configured roots.
+    async fn tls_connect(&self, addr: SocketAddr, server_name: &str) -> io::Result<BoxStream>;
+}

@@ -1,0 +1,3 @@
+fn main() {
+    mta_sts_smol::query::main()
+}
