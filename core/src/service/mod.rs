@@ -12,7 +12,10 @@ mod engine;
 mod fetch;
 mod proactive;
 mod query;
+mod redis;
 mod server;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod stack;
 mod time;
 
@@ -23,7 +26,10 @@ pub use engine::{Engine, EngineHandle, EngineSettings};
 pub use fetch::{fetch_policy, lookup_txt, FetchError};
 pub use proactive::run_proactive_refresh;
 pub use query::{run_query, QueryOutcome};
+pub use redis::*;
 pub use server::{serve, Service, Shutdown, ShutdownTrigger};
+#[cfg(feature = "sqlite")]
+pub use sqlite::*;
 pub use stack::{start_stack, DnsTargets, Stack, RETRY_AFTER_FAILURE};
 pub use time::with_timeout;
 

@@ -1,0 +1,1 @@
+//! Redis cache backend logic (issue 4): owned by helper H.

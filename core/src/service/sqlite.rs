@@ -1,0 +1,1 @@
+//! SQLite cache backend (issue 4): owned by helper G.
