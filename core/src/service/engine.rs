@@ -123,7 +123,7 @@ impl<R: Runtime> Engine<R> {
         let (results_tx, results) = mpsc::unbounded();
         let engine = Engine {
             rt: rt.clone(),
-            resolver: Resolver::new(settings.resolver.clone()),
+            resolver: Resolver::new(settings.resolver),
             dns,
             transport,
             cache,
