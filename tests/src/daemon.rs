@@ -1,0 +1,237 @@
+//! Handles on the programs under test: `mta-sts-daemon` as a child process (DESIGN.md
+//! "Configuration", "Programs") and one-shot `mta-sts-query` runs.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::socketmap_client::SocketmapClient;
+use crate::{free_port, run_bounded};
+
+/// How long the daemon gets to start accepting connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `terminate` waits after SIGTERM before giving up.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the daemon listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// `host: 127.0.0.1`, `port: <port>`.
+    Tcp(u16),
+    /// `path: <path>` (a Unix socket).
+    Unix(PathBuf),
+}
+
+/// A running daemon with its own temp dir holding `config.yml`, `stdout.log`, `stderr.log`.
+/// Dropping it kills it (SIGKILL).
+pub struct Daemon {
+    child: Option<Child>,
+    listen: Listen,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `bin -c <dir>/config.yml <args>` listening on a free TCP port of 127.0.0.1.
+    /// `config` is the rest of the YAML (e.g. `World::config_yaml(..)`) and must not set
+    /// `host`, `port` or `path`. Waits until the port accepts connections; panics with the
+    /// captured output if the daemon exits or does not come up.
+    pub fn start(bin: impl AsRef<Path>, config: &str, args: &[&str]) -> Daemon {
+        Self::start_on(bin.as_ref(), Listen::Tcp(free_port()), config, args)
+    }
+
+    /// As [`Daemon::start`], listening on a Unix socket in the daemon's temp dir.
+    pub fn start_unix(bin: impl AsRef<Path>, config: &str, args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir for daemon");
+        let path = dir.path().join("socketmap.sock");
+        Self::start_in(bin.as_ref(), dir, Listen::Unix(path), config, args)
+    }
+
+    /// As [`Daemon::start`] with an explicit listening address.
+    pub fn start_on(bin: &Path, listen: Listen, config: &str, args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir for daemon");
+        Self::start_in(bin, dir, listen, config, args)
+    }
+
+    fn start_in(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        listen: Listen,
+        config: &str,
+        args: &[&str],
+    ) -> Daemon {
+        let head = match &listen {
+            Listen::Tcp(port) => format!("host: 127.0.0.1\nport: {port}\n"),
+            Listen::Unix(path) => format!("path: {}\n", yaml_str(&path.display().to_string())),
+        };
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, format!("{head}{config}")).expect("write daemon config");
+        let file = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file("stdout.log"))
+            .stderr(file("stderr.log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let mut daemon = Daemon {
+            child: Some(child),
+            listen,
+            dir,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "daemon exited during startup ({status}); output:\n{}",
+                    self.log()
+                );
+            }
+            if self.connectable() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "daemon did not accept connections in {START_TIMEOUT:?}; output:\n{}",
+            self.log()
+        );
+    }
+
+    fn connectable(&self) -> bool {
+        match &self.listen {
+            Listen::Tcp(port) => TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], *port)),
+                Duration::from_millis(200),
+            )
+            .is_ok(),
+            Listen::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+        }
+    }
+
+    /// Where the daemon listens.
+    pub fn listen(&self) -> &Listen {
+        &self.listen
+    }
+
+    /// The TCP port (panics for a Unix socket daemon).
+    pub fn port(&self) -> u16 {
+        match &self.listen {
+            Listen::Tcp(p) => *p,
+            Listen::Unix(_) => panic!("daemon listens on a Unix socket"),
+        }
+    }
+
+    /// The Postfix map string for `postmap -q` with socketmap name `name`.
+    pub fn map(&self, name: &str) -> String {
+        match &self.listen {
+            Listen::Tcp(p) => crate::postmap::inet_map(*p, name),
+            Listen::Unix(path) => crate::postmap::unix_map(path, name),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The daemon's temp dir (config, logs; free for the test's own files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config file the daemon was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yml")
+    }
+
+    /// A new socketmap connection to the daemon.
+    pub fn client(&self) -> SocketmapClient {
+        match &self.listen {
+            Listen::Tcp(p) => SocketmapClient::connect_tcp(SocketAddr::from(([127, 0, 0, 1], *p))),
+            Listen::Unix(path) => SocketmapClient::connect_unix(path),
+        }
+        .unwrap_or_else(|e| panic!("connect to daemon: {e}; output:\n{}", self.log()))
+    }
+
+    /// Captured stdout followed by stderr.
+    pub fn log(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!("{}{}", read("stdout.log"), read("stderr.log"))
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the daemon.
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(pid) = self.pid().and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; panics with the log if it does not exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(STOP_TIMEOUT)
+    }
+
+    /// Waits up to `timeout` for the process to exit; panics with the log if it does not.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let Some(child) = self.child.as_mut() else {
+            panic!("daemon already reaped");
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                panic!(
+                    "daemon did not exit within {timeout:?}; output:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Quotes a string for YAML (double-quoted, with `\` and `"` escaped).
+pub fn yaml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Runs `bin args...` (e.g. `mta-sts-query`), bounded to 60 s: (exit code or -1, stdout, stderr).
+pub fn run_query(bin: impl AsRef<Path>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin.as_ref());
+    cmd.args(args);
+    run_bounded(cmd, Duration::from_secs(60))
+}

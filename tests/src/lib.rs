@@ -1,0 +1,371 @@
+//! The hermetic test world of the end-to-end suites (DESIGN.md "Testing"): a DNS server and
+//! HTTPS policy servers on loopback with a CA generated at test time (RFC 8461 §3.1, §3.3),
+//! plus handles on real Postfix `postmap`, `redis-server` and the daemon process.
+//!
+//! Everything listens on 127.0.0.0/8 only and uses std threads (no async runtime), so both
+//! the smol and the tokio daemon's suites can use it.
+//!
+//! Certificates: the main policy server's certificate is re-issued (and its TLS acceptor
+//! replaced) every time a domain is added, so it always covers `mta-sts.<d>` for every
+//! domain added so far; no wildcard and no SNI-based selection is needed.
+
+#![warn(missing_docs)]
+
+pub mod ca;
+pub mod daemon;
+pub mod dns;
+pub mod https;
+pub mod postmap;
+pub mod redis;
+pub mod socketmap_client;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use ca::{TestCa, Validity};
+pub use daemon::{run_query, Daemon, Listen};
+pub use dns::DnsServer;
+pub use https::{Behaviour, Encoding, PolicyServer};
+pub use postmap::{postmap_query, PostmapOutcome, PostmapResult};
+pub use redis::RedisServer;
+pub use socketmap_client::{ReadOutcome, SocketmapClient};
+
+/// A certificate problem served by one of the extra policy servers (RFC 8461 §3.3: each must
+/// make the policy fetch fail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertProblem {
+    /// Valid and trusted, but only for `wrong-name.invalid` (on 127.0.0.2).
+    WrongName,
+    /// Right names, signed by a CA the daemon does not trust (on 127.0.0.3).
+    Untrusted,
+    /// Right names, trusted CA, expired (on 127.0.0.4).
+    Expired,
+}
+
+/// The name on the wrong-name server's certificate.
+pub const WRONG_NAME: &str = "wrong-name.invalid";
+
+/// One policy server and the names its certificate must cover.
+struct HostServer {
+    server: PolicyServer,
+    names: Mutex<Vec<String>>,
+    problem: Option<CertProblem>,
+}
+
+/// One DNS server, the test CA (and an untrusted one), a temp dir holding the CA file, and
+/// four policy servers sharing one port: the main one on 127.0.0.1 (valid certificate) and
+/// one per [`CertProblem`] on 127.0.0.2..4.
+pub struct World {
+    /// The DNS server (use it directly for split TXT strings, CNAMEs, faults, counters).
+    pub dns: DnsServer,
+    /// The CA the daemon trusts (`ca_file`).
+    pub ca: TestCa,
+    /// A CA nobody trusts.
+    pub untrusted_ca: TestCa,
+    dir: tempfile::TempDir,
+    ca_file: PathBuf,
+    port: u16,
+    servers: Vec<HostServer>,
+}
+
+/// `mta-sts.<domain>`, or `host` unchanged if it already is a policy host name.
+pub fn policy_host(domain_or_host: &str) -> String {
+    let d = domain_or_host.trim_end_matches('.').to_ascii_lowercase();
+    if d.starts_with("mta-sts.") {
+        d
+    } else {
+        format!("mta-sts.{d}")
+    }
+}
+
+/// A policy file (RFC 8461 §3.2) with LF line ends: version, mode, one `mx` line per entry,
+/// max_age.
+pub fn policy_body(mode: &str, max_age: u64, mx: &[&str]) -> String {
+    let mut s = format!("version: STSv1\nmode: {mode}\n");
+    for m in mx {
+        s.push_str(&format!("mx: {m}\n"));
+    }
+    s.push_str(&format!("max_age: {max_age}\n"));
+    s
+}
+
+impl World {
+    /// Starts the DNS server and the four policy servers (no domains yet) and writes the CA file.
+    pub fn new() -> World {
+        let ca = TestCa::new("mta-sts test CA");
+        let untrusted_ca = TestCa::new("mta-sts untrusted CA");
+        let dir = tempfile::tempdir().expect("world temp dir");
+        let ca_file = ca.write_ca_file(dir.path());
+        let problems = [
+            None,
+            Some(CertProblem::WrongName),
+            Some(CertProblem::Untrusted),
+            Some(CertProblem::Expired),
+        ];
+        let (port, servers) = bind_same_port(problems.len(), |i| {
+            let (issuer, validity) = match problems.get(i).copied().flatten() {
+                Some(CertProblem::Untrusted) => (&untrusted_ca, Validity::Valid),
+                Some(CertProblem::Expired) => (&ca, Validity::Expired),
+                _ => (&ca, Validity::Valid),
+            };
+            let first = if i == 1 {
+                WRONG_NAME
+            } else {
+                "placeholder.invalid"
+            };
+            issuer.identity(&[first], validity)
+        });
+        let servers = servers
+            .into_iter()
+            .zip(problems)
+            .map(|(server, problem)| HostServer {
+                server,
+                names: Mutex::new(Vec::new()),
+                problem,
+            })
+            .collect();
+        World {
+            dns: DnsServer::start(),
+            ca,
+            untrusted_ca,
+            dir,
+            ca_file,
+            port,
+            servers,
+        }
+    }
+
+    /// The temp dir (CA file, configs; free for the test's own files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The CA file the daemon must trust.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// The port shared by every policy server (`policy_port`).
+    pub fn policy_port(&self) -> u16 {
+        self.port
+    }
+
+    /// The loopback address serving `problem` (`None`: the main, valid server).
+    pub fn server_ip(&self, problem: Option<CertProblem>) -> Ipv4Addr {
+        let i = self
+            .servers
+            .iter()
+            .position(|s| s.problem == problem)
+            .unwrap_or(0);
+        match self.servers.get(i).map(|s| s.server.addr().ip()) {
+            Some(IpAddr::V4(ip)) => ip,
+            _ => Ipv4Addr::LOCALHOST,
+        }
+    }
+
+    fn server(&self, problem: Option<CertProblem>) -> Option<&HostServer> {
+        self.servers.iter().find(|s| s.problem == problem)
+    }
+
+    /// Adds `host` to the certificate of the server for `problem` (re-issuing it), unless the
+    /// problem is a wrong name.
+    fn cover(&self, problem: Option<CertProblem>, host: &str) {
+        let Some(hs) = self.server(problem) else {
+            return;
+        };
+        if problem == Some(CertProblem::WrongName) {
+            return;
+        }
+        let mut names = lock(&hs.names);
+        if names.iter().any(|n| n == host) {
+            return;
+        }
+        names.push(host.to_string());
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let identity = match problem {
+            Some(CertProblem::Untrusted) => self.untrusted_ca.identity(&refs, Validity::Valid),
+            Some(CertProblem::Expired) => self.ca.identity(&refs, Validity::Expired),
+            _ => self.ca.identity(&refs, Validity::Valid),
+        };
+        hs.server.set_identity(identity);
+    }
+
+    /// Publishes a policy domain: TXT `_mta-sts.<domain>` = `txt` (one record, one string),
+    /// A `mta-sts.<domain>` = 127.0.0.1, the main certificate covering `mta-sts.<domain>`, and
+    /// `behaviour` for that host (on every server, see [`World::set_behaviour`]).
+    pub fn add_policy_domain(&self, domain: &str, txt: &str, behaviour: Behaviour) {
+        let host = policy_host(domain);
+        self.set_txt(domain, &[txt]);
+        self.dns.set_a(&host, &[Ipv4Addr::LOCALHOST]);
+        self.cover(None, &host);
+        self.set_behaviour(&host, behaviour);
+    }
+
+    /// Replaces the TXT records of `_mta-sts.<domain>`, one single-string record per entry
+    /// (an empty slice leaves the name with no TXT: NODATA). For split strings or CNAMEs use
+    /// [`World::dns`] directly.
+    pub fn set_txt(&self, domain: &str, records: &[&str]) {
+        let name = format!("_mta-sts.{}", domain.trim_end_matches('.'));
+        let recs: Vec<&[&str]> = records.iter().map(std::slice::from_ref).collect();
+        self.dns.set_txt(&name, &recs);
+    }
+
+    /// Sets what every policy server does for `host` (`mta-sts.<d>`, or just `<d>`).
+    pub fn set_behaviour(&self, host: &str, behaviour: Behaviour) {
+        let host = policy_host(host);
+        for s in &self.servers {
+            s.server.set(&host, behaviour.clone());
+        }
+    }
+
+    /// Moves `mta-sts.<domain>` (A record) to the server with certificate problem `problem`,
+    /// which serves the same behaviour; call after [`World::add_policy_domain`].
+    pub fn policy_host_with_cert(&self, domain: &str, problem: CertProblem) {
+        let host = policy_host(domain);
+        self.cover(Some(problem), &host);
+        self.dns.set_a(&host, &[self.server_ip(Some(problem))]);
+    }
+
+    /// Moves `mta-sts.<domain>` back to the main server (valid certificate).
+    pub fn policy_host_valid(&self, domain: &str) {
+        let host = policy_host(domain);
+        self.cover(None, &host);
+        self.dns.set_a(&host, &[Ipv4Addr::LOCALHOST]);
+    }
+
+    /// Complete HTTP requests received for `host` (`mta-sts.<d>` or `<d>`) by all servers.
+    pub fn requests(&self, host: &str) -> usize {
+        let host = policy_host(host);
+        self.servers.iter().map(|s| s.server.requests(&host)).sum()
+    }
+
+    /// The head of the last request for `host` seen by the main server.
+    pub fn last_request(&self, host: &str) -> Option<String> {
+        self.server(None)
+            .and_then(|s| s.server.last_request(&policy_host(host)))
+    }
+
+    /// The `resolver:` section pointing the daemon at this world, followed by `extra`:
+    /// ```yaml
+    /// resolver:
+    ///   nameservers: ["127.0.0.1:<dns port>"]
+    ///   ca_file: "<dir>/mta-sts_test_CA.pem"
+    ///   policy_port: <port>
+    /// ```
+    pub fn config_yaml(&self, extra: &str) -> String {
+        format!(
+            "resolver:\n  nameservers: [\"{}\"]\n  ca_file: {}\n  policy_port: {}\n{}{}",
+            self.dns.addr(),
+            daemon::yaml_str(&self.ca_file.display().to_string()),
+            self.port,
+            extra,
+            if extra.ends_with('\n') || extra.is_empty() {
+                ""
+            } else {
+                "\n"
+            },
+        )
+    }
+
+    /// Writes [`World::config_yaml`] to `<dir>/config.yml` and returns its path.
+    pub fn write_config(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("config.yml");
+        std::fs::write(&path, self.config_yaml(extra)).expect("write config");
+        path
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Binds `count` policy servers on 127.0.0.1, 127.0.0.2, ... all on one port, retrying with
+/// a new port when one of the addresses is taken.
+fn bind_same_port(
+    count: usize,
+    identity: impl Fn(usize) -> native_tls::Identity,
+) -> (u16, Vec<PolicyServer>) {
+    'retry: for _ in 0..50 {
+        let first = PolicyServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), identity(0))
+            .expect("bind policy server on 127.0.0.1");
+        let port = first.addr().port();
+        let mut servers = vec![first];
+        for i in 1..count {
+            let Ok(last) = u8::try_from(i + 1) else {
+                break 'retry;
+            };
+            match PolicyServer::bind(SocketAddr::from(([127, 0, 0, last], port)), identity(i)) {
+                Ok(s) => servers.push(s),
+                Err(_) => continue 'retry,
+            }
+        }
+        return (port, servers);
+    }
+    panic!("could not bind {count} policy servers on one port");
+}
+
+/// A currently free TCP port on 127.0.0.1 (free when checked; the caller binds it soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port on 127.0.0.1")
+}
+
+/// Finds `name` in `PATH`, then in the sbin/bin directories (Postfix lives in /usr/sbin).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Runs `cmd` with captured output, killing it after `timeout`:
+/// (exit code or -1, stdout, stderr).
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> (i32, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    // Drain both pipes in threads so a chatty child cannot block on a full pipe.
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let err = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code().unwrap_or(-1),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break -1;
+            }
+        }
+    };
+    (
+        status,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
