@@ -32,10 +32,8 @@ async fn run(setup: DaemonSetup) -> i32 {
 async fn run_inner(setup: &DaemonSetup) -> Result<(), String> {
     let config = setup.config.clone();
     let (trigger, shutdown) = ShutdownTrigger::new();
-    let signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let stack = start(config.clone(), shutdown.clone()).await?;
+    let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     smol::spawn(async move {
         let mut signals = signals;
         if let Some(Ok(signal)) = signals.next().await {
@@ -52,13 +50,17 @@ async fn run_inner(setup: &DaemonSetup) -> Result<(), String> {
         Some(path) => {
             let listener = listen::unix(path, config.mode)?;
             setup.after_bind()?;
+            let stack = start(config.clone(), shutdown.clone()).await?;
             log::info!("listening on {}", path.display());
+            setup.ready();
             serve(rt, listener.incoming(), stack.service, shutdown, grace).await;
         }
         None => {
             let listener = listen::tcp(&config.host, config.port, config.reuse_port)?;
             setup.after_bind()?;
+            let stack = start(config.clone(), shutdown.clone()).await?;
             log::info!("listening on {}:{}", config.host, config.port);
+            setup.ready();
             serve(rt, listener.incoming(), stack.service, shutdown, grace).await;
         }
     }

@@ -48,15 +48,20 @@ pub fn prepare_daemon() -> DaemonSetup {
 }
 
 impl DaemonSetup {
-    /// After the listening socket is bound: pidfile, privilege drop,
-    /// systemd readiness.
+    /// After the listening socket is bound and before the cache is
+    /// opened (so its files belong to the service user): pidfile, then
+    /// privilege drop.
     pub fn after_bind(&self) -> Result<(), String> {
         if let Some(path) = &self.args.pidfile {
             write_pidfile(path)?;
         }
-        drop_privileges(self.args.user.as_deref(), self.args.group.as_deref())?;
+        drop_privileges(self.args.user.as_deref(), self.args.group.as_deref())
+    }
+
+    /// Everything is up: tell systemd (`Type=notify`).
+    pub fn ready(&self) {
+        log::info!("ready");
         sd_notify("READY=1");
-        Ok(())
     }
 }
 
