@@ -6,7 +6,7 @@ use mta_sts_core::config::{CacheConfig, Config};
 use mta_sts_core::host::{self, DaemonSetup};
 use mta_sts_core::service::{
     run_proactive_refresh, serve, start_stack, CacheBackend, MemoryBackend, Shutdown,
-    ShutdownTrigger, Stack,
+    ShutdownTrigger, SqliteBackend, Stack,
 };
 use std::sync::Arc;
 
@@ -32,8 +32,9 @@ async fn run(setup: DaemonSetup) -> i32 {
 async fn run_inner(setup: &DaemonSetup) -> Result<(), String> {
     let config = setup.config.clone();
     let (trigger, shutdown) = ShutdownTrigger::new();
-    let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     smol::spawn(async move {
         let mut signals = signals;
         if let Some(Ok(signal)) = signals.next().await {
