@@ -4,12 +4,14 @@
 //! behind the `host` feature that only the drivers enable; the sans-IO
 //! modules never use it.
 
+mod daemon;
 mod listen;
 mod logging;
 mod notify;
 mod privileges;
 mod startup;
 
+pub use daemon::{daemon_main, query_args, query_main, start, Connections, Driver};
 pub use listen::{bind_tcp, bind_unix};
 pub use logging::init_logging;
 pub use notify::sd_notify;

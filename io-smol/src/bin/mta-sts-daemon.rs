@@ -1,3 +1,10 @@
+//! `mta-sts-daemon` on smol.
+
 fn main() {
-    mta_sts_smol::daemon::main()
+    let setup = mta_sts_core::host::prepare_daemon();
+    let code = smol::block_on(mta_sts_core::host::daemon_main(
+        mta_sts_smol::SmolDriver,
+        setup,
+    ));
+    std::process::exit(code)
 }

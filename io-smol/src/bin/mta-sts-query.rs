@@ -1,3 +1,10 @@
+//! `mta-sts-query` on smol.
+
 fn main() {
-    mta_sts_smol::query::main()
+    let args = mta_sts_core::host::query_args();
+    let code = smol::block_on(mta_sts_core::host::query_main(
+        mta_sts_smol::SmolDriver,
+        args,
+    ));
+    std::process::exit(code)
 }

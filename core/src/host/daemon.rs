@@ -1,0 +1,209 @@
+//! The two programs' main flow, written once over a [`Driver`]: what a
+//! runtime must supply (listeners, signals, transport, Redis connection).
+//! The drivers implement the trait and call [`daemon_main`]/[`query_main`].
+
+use super::{
+    dns_settings, load_config, parse_or_exit, policy_tls_connector, sd_notify, DaemonSetup,
+};
+use crate::cli::{parse_query_args, QueryArgs};
+use crate::config::{CacheConfig, Config, RedisOptions};
+use crate::service::{
+    run_proactive_refresh, run_query, serve, start_stack, BoxStream, CacheBackend, CacheError,
+    DnsClient, MemoryBackend, Runtime, Shutdown, ShutdownTrigger, SqliteBackend, Stack, Transport,
+};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream as Incoming;
+use std::io;
+use std::sync::Arc;
+
+/// Accepted connections, as a stream.
+pub type Connections = Incoming<'static, io::Result<BoxStream>>;
+
+/// What a runtime supplies to the programs.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// The runtime's spawn, timers and clock.
+    type Rt: Runtime;
+    /// The runtime.
+    fn runtime(&self) -> Self::Rt;
+    /// UDP/TCP/TLS for DNS and policy fetches, validating with `tls`.
+    fn transport(&self, tls: native_tls::TlsConnectorBuilder) -> Arc<dyn Transport>;
+    /// Accept loop input for a bound, non-blocking TCP listener.
+    fn tcp_incoming(&self, listener: std::net::TcpListener) -> io::Result<Connections>;
+    /// Accept loop input for a bound, non-blocking Unix listener.
+    fn unix_incoming(&self, listener: std::os::unix::net::UnixListener) -> io::Result<Connections>;
+    /// Completes on SIGTERM or SIGINT.
+    fn stop_signal(&self) -> io::Result<BoxFuture<'static, ()>>;
+    /// The `redis` cache backend.
+    async fn open_redis(&self, options: &RedisOptions)
+        -> Result<Arc<dyn CacheBackend>, CacheError>;
+}
+
+/// `mta-sts-daemon`: serve until SIGTERM/SIGINT. Returns the exit status:
+/// 0 after a graceful stop, 1 when start-up fails.
+pub async fn daemon_main<D: Driver>(driver: D, setup: DaemonSetup) -> i32 {
+    match run_daemon(&driver, &setup).await {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("mta-sts-daemon: {e}");
+            1
+        }
+    }
+}
+
+async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), String> {
+    let config = setup.config.clone();
+    let (trigger, shutdown) = ShutdownTrigger::new();
+    let stop = driver
+        .stop_signal()
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let rt = driver.runtime();
+    rt.spawn(Box::pin(async move {
+        stop.await;
+        log::info!("stop signal received: finishing in-flight requests");
+        sd_notify("STOPPING=1");
+        trigger.fire();
+    }));
+    let (incoming, place) = match &config.path {
+        Some(path) => {
+            let listener = super::bind_unix(path, config.mode)?;
+            let incoming = driver
+                .unix_incoming(listener)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            (incoming, path.display().to_string())
+        }
+        None => {
+            let listener = super::bind_tcp(&config.host, config.port, config.reuse_port)?;
+            let place = format!("{}:{}", config.host, config.port);
+            let incoming = driver
+                .tcp_incoming(listener)
+                .map_err(|e| format!("cannot listen on {place}: {e}"))?;
+            (incoming, place)
+        }
+    };
+    setup.after_bind()?;
+    let stack = start(driver, config.clone(), shutdown.clone()).await?;
+    log::info!("listening on {place}");
+    setup.ready();
+    serve(
+        rt,
+        incoming,
+        stack.service,
+        shutdown,
+        config.shutdown_timeout,
+    )
+    .await;
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Start the resolver for `config` on `driver`'s runtime: cache backend,
+/// engine and (when enabled) proactive refresh. `serve` the returned
+/// service on any listener; `shutdown` stops the background refresh.
+pub async fn start<D: Driver>(
+    driver: &D,
+    config: Arc<Config>,
+    shutdown: Shutdown,
+) -> Result<Stack<D::Rt>, String> {
+    let rt = driver.runtime();
+    let transport = driver.transport(policy_tls_connector(&config)?);
+    let cache = open_cache(driver, &config).await?;
+    let stack = start_stack(
+        rt.clone(),
+        transport,
+        dns_settings(&config),
+        config.clone(),
+        cache.clone(),
+    );
+    let proactive = &config.proactive_policy_fetching;
+    if proactive.enabled {
+        let task = run_proactive_refresh(
+            rt.clone(),
+            stack.engine.clone(),
+            cache,
+            proactive.clone(),
+            config.default_zone.timeout,
+            shutdown,
+        );
+        rt.spawn(Box::pin(task));
+    }
+    Ok(stack)
+}
+
+async fn open_cache<D: Driver>(
+    driver: &D,
+    config: &Config,
+) -> Result<Arc<dyn CacheBackend>, String> {
+    match &config.cache {
+        CacheConfig::Internal { cache_size } => Ok(Arc::new(MemoryBackend::new(*cache_size))),
+        CacheConfig::Sqlite(options) => {
+            let backend = SqliteBackend::open(driver.runtime(), options)
+                .await
+                .map_err(|e| e.to_string())?;
+            log::info!("cache: sqlite {}", options.filename.display());
+            Ok(Arc::new(backend))
+        }
+        CacheConfig::Redis(options) => {
+            let backend = driver
+                .open_redis(options)
+                .await
+                .map_err(|e| e.to_string())?;
+            log::info!("cache: redis {}", options.url);
+            Ok(backend)
+        }
+    }
+}
+
+/// The query program's arguments, parsed (or help/usage printed and exit).
+pub fn query_args() -> QueryArgs {
+    let args = parse_or_exit(parse_query_args(std::env::args_os().skip(1).collect()));
+    let _ = super::init_logging(args.verbosity.to_log_filter(), None);
+    args
+}
+
+/// `mta-sts-query`: look the domain up once and print what was found.
+/// Returns the exit status: 0 valid policy (or NOT_CHANGED), 1 no policy,
+/// 2 fetch error or bad arguments.
+pub async fn query_main<D: Driver>(driver: D, args: QueryArgs) -> i32 {
+    let config = match &args.config {
+        Some(path) => match load_config(path) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("mta-sts-query: {e}");
+                return 2;
+            }
+        },
+        None => Config::default(),
+    };
+    let transport = match policy_tls_connector(&config) {
+        Ok(tls) => driver.transport(tls),
+        Err(e) => {
+            eprintln!("mta-sts-query: {e}");
+            return 2;
+        }
+    };
+    let targets = dns_settings(&config);
+    let dns = DnsClient::new(
+        driver.runtime(),
+        transport.clone(),
+        targets.servers,
+        targets.attempts,
+        targets.try_timeout,
+    );
+    let outcome = run_query(
+        &dns,
+        transport.as_ref(),
+        &args.domain,
+        args.known_id.as_deref(),
+        config.resolver.policy_port,
+        &config.resolver.user_agent,
+    )
+    .await;
+    if args.json {
+        println!("{}", outcome.to_json(&args.domain));
+    } else {
+        print!("{}", outcome.to_text(&args.domain));
+    }
+    outcome.exit_code()
+}
