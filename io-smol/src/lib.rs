@@ -25,6 +25,7 @@
 //! ```
 
 mod driver;
+pub mod redis;
 mod runtime;
 mod transport;
 

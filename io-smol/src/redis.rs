@@ -1,0 +1,139 @@
+//! The `redis` cache backend on smol (DESIGN.md "Configuration",
+//! `cache.type: redis`): redis-rs's auto-reconnecting [`ConnectionManager`]
+//! under the core's [`RedisBackend`], which holds all the cache logic.
+
+use std::time::Duration;
+
+use mta_sts_core::config::RedisOptions;
+use mta_sts_core::service::{CacheError, RedisBackend, RedisCommands, Runtime};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue};
+
+use crate::SmolRuntime;
+
+/// Keys asked for per `SCAN` step.
+const SCAN_COUNT: usize = 1000;
+
+/// [`RedisCommands`] over one multiplexed connection that reconnects by
+/// itself; every command gives up after `socket_timeout`, so a down or slow
+/// Redis never holds a lookup (DESIGN.md "Cache and refresh").
+#[derive(Clone)]
+pub struct SmolRedis {
+    conn: ConnectionManager,
+    timeout: Duration,
+}
+
+impl SmolRedis {
+    async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, CacheError> {
+        let mut conn = self.conn.clone();
+        let reply = smol::future::or(
+            async { Some(cmd.query_async::<T>(&mut conn).await) },
+            async {
+                smol::Timer::after(self.timeout).await;
+                None
+            },
+        );
+        match reply.await {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(e)) => Err(CacheError::Backend(e.to_string())),
+            None => Err(CacheError::Backend(format!(
+                "no reply within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+}
+
+/// Values as text: a non-UTF-8 value is not JSON either, so the lossy
+/// conversion only turns it into a `Corrupt` entry.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[async_trait::async_trait]
+impl RedisCommands for SmolRedis {
+    async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(key)).await?;
+        Ok(value.map(text))
+    }
+
+    async fn set(&self, key: &str, value: &str) -> Result<(), CacheError> {
+        self.run(redis::cmd("SET").arg(key).arg(value)).await
+    }
+
+    async fn eval_int(
+        &self,
+        script: &str,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<i64, CacheError> {
+        self.run(
+            redis::cmd("EVAL")
+                .arg(script)
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args),
+        )
+        .await
+    }
+
+    async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let scan = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .to_owned();
+            let (next, batch): (u64, Vec<Vec<u8>>) = self.run(&scan).await?;
+            keys.extend(batch.into_iter().map(text));
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<Vec<u8>>> = self.run(redis::cmd("MGET").arg(keys)).await?;
+        Ok(values.into_iter().map(|v| v.map(text)).collect())
+    }
+}
+
+/// Open the `redis` cache for `options` (DESIGN.md "Configuration", "Cache
+/// and refresh"). Fails only on an unusable URL: an unreachable server is
+/// logged and the connection is retried on use (lookups go on without the
+/// cache meanwhile). `max_connections` bounds
+/// the requests in flight on the one multiplexed connection.
+pub async fn open(options: &RedisOptions) -> Result<RedisBackend<SmolRedis>, CacheError> {
+    let invalid =
+        |e: redis::RedisError| CacheError::Backend(format!("redis url {:?}: {e}", options.url));
+    let client = redis::Client::open(options.url.as_str()).map_err(invalid)?;
+    let mut config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.socket_connect_timeout))
+        .set_response_timeout(Some(options.socket_timeout))
+        // Give up on a down server quickly; the next command tries again.
+        .set_number_of_retries(1);
+    if let Some(limit) = options.max_connections {
+        config = config.set_concurrency_limit(limit.max(1));
+    }
+    let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?;
+    let commands = SmolRedis {
+        conn,
+        timeout: options.socket_timeout,
+    };
+    // Probe now so a wrong address shows in the log at start, not at the
+    // first lookup.
+    if let Err(e) = commands.run::<()>(&redis::cmd("PING")).await {
+        log::warn!("redis cache not reachable yet, going on without it until it is: {e}");
+    }
+    Ok(RedisBackend::new(commands, options.prefix.clone(), || {
+        SmolRuntime.wall()
+    }))
+}

@@ -1,0 +1,241 @@
+//! The `redis` cache backend against a real `redis-server` on a loopback
+//! port (DESIGN.md "Cache and refresh"): the real Lua compare-and-set, key
+//! expiry, and surviving a Redis restart without re-creating the backend.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mta_sts_core::cache::CacheEntry;
+use mta_sts_core::config::RedisOptions;
+use mta_sts_core::domain::Domain;
+use mta_sts_core::policy::{Mode, Policy};
+use mta_sts_core::service::{CacheBackend, CacheError, RedisBackend};
+use mta_sts_smol::redis::{open, SmolRedis};
+use mta_sts_tests::redis::RedisServer;
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn options(url: String) -> RedisOptions {
+    RedisOptions {
+        url,
+        prefix: "mta-sts:".into(),
+        socket_timeout: TIMEOUT,
+        socket_connect_timeout: TIMEOUT,
+        max_connections: Some(8),
+    }
+}
+
+fn backend(server: &RedisServer) -> RedisBackend<SmolRedis> {
+    smol::block_on(open(&options(server.url()))).unwrap()
+}
+
+fn d(s: &str) -> Domain {
+    Domain::new(s).unwrap()
+}
+
+fn entry(id: &str, fetched_at: u64, checked_at: u64) -> CacheEntry {
+    CacheEntry {
+        policy_id: id.into(),
+        policy: Policy {
+            mode: Mode::Testing,
+            max_age: 86_400,
+            mx: vec!["mx.example.com".into()],
+            lines: vec![
+                "version: STSv1".into(),
+                "mode: testing".into(),
+                "mx: mx.example.com".into(),
+                "max_age: 86400".into(),
+            ],
+        },
+        fetched_at,
+        checked_at,
+    }
+}
+
+/// The integer of a `:N` reply.
+fn int_reply(reply: &str) -> i64 {
+    reply.strip_prefix(':').unwrap().parse().unwrap()
+}
+
+#[test]
+fn round_trip_with_expiry() {
+    let server = RedisServer::start();
+    let b = backend(&server);
+    let t = now();
+    let e = entry("id1", t, t);
+    smol::block_on(async {
+        assert_eq!(b.get(&d("example.com")).await.unwrap(), None);
+        b.set(&d("example.com"), &e).await.unwrap();
+        assert_eq!(b.get(&d("example.com")).await.unwrap(), Some(e));
+    });
+    let ttl = int_reply(&server.cmd(&["TTL", "mta-sts:example.com"]).unwrap());
+    assert!(ttl > 86_400 && ttl <= 2 * 86_400, "TTL {ttl}");
+}
+
+#[test]
+fn lua_keeps_the_newer_entry() {
+    let server = RedisServer::start();
+    let b = backend(&server);
+    let t = now();
+    let dom = d("example.com");
+    smol::block_on(async {
+        let newer = entry("new", t - 10, t - 5);
+        b.set(&dom, &newer).await.unwrap();
+        b.set(&dom, &entry("old", t - 20, t)).await.unwrap();
+        b.set(&dom, &entry("old", t - 10, t - 6)).await.unwrap();
+        assert_eq!(b.get(&dom).await.unwrap(), Some(newer));
+        let checked = entry("new", t - 10, t);
+        b.set(&dom, &checked).await.unwrap();
+        assert_eq!(b.get(&dom).await.unwrap(), Some(checked));
+    });
+}
+
+#[test]
+fn lua_reads_python_records_and_overwrites_junk() {
+    let server = RedisServer::start();
+    let b = backend(&server);
+    let t = now();
+    let py = format!(
+        r#"{{"ts": {t}, "pol_id": "py", "pol_body": {{"version": "STSv1", "mode": "enforce", "max_age": 86400, "mx": ["mx.example.com"]}}}}"#
+    );
+    assert_eq!(
+        server.cmd(&["SET", "mta-sts:py.example", &py]).unwrap(),
+        "+OK"
+    );
+    assert_eq!(
+        server
+            .cmd(&["SET", "mta-sts:junk.example", "junk"])
+            .unwrap(),
+        "+OK"
+    );
+    smol::block_on(async {
+        // No fetched_at: fetched at ts, newer than this write.
+        b.set(&d("py.example"), &entry("x", t - 1, t + 5))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.get(&d("py.example")).await.unwrap().unwrap().policy_id,
+            "py"
+        );
+        assert!(matches!(
+            b.get(&d("junk.example")).await,
+            Err(CacheError::Corrupt { .. })
+        ));
+        let e = entry("fixed", t, t);
+        b.set(&d("junk.example"), &e).await.unwrap();
+        assert_eq!(b.get(&d("junk.example")).await.unwrap(), Some(e));
+    });
+}
+
+#[test]
+fn stale_and_proactive_ts() {
+    let server = RedisServer::start();
+    let b = backend(&server);
+    let t = now();
+    smol::block_on(async {
+        b.set(&d("old.example"), &entry("a", t - 500, t - 300))
+            .await
+            .unwrap();
+        b.set(&d("new.example"), &entry("a", t - 500, t - 100))
+            .await
+            .unwrap();
+        assert_eq!(b.proactive_ts().await.unwrap(), None);
+        b.set_proactive_ts(t).await.unwrap();
+        assert_eq!(b.proactive_ts().await.unwrap(), Some(t));
+        assert_eq!(b.stale(t - 200).await.unwrap(), vec![d("old.example")]);
+        let mut all = b.stale(t).await.unwrap();
+        all.sort();
+        assert_eq!(all, vec![d("new.example"), d("old.example")]);
+    });
+    assert_eq!(
+        server.cmd(&["GET", "mta-sts:!proactive_fetch_ts"]).unwrap(),
+        format!("${}\r\n{t}", t.to_string().len())
+    );
+}
+
+/// Retry `op` until it succeeds or `within` runs out.
+async fn eventually<T, F, Fut>(within: Duration, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CacheError>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("still failing: {e}"),
+            Err(_) => smol::Timer::after(Duration::from_millis(50)).await,
+        };
+    }
+}
+
+#[test]
+fn survives_a_redis_restart() {
+    let mut server = RedisServer::start();
+    let b = backend(&server);
+    let t = now();
+    let dom = d("example.com");
+    let e = entry("a", t, t);
+    smol::block_on(async {
+        b.set(&dom, &e).await.unwrap();
+        server.kill();
+        for _ in 0..3 {
+            let started = Instant::now();
+            assert!(b.get(&dom).await.is_err());
+            assert!(b.set(&dom, &e).await.is_err());
+            assert!(b.stale(t).await.is_err());
+            assert!(started.elapsed() < 3 * TIMEOUT + Duration::from_millis(300));
+        }
+        server.restart();
+        // The restarted server is empty; the same backend reconnects.
+        assert_eq!(
+            eventually(Duration::from_secs(5), || b.get(&dom)).await,
+            None
+        );
+        b.set(&dom, &e).await.unwrap();
+        assert_eq!(b.get(&dom).await.unwrap(), Some(e));
+    });
+}
+
+#[test]
+fn starts_while_redis_is_down() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let started = Instant::now();
+    let b = backend(&server);
+    let dom = d("example.com");
+    smol::block_on(async {
+        assert!(b.get(&dom).await.is_err());
+        assert!(started.elapsed() < 2 * TIMEOUT + Duration::from_millis(300));
+        server.restart();
+        let e = entry("a", now(), now());
+        eventually(Duration::from_secs(5), || b.set(&dom, &e)).await;
+        assert_eq!(b.get(&dom).await.unwrap(), Some(e));
+    });
+}
+
+#[test]
+fn a_slow_redis_times_out() {
+    let server = RedisServer::start();
+    let b = backend(&server);
+    // Holds every client's commands for 1.5 s; ours give up after TIMEOUT.
+    assert_eq!(server.cmd(&["CLIENT", "PAUSE", "1500"]).unwrap(), "+OK");
+    let dom = d("example.com");
+    let started = Instant::now();
+    assert!(smol::block_on(b.get(&dom)).is_err());
+    assert!(started.elapsed() < TIMEOUT + Duration::from_millis(300));
+    let got = smol::block_on(eventually(Duration::from_secs(5), || b.get(&dom)));
+    assert_eq!(got, None);
+}
+
+#[test]
+fn an_invalid_url_is_an_error() {
+    let err = smol::block_on(open(&options("http://127.0.0.1:1/".into()))).err();
+    assert!(matches!(err, Some(CacheError::Backend(_))), "{err:?}");
+}
