@@ -3,9 +3,8 @@
 use crate::{SmolRuntime, SmolTransport};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use mta_sts_core::config::RedisOptions;
 use mta_sts_core::host::{Connections, Driver};
-use mta_sts_core::service::{BoxStream, CacheBackend, CacheError, Transport};
+use mta_sts_core::service::{BoxStream, Transport};
 use std::io;
 use std::sync::Arc;
 
@@ -13,7 +12,6 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SmolDriver;
 
-#[async_trait::async_trait]
 impl Driver for SmolDriver {
     type Rt = SmolRuntime;
 
@@ -57,12 +55,5 @@ impl Driver for SmolDriver {
             let _ = signals.next().await;
         }
         .boxed())
-    }
-
-    async fn open_redis(
-        &self,
-        _options: &RedisOptions,
-    ) -> Result<Arc<dyn CacheBackend>, CacheError> {
-        Err(CacheError::Backend("redis: not available yet".into()))
     }
 }

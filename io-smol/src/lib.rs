@@ -25,7 +25,6 @@
 //! ```
 
 mod driver;
-pub mod redis;
 mod runtime;
 mod transport;
 

@@ -8,8 +8,9 @@ use mta_sts_core::cache::CacheEntry;
 use mta_sts_core::config::RedisOptions;
 use mta_sts_core::domain::Domain;
 use mta_sts_core::policy::{Mode, Policy};
+use mta_sts_core::service::{open_redis, RedisConnection};
 use mta_sts_core::service::{CacheBackend, CacheError, RedisBackend};
-use mta_sts_smol::redis::{open, SmolRedis};
+use mta_sts_smol::SmolRuntime;
 use mta_sts_tests::redis::RedisServer;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -31,8 +32,8 @@ fn options(url: String) -> RedisOptions {
     }
 }
 
-fn backend(server: &RedisServer) -> RedisBackend<SmolRedis> {
-    smol::block_on(open(&options(server.url()))).unwrap()
+fn backend(server: &RedisServer) -> RedisBackend<RedisConnection<SmolRuntime>> {
+    smol::block_on(open_redis(SmolRuntime, &options(server.url()))).unwrap()
 }
 
 fn d(s: &str) -> Domain {
@@ -236,6 +237,10 @@ fn a_slow_redis_times_out() {
 
 #[test]
 fn an_invalid_url_is_an_error() {
-    let err = smol::block_on(open(&options("http://127.0.0.1:1/".into()))).err();
+    let err = smol::block_on(open_redis(
+        SmolRuntime,
+        &options("http://127.0.0.1:1/".into()),
+    ))
+    .err();
     assert!(matches!(err, Some(CacheError::Backend(_))), "{err:?}");
 }

@@ -12,12 +12,14 @@
 #![warn(missing_docs)]
 
 pub mod ca;
+pub mod cases;
 pub mod daemon;
 pub mod dns;
 pub mod https;
 pub mod postmap;
 pub mod redis;
 pub mod socketmap_client;
+mod suite;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -6,9 +6,9 @@ use super::{
     dns_settings, load_config, parse_or_exit, policy_tls_connector, sd_notify, DaemonSetup,
 };
 use crate::cli::{parse_query_args, QueryArgs};
-use crate::config::{CacheConfig, Config, RedisOptions};
+use crate::config::{CacheConfig, Config};
 use crate::service::{
-    run_proactive_refresh, run_query, serve, start_stack, BoxStream, CacheBackend, CacheError,
+    open_redis, run_proactive_refresh, run_query, serve, start_stack, BoxStream, CacheBackend,
     DnsClient, MemoryBackend, Runtime, Shutdown, ShutdownTrigger, SqliteBackend, Stack, Transport,
 };
 use futures::future::BoxFuture;
@@ -20,7 +20,6 @@ use std::sync::Arc;
 pub type Connections = Incoming<'static, io::Result<BoxStream>>;
 
 /// What a runtime supplies to the programs.
-#[async_trait::async_trait]
 pub trait Driver: Send + Sync + 'static {
     /// The runtime's spawn, timers and clock.
     type Rt: Runtime;
@@ -34,9 +33,6 @@ pub trait Driver: Send + Sync + 'static {
     fn unix_incoming(&self, listener: std::os::unix::net::UnixListener) -> io::Result<Connections>;
     /// Completes on SIGTERM or SIGINT.
     fn stop_signal(&self) -> io::Result<BoxFuture<'static, ()>>;
-    /// The `redis` cache backend.
-    async fn open_redis(&self, options: &RedisOptions)
-        -> Result<Arc<dyn CacheBackend>, CacheError>;
 }
 
 /// `mta-sts-daemon`: serve until SIGTERM/SIGINT. Returns the exit status:
@@ -145,12 +141,11 @@ async fn open_cache<D: Driver>(
             Ok(Arc::new(backend))
         }
         CacheConfig::Redis(options) => {
-            let backend = driver
-                .open_redis(options)
+            let backend = open_redis(driver.runtime(), options)
                 .await
                 .map_err(|e| e.to_string())?;
             log::info!("cache: redis {}", options.url);
-            Ok(backend)
+            Ok(Arc::new(backend))
         }
     }
 }

@@ -13,6 +13,8 @@ mod fetch;
 mod proactive;
 mod query;
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_rs;
 mod server;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -27,6 +29,8 @@ pub use fetch::{fetch_policy, lookup_txt, FetchError};
 pub use proactive::run_proactive_refresh;
 pub use query::{run_query, QueryOutcome};
 pub use redis::*;
+#[cfg(feature = "redis")]
+pub use redis_rs::{open_redis, RedisConnection};
 pub use server::{serve, Service, Shutdown, ShutdownTrigger};
 #[cfg(feature = "sqlite")]
 pub use sqlite::*;

@@ -1,15 +1,17 @@
-//! The `redis` cache backend on smol (DESIGN.md "Configuration",
+//! The `redis` cache backend's connection (DESIGN.md "Configuration",
 //! `cache.type: redis`): redis-rs's auto-reconnecting [`ConnectionManager`]
-//! under the core's [`RedisBackend`], which holds all the cache logic.
+//! under [`RedisBackend`], which holds all the cache logic.
+//!
+//! Behind the `redis` feature: redis-rs's async support needs a runtime
+//! feature (`smol-comp`, `tokio-comp`), which each driver turns on for its
+//! own build; this code is the same for both.
 
 use std::time::Duration;
 
-use mta_sts_core::config::RedisOptions;
-use mta_sts_core::service::{CacheError, RedisBackend, RedisCommands, Runtime};
+use super::{with_timeout, CacheError, RedisBackend, RedisCommands, Runtime};
+use crate::config::RedisOptions;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue};
-
-use crate::SmolRuntime;
 
 /// Keys asked for per `SCAN` step.
 const SCAN_COUNT: usize = 1000;
@@ -18,21 +20,16 @@ const SCAN_COUNT: usize = 1000;
 /// itself; every command gives up after `socket_timeout`, so a down or slow
 /// Redis never holds a lookup (DESIGN.md "Cache and refresh").
 #[derive(Clone)]
-pub struct SmolRedis {
+pub struct RedisConnection<R: Runtime> {
+    rt: R,
     conn: ConnectionManager,
     timeout: Duration,
 }
 
-impl SmolRedis {
+impl<R: Runtime> RedisConnection<R> {
     async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, CacheError> {
         let mut conn = self.conn.clone();
-        let reply = smol::future::or(
-            async { Some(cmd.query_async::<T>(&mut conn).await) },
-            async {
-                smol::Timer::after(self.timeout).await;
-                None
-            },
-        );
+        let reply = with_timeout(&self.rt, self.timeout, cmd.query_async::<T>(&mut conn));
         match reply.await {
             Some(Ok(value)) => Ok(value),
             Some(Err(e)) => Err(CacheError::Backend(e.to_string())),
@@ -51,7 +48,7 @@ fn text(bytes: Vec<u8>) -> String {
 }
 
 #[async_trait::async_trait]
-impl RedisCommands for SmolRedis {
+impl<R: Runtime> RedisCommands for RedisConnection<R> {
     async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
         let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(key)).await?;
         Ok(value.map(text))
@@ -111,7 +108,10 @@ impl RedisCommands for SmolRedis {
 /// logged and the connection is retried on use (lookups go on without the
 /// cache meanwhile). `max_connections` bounds
 /// the requests in flight on the one multiplexed connection.
-pub async fn open(options: &RedisOptions) -> Result<RedisBackend<SmolRedis>, CacheError> {
+pub async fn open_redis<R: Runtime>(
+    rt: R,
+    options: &RedisOptions,
+) -> Result<RedisBackend<RedisConnection<R>>, CacheError> {
     let invalid =
         |e: redis::RedisError| CacheError::Backend(format!("redis url {:?}: {e}", options.url));
     let client = redis::Client::open(options.url.as_str()).map_err(invalid)?;
@@ -124,7 +124,8 @@ pub async fn open(options: &RedisOptions) -> Result<RedisBackend<SmolRedis>, Cac
         config = config.set_concurrency_limit(limit.max(1));
     }
     let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?;
-    let commands = SmolRedis {
+    let commands = RedisConnection {
+        rt: rt.clone(),
         conn,
         timeout: options.socket_timeout,
     };
@@ -133,7 +134,9 @@ pub async fn open(options: &RedisOptions) -> Result<RedisBackend<SmolRedis>, Cac
     if let Err(e) = commands.run::<()>(&redis::cmd("PING")).await {
         log::warn!("redis cache not reachable yet, going on without it until it is: {e}");
     }
-    Ok(RedisBackend::new(commands, options.prefix.clone(), || {
-        SmolRuntime.wall()
-    }))
+    Ok(RedisBackend::new(
+        commands,
+        options.prefix.clone(),
+        move || rt.wall(),
+    ))
 }

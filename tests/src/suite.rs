@@ -1,0 +1,136 @@
+//! The driver-independent end-to-end suite (DESIGN.md "Testing"): one macro listing every
+//! case of [`crate::cases`] once, so each driver's `tests/e2e.rs` is a single line.
+
+/// Expands to one `#[test]` per case of [`crate::cases`] (in one module per topic), each
+/// running the case against the given `mta-sts-daemon` and `mta-sts-query` binaries:
+///
+/// ```ignore
+/// mta_sts_tests::e2e_suite!(
+///     env!("CARGO_BIN_EXE_mta-sts-daemon"),
+///     env!("CARGO_BIN_EXE_mta-sts-query")
+/// );
+/// ```
+#[macro_export]
+macro_rules! e2e_suite {
+    ($daemon:expr, $query:expr $(,)?) => {
+        /// The programs under test.
+        const BINS: $crate::cases::Bins = $crate::cases::Bins {
+            daemon: $daemon,
+            query: $query,
+        };
+        $crate::e2e_suite! {
+            @topics
+            policy: [
+                enforce_several_mx_and_wildcard,
+                testing_without_strict_testing,
+                testing_with_strict_testing,
+                mode_none,
+                lf_and_crlf_policies,
+                unknown_keys_ignored,
+                max_age_over_cap_still_served,
+                missing_max_age,
+                enforce_without_mx,
+                bad_mode,
+                bad_policy_version,
+                ip_literal_mx_invalid,
+            ],
+            txt: [
+                no_txt_nxdomain,
+                txt_without_sts_record,
+                two_sts_records,
+                bad_version,
+                missing_id,
+                bad_id_characters,
+                extension_fields_accepted,
+                cname_txt_followed,
+                unrelated_txt_beside_sts,
+                txt_split_in_several_strings,
+                dns_server_down,
+                dns_servfail,
+                tcp_fallback_on_truncation,
+                long_txt_record,
+            ],
+            fetch: [
+                policy_request_shape,
+                status_404,
+                redirect_not_followed,
+                text_html_rejected,
+                text_plain_with_charset_accepted,
+                oversized_by_content_length,
+                oversized_chunked,
+                chunked_small_accepted,
+                hanging_policy_host_times_out,
+                reset_by_policy_host,
+                status_500,
+            ],
+            tls: [
+                wrong_name_certificate,
+                untrusted_certificate,
+                expired_certificate,
+                valid_certificate,
+            ],
+            cache: [
+                id_change_picked_up_after_grace,
+                unchanged_id_after_grace_no_fetch,
+                cached_policy_served_when_host_down,
+                expired_policy_not_served,
+                missing_txt_keeps_cached_policy,
+                servfail_falls_back_to_cache,
+                no_policy_remembered_within_grace,
+                cached_within_grace_no_traffic,
+                concurrent_requests_one_fetch,
+                failed_fetch_not_retried_for_same_id,
+            ],
+            keys: [
+                port_case_and_trailing_dot_keys,
+                leading_dot_and_ip_literals_no_dns,
+                invalid_names_no_dns,
+                idn_key_uses_a_label,
+            ],
+            protocol: [
+                zones_answer_differently,
+                tlsrpt_output_exact,
+                unix_socket_with_mode,
+                pipelined_replies_in_order,
+                malformed_netstrings_perm_then_close,
+                oversized_request_perm_then_close,
+                request_without_space_perm,
+                queued_replies_before_perm,
+                connection_reused_for_many_requests,
+                client_disconnect_mid_request,
+                sigterm_exits_zero,
+                sigterm_finishes_in_flight_requests,
+                config_error_exits_nonzero,
+                empty_config_starts,
+                missing_config_file_starts,
+                disable_uvloop_accepted,
+                pidfile_written,
+                logfile_receives_lookups,
+            ],
+            postfix: [
+                postmap_over_tcp,
+                postmap_over_unix_socket,
+            ],
+            query: [
+                query_valid,
+                query_json,
+                query_known_id_not_changed,
+                query_no_txt,
+                query_fetch_error,
+                query_bad_args,
+            ],
+        }
+    };
+    (@topics $($topic:ident: [$($case:ident),* $(,)?]),* $(,)?) => {
+        $(
+            mod $topic {
+                $(
+                    #[test]
+                    fn $case() {
+                        $crate::cases::$topic::$case(&super::BINS);
+                    }
+                )*
+            }
+        )*
+    };
+}
