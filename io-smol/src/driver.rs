@@ -19,8 +19,11 @@ impl Driver for SmolDriver {
         SmolRuntime
     }
 
-    fn transport(&self, tls: native_tls::TlsConnectorBuilder) -> Arc<dyn Transport> {
-        Arc::new(SmolTransport::new(tls))
+    fn transport(
+        &self,
+        tls: native_tls::TlsConnectorBuilder,
+    ) -> Result<Arc<dyn Transport>, String> {
+        Ok(Arc::new(SmolTransport::new(tls)))
     }
 
     fn tcp_incoming(&self, listener: std::net::TcpListener) -> io::Result<Connections> {

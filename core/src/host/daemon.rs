@@ -26,7 +26,8 @@ pub trait Driver: Send + Sync + 'static {
     /// The runtime.
     fn runtime(&self) -> Self::Rt;
     /// UDP/TCP/TLS for DNS and policy fetches, validating with `tls`.
-    fn transport(&self, tls: native_tls::TlsConnectorBuilder) -> Arc<dyn Transport>;
+    fn transport(&self, tls: native_tls::TlsConnectorBuilder)
+        -> Result<Arc<dyn Transport>, String>;
     /// Accept loop input for a bound, non-blocking TCP listener.
     fn tcp_incoming(&self, listener: std::net::TcpListener) -> io::Result<Connections>;
     /// Accept loop input for a bound, non-blocking Unix listener.
@@ -103,7 +104,7 @@ pub async fn start<D: Driver>(
     shutdown: Shutdown,
 ) -> Result<Stack<D::Rt>, String> {
     let rt = driver.runtime();
-    let transport = driver.transport(policy_tls_connector(&config)?);
+    let transport = driver.transport(policy_tls_connector(&config)?)?;
     let cache = open_cache(driver, &config).await?;
     let stack = start_stack(
         rt.clone(),
@@ -171,8 +172,8 @@ pub async fn query_main<D: Driver>(driver: D, args: QueryArgs) -> i32 {
         },
         None => Config::default(),
     };
-    let transport = match policy_tls_connector(&config) {
-        Ok(tls) => driver.transport(tls),
+    let transport = match policy_tls_connector(&config).and_then(|tls| driver.transport(tls)) {
+        Ok(transport) => transport,
         Err(e) => {
             eprintln!("mta-sts-query: {e}");
             return 2;
