@@ -96,7 +96,7 @@ pub struct ProactiveConfig {
     /// Domains refreshed at once (default 100).
     pub concurrency_limit: usize,
     /// Refresh a policy when checked longer ago than
-    /// `interval * grace_ratio` (default 2.0).
+    /// `interval / grace_ratio` (default 2.0).
     pub grace_ratio: f64,
 }
 

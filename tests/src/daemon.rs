@@ -53,12 +53,41 @@ impl Daemon {
         Self::start_in(bin, dir, listen, config, args)
     }
 
+    /// As [`Daemon::start`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(
+        bin: impl AsRef<Path>,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir for daemon");
+        Self::start_full(
+            bin.as_ref(),
+            dir,
+            Listen::Tcp(free_port()),
+            config,
+            args,
+            env,
+        )
+    }
+
     fn start_in(
         bin: &Path,
         dir: tempfile::TempDir,
         listen: Listen,
         config: &str,
         args: &[&str],
+    ) -> Daemon {
+        Self::start_full(bin, dir, listen, config, args, &[])
+    }
+
+    fn start_full(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        listen: Listen,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
     ) -> Daemon {
         let head = match &listen {
             Listen::Tcp(port) => format!("host: 127.0.0.1\nport: {port}\n"),
@@ -71,6 +100,7 @@ impl Daemon {
             .arg("-c")
             .arg(&config_path)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file("stdout.log"))
             .stderr(file("stderr.log"))

@@ -119,6 +119,28 @@ macro_rules! e2e_suite {
                 query_fetch_error,
                 query_bad_args,
             ],
+            persist: [
+                sqlite_survives_restart,
+                redis_survives_restart,
+                two_daemons_share_redis,
+                redis_killed_and_restarted,
+                redis_down_at_start,
+                sqlite_file_unusable,
+                sqlite_locked_at_run_time,
+                python_layout_cache_read,
+                proactive_refresh_picks_up_change_internal,
+                proactive_refresh_picks_up_change_sqlite,
+                proactive_refresh_picks_up_change_redis,
+                proactive_ts_persisted_sqlite,
+                proactive_ts_persisted_redis,
+                config_examples_start,
+            ],
+            ops: [
+                sd_notify_ready_and_stopping,
+                drops_privileges_to_user,
+                unknown_user_is_an_error,
+                sigint_stops_cleanly,
+            ],
         }
     };
     (@topics $($topic:ident: [$($case:ident),* $(,)?]),* $(,)?) => {

@@ -9,7 +9,8 @@ use crate::cli::{parse_query_args, QueryArgs};
 use crate::config::{CacheConfig, Config};
 use crate::service::{
     open_redis, run_proactive_refresh, run_query, serve, start_stack, BoxStream, CacheBackend,
-    DnsClient, MemoryBackend, Runtime, Shutdown, ShutdownTrigger, SqliteBackend, Stack, Transport,
+    DnsClient, DnsTargets, MemoryBackend, Runtime, Shutdown, ShutdownTrigger, SqliteBackend, Stack,
+    Transport,
 };
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
@@ -79,8 +80,10 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
             (incoming, place)
         }
     };
+    // Files only root may read (CA bundle) are read before dropping privileges.
+    let network = Network::prepare(driver, &config)?;
     setup.after_bind()?;
-    let stack = start(driver, config.clone(), shutdown.clone()).await?;
+    let stack = start_with(driver, config.clone(), network, shutdown.clone()).await?;
     log::info!("listening on {place}");
     setup.ready();
     serve(
@@ -103,13 +106,39 @@ pub async fn start<D: Driver>(
     config: Arc<Config>,
     shutdown: Shutdown,
 ) -> Result<Stack<D::Rt>, String> {
+    let network = Network::prepare(driver, &config)?;
+    start_with(driver, config, network, shutdown).await
+}
+
+/// The transport and nameservers, set up from files (CA bundle,
+/// /etc/resolv.conf) that may be readable only before privileges drop.
+struct Network {
+    transport: Arc<dyn Transport>,
+    dns: DnsTargets,
+}
+
+impl Network {
+    fn prepare<D: Driver>(driver: &D, config: &Config) -> Result<Network, String> {
+        let transport = driver.transport(policy_tls_connector(config)?)?;
+        Ok(Network {
+            transport,
+            dns: dns_settings(config),
+        })
+    }
+}
+
+async fn start_with<D: Driver>(
+    driver: &D,
+    config: Arc<Config>,
+    network: Network,
+    shutdown: Shutdown,
+) -> Result<Stack<D::Rt>, String> {
     let rt = driver.runtime();
-    let transport = driver.transport(policy_tls_connector(&config)?)?;
     let cache = open_cache(driver, &config).await?;
     let stack = start_stack(
         rt.clone(),
-        transport,
-        dns_settings(&config),
+        network.transport,
+        network.dns,
         config.clone(),
         cache.clone(),
     );

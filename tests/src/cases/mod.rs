@@ -6,6 +6,8 @@
 pub mod cache;
 pub mod fetch;
 pub mod keys;
+pub mod ops;
+pub mod persist;
 pub mod policy;
 pub mod postfix;
 pub mod protocol;
