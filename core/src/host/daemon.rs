@@ -6,11 +6,11 @@ use super::{
     dns_settings, load_config, parse_or_exit, policy_tls_connector, sd_notify, DaemonSetup,
 };
 use crate::cli::{parse_query_args, QueryArgs};
-use crate::config::{CacheConfig, Config};
+use crate::config::{CacheConfig, Config, DEFAULT_CACHE_SIZE};
 use crate::service::{
     open_redis, run_proactive_refresh, run_query, serve, start_stack, BoxStream, CacheBackend,
-    DnsClient, DnsTargets, MemoryBackend, Runtime, Shutdown, ShutdownTrigger, SqliteBackend, Stack,
-    Transport,
+    DnsClient, DnsTargets, MemoryBackend, MemoryFront, Runtime, Shutdown, ShutdownTrigger,
+    SqliteBackend, Stack, Transport,
 };
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
@@ -63,6 +63,8 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
         sd_notify("STOPPING=1");
         trigger.fire();
     }));
+    // Files only root may read (CA bundle) are read before dropping privileges.
+    let network = Network::prepare(driver, &config)?;
     let (incoming, place) = match &config.path {
         Some(path) => {
             let listener = super::bind_unix(path, config.mode)?;
@@ -80,8 +82,6 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
             (incoming, place)
         }
     };
-    // Files only root may read (CA bundle) are read before dropping privileges.
-    let network = Network::prepare(driver, &config)?;
     setup.after_bind()?;
     let stack = start_with(driver, config.clone(), network, shutdown.clone()).await?;
     log::info!("listening on {place}");
@@ -161,23 +161,30 @@ async fn open_cache<D: Driver>(
     driver: &D,
     config: &Config,
 ) -> Result<Arc<dyn CacheBackend>, String> {
-    match &config.cache {
-        CacheConfig::Internal { cache_size } => Ok(Arc::new(MemoryBackend::new(*cache_size))),
+    let stored: Arc<dyn CacheBackend> = match &config.cache {
+        CacheConfig::Internal { cache_size } => {
+            return Ok(Arc::new(MemoryBackend::new(*cache_size)))
+        }
         CacheConfig::Sqlite(options) => {
             let backend = SqliteBackend::open(driver.runtime(), options)
                 .await
                 .map_err(|e| e.to_string())?;
             log::info!("cache: sqlite {}", options.filename.display());
-            Ok(Arc::new(backend))
+            Arc::new(backend)
         }
         CacheConfig::Redis(options) => {
             let backend = open_redis(driver.runtime(), options)
                 .await
                 .map_err(|e| e.to_string())?;
             log::info!("cache: redis {}", options.url);
-            Ok(Arc::new(backend))
+            Arc::new(backend)
         }
-    }
+    };
+    Ok(Arc::new(MemoryFront::new(
+        stored,
+        DEFAULT_CACHE_SIZE,
+        config.cache_grace.as_secs(),
+    )))
 }
 
 /// The query program's arguments, parsed (or help/usage printed and exit).

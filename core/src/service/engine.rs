@@ -232,7 +232,7 @@ impl<R: Runtime> Engine<R> {
     fn carry_out_actions(&mut self, now: Instant, wall: u64) {
         while let Some(action) = self.resolver.poll_action() {
             match action {
-                Action::LoadCache { lookup, domain } => match self.cache.get_now(&domain) {
+                Action::LoadCache { lookup, domain } => match self.cache.get_now(&domain, wall) {
                     Some(entry) => self.resolver.handle_cache_loaded(lookup, entry, now, wall),
                     None => self.load_cache(lookup, domain),
                 },

@@ -21,7 +21,7 @@ mod sqlite;
 mod stack;
 mod time;
 
-pub use backend::{CacheBackend, CacheError, MemoryBackend};
+pub use backend::{CacheBackend, CacheError, MemoryBackend, MemoryFront};
 pub use connection::serve_connection;
 pub use dns_client::{DnsClient, DnsLookupError};
 pub use engine::{Engine, EngineHandle, EngineSettings};

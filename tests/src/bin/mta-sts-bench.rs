@@ -249,7 +249,7 @@ fn run_python(dir: &Path, bin: &str, opts: &Options) -> Row {
     )
     .expect("write python config");
     let mut child: Child = Command::new(bin)
-        .args(["-v", "warn", "-c"])
+        .args(["-v", "warn", "--disable-uvloop", "-c"])
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -47,7 +47,12 @@ pub fn drops_privileges_to_user(bins: &Bins) {
     publish_enforce(&world, "priv.example", "p1", &["mx.priv.example"]);
     let mut daemon = Daemon::start(bins.daemon, &world.config_yaml(""), &["-u", "nobody"]);
     // An answer means start-up is over (the port accepts before privileges drop).
-    expect(&daemon, "postfix", "priv.example", &secure("mx.priv.example"));
+    expect(
+        &daemon,
+        "postfix",
+        "priv.example",
+        &secure("mx.priv.example"),
+    );
     let pid = daemon.pid().expect("pid");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let ids = |field: &str| {

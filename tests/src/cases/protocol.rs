@@ -379,6 +379,8 @@ pub fn pidfile_written(bins: &Bins) {
     let world = World::new();
     let pidfile = world.dir().join("daemon.pid");
     let d = start_with(bins, &world, "", &["-p", &pidfile.display().to_string()]);
+    // An answer means start-up is over (the port accepts before the pidfile is written).
+    assert_eq!(lookup(&d, "postfix", "[192.0.2.1]"), NOTFOUND);
     let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
     assert_eq!(text.trim().parse::<u32>().ok(), d.pid(), "pidfile {text:?}");
 }
