@@ -4,7 +4,7 @@
 
 use super::{serve_connection, with_timeout, EngineHandle, Runtime};
 use crate::config::Config;
-use crate::domain::{normalize_key, KeyRejection};
+use crate::domain::normalize_key;
 use crate::policy::render_reply;
 use crate::resolve::Answer;
 use crate::socketmap::Reply;
@@ -38,42 +38,35 @@ impl Service {
         self.max_request
     }
 
-    /// Answer one socketmap request `NAME KEY`.
+    /// Answer one socketmap request `NAME KEY`, logging one line per lookup.
     pub async fn answer(&self, name: &str, key: &str) -> Reply {
         let zone = self.config.zone(name);
         let domain = match normalize_key(key) {
             Ok(domain) => domain,
             Err(why) => {
-                log::debug!(
-                    "{key:?} (zone {name}): NOTFOUND, {}",
-                    describe_rejection(&why)
-                );
+                log::debug!("{key:?} (zone {name}): NOTFOUND, {why}");
                 return Reply::NotFound;
             }
         };
         let Answer { policy, reason } = self.engine.lookup(domain.clone(), zone.timeout).await;
-        let rendered = policy
-            .as_ref()
-            .and_then(|p| render_reply(p, &domain, zone.reply_options()));
-        match &rendered {
-            Some(_) => log::info!("{domain} (zone {name}): policy found ({reason})"),
-            None => match &policy {
-                Some(p) => log::info!(
-                    "{domain} (zone {name}): NOTFOUND, mode {:?} ({reason})",
-                    p.mode
-                ),
-                None => log::info!("{domain} (zone {name}): NOTFOUND, no policy ({reason})"),
-            },
-        }
-        match rendered {
-            Some(value) => Reply::Ok(value),
-            None => Reply::NotFound,
+        let Some(policy) = policy else {
+            log::info!("{domain} (zone {name}): NOTFOUND, no policy ({reason})");
+            return Reply::NotFound;
+        };
+        match render_reply(&policy, &domain, zone.reply_options()) {
+            Some(value) => {
+                log::info!("{domain} (zone {name}): {} policy ({reason})", policy.mode);
+                Reply::Ok(value)
+            }
+            None => {
+                log::info!(
+                    "{domain} (zone {name}): NOTFOUND, {} policy ({reason})",
+                    policy.mode
+                );
+                Reply::NotFound
+            }
         }
     }
-}
-
-fn describe_rejection(why: &KeyRejection) -> String {
-    format!("{why:?}")
 }
 
 /// Fires when the daemon is asked to stop (SIGTERM/SIGINT).

@@ -193,57 +193,54 @@ fn expect_no_traffic(world: &World, d: &Daemon, domain: &str, want: &str) {
 pub fn sqlite_survives_restart(bins: &Bins) {
     let world = World::new();
     let file = world.dir().join("cache.db");
-    publish_enforce(&world, "keep.example", "1", &["mx.keep.example"]);
     let config = format!("{LONG_GRACE}{}", sqlite_cache(&file));
-    let mut first = start(bins, &world, &config);
-    expect(
-        &first,
-        "postfix",
-        "keep.example",
-        &secure("mx.keep.example"),
-    );
-    assert!(
-        wait_sqlite_id(&file, "keep.example", "1"),
-        "no row written; log:\n{}",
-        first.log()
-    );
-    stop(&mut first);
-
-    host_down(&world, "keep.example");
-    let second = start(bins, &world, &config);
-    expect_no_traffic(&world, &second, "keep.example", &secure("mx.keep.example"));
-    assert_eq!(world.requests("keep.example"), 1);
+    survives_restart(bins, &world, &config, |first| {
+        assert!(
+            wait_sqlite_id(&file, "keep.example", "1"),
+            "no row written; log:\n{}",
+            first.log()
+        );
+    });
 }
 
 /// As [`sqlite_survives_restart`] with a Redis cache.
 pub fn redis_survives_restart(bins: &Bins) {
     let world = World::new();
     let redis = RedisServer::start();
-    publish_enforce(&world, "keep.example", "1", &["mx.keep.example"]);
     let config = format!("{LONG_GRACE}{}", redis_cache(&redis));
-    let mut first = start(bins, &world, &config);
+    survives_restart(bins, &world, &config, |first| {
+        assert!(
+            wait_redis_id(&redis, "keep.example", "1"),
+            "no key written; log:\n{}",
+            first.log()
+        );
+        let entry = redis_entry(&redis, "keep.example").unwrap_or_default();
+        assert_eq!(
+            entry["pol_body"]["mx"],
+            serde_json::json!(["mx.keep.example"])
+        );
+        assert_eq!(entry["pol_body"]["mode"], "enforce");
+    });
+}
+
+/// The first daemon on `config` fetches a policy (`stored` checks it reached the cache) and
+/// stops; with the policy host down, the next daemon on the same cache answers it with no
+/// DNS or HTTPS traffic.
+fn survives_restart(bins: &Bins, world: &World, config: &str, stored: impl Fn(&Daemon)) {
+    publish_enforce(world, "keep.example", "1", &["mx.keep.example"]);
+    let mut first = start(bins, world, config);
     expect(
         &first,
         "postfix",
         "keep.example",
         &secure("mx.keep.example"),
     );
-    assert!(
-        wait_redis_id(&redis, "keep.example", "1"),
-        "no key written; log:\n{}",
-        first.log()
-    );
-    let entry = redis_entry(&redis, "keep.example").unwrap_or_default();
-    assert_eq!(
-        entry["pol_body"]["mx"],
-        serde_json::json!(["mx.keep.example"])
-    );
-    assert_eq!(entry["pol_body"]["mode"], "enforce");
+    stored(&first);
     stop(&mut first);
 
-    host_down(&world, "keep.example");
-    let second = start(bins, &world, &config);
-    expect_no_traffic(&world, &second, "keep.example", &secure("mx.keep.example"));
+    host_down(world, "keep.example");
+    let second = start(bins, world, config);
+    expect_no_traffic(world, &second, "keep.example", &secure("mx.keep.example"));
     assert_eq!(world.requests("keep.example"), 1);
 }
 
