@@ -118,6 +118,7 @@ macro_rules! e2e_suite {
                 query_no_txt,
                 query_fetch_error,
                 query_bad_args,
+                query_hanging_host_times_out,
             ],
             persist: [
                 sqlite_survives_restart,

@@ -8,9 +8,9 @@ use super::{
 use crate::cli::{parse_query_args, QueryArgs};
 use crate::config::{CacheConfig, Config, DEFAULT_CACHE_SIZE};
 use crate::service::{
-    open_redis, run_proactive_refresh, run_query, serve, start_stack, BoxStream, CacheBackend,
-    DnsClient, DnsTargets, MemoryBackend, MemoryFront, Runtime, Shutdown, ShutdownTrigger,
-    SqliteBackend, Stack, Transport,
+    open_redis, run_proactive_refresh, run_query, serve, start_stack, with_timeout, BoxStream,
+    CacheBackend, DnsClient, DnsTargets, MemoryBackend, MemoryFront, QueryOutcome, Runtime,
+    Shutdown, ShutdownTrigger, SqliteBackend, Stack, Transport,
 };
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
@@ -223,15 +223,19 @@ pub async fn query_main<D: Driver>(driver: D, args: QueryArgs) -> i32 {
         targets.attempts,
         targets.try_timeout,
     );
-    let outcome = run_query(
+    let query = run_query(
         &dns,
         transport.as_ref(),
         &args.domain,
         args.known_id.as_deref(),
         config.resolver.policy_port,
         &config.resolver.user_agent,
-    )
-    .await;
+    );
+    // Bounded like a daemon lookup: the default zone's timeout (4 s).
+    let limit = config.default_zone.timeout;
+    let outcome = with_timeout(&driver.runtime(), limit, query)
+        .await
+        .unwrap_or_else(|| QueryOutcome::FetchError(format!("timed out after {limit:?}")));
     if args.json {
         println!("{}", outcome.to_json(&args.domain));
     } else {

@@ -122,3 +122,26 @@ pub fn query_bad_args(bins: &Bins) {
         assert_eq!(code, 2, "{args:?}: {out}{err}");
     }
 }
+
+/// A policy host that never answers: FETCH_ERROR (exit 2) once the default zone's
+/// timeout has passed, not a hang.
+pub fn query_hanging_host_times_out(bins: &Bins) {
+    let world = World::new();
+    world.add_policy_domain("hang.example", &sts_txt("1"), Behaviour::Hang);
+    let cfg = world
+        .write_config("default_zone:\n  timeout: 1\n")
+        .display()
+        .to_string();
+    let started = std::time::Instant::now();
+    let (code, out, err) = run_query(bins.query, &["-c", &cfg, "hang.example"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        out.contains("FETCH_ERROR") && out.contains("timed out"),
+        "{out}{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
