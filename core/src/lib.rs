@@ -10,8 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod domain;
-#[cfg(feature = "host")]
-pub mod host;
 pub mod http;
 pub mod netstring;
 pub mod policy;

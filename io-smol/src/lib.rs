@@ -1,14 +1,14 @@
 //! The smol driver of the MTA-STS resolver: sockets, timers, TLS and
 //! signals on smol, feeding the runtime-agnostic core
-//! ([`mta_sts_core::service`], [`mta_sts_core::host`]). The programs are
-//! thin `main`s over [`mta_sts_core::host::daemon_main`] and
-//! [`mta_sts_core::host::query_main`] with [`SmolDriver`].
+//! ([`mta_sts_core::service`], [`mta_sts_host`]). The programs are
+//! thin `main`s over [`mta_sts_host::daemon_main`] and
+//! [`mta_sts_host::query_main`] with [`SmolDriver`].
 //!
 //! Embedding the resolver in a smol application:
 //!
 //! ```no_run
 //! use mta_sts_core::config::Config;
-//! use mta_sts_core::host::{start, Driver};
+//! use mta_sts_host::{start, Driver};
 //! use mta_sts_core::service::{serve, ShutdownTrigger};
 //! use mta_sts_smol::SmolDriver;
 //! use std::sync::Arc;
@@ -18,7 +18,7 @@
 //!     let config = Arc::new(Config::default());
 //!     let (_stop, shutdown) = ShutdownTrigger::new();
 //!     let stack = start(&SmolDriver, config, shutdown.clone()).await.expect("start");
-//!     let listener = mta_sts_core::host::bind_tcp("127.0.0.1", 8461, true).expect("bind");
+//!     let listener = mta_sts_host::bind_tcp("127.0.0.1", 8461, true).expect("bind");
 //!     let incoming = SmolDriver.tcp_incoming(listener).expect("listen");
 //!     serve(SmolDriver.runtime(), incoming, stack.service, shutdown, Duration::from_secs(20)).await;
 //! });

@@ -8,8 +8,8 @@ use mta_sts_core::cache::CacheEntry;
 use mta_sts_core::config::RedisOptions;
 use mta_sts_core::domain::Domain;
 use mta_sts_core::policy::{Mode, Policy};
-use mta_sts_core::service::{open_redis, RedisConnection};
 use mta_sts_core::service::{CacheBackend, CacheError, RedisBackend};
+use mta_sts_host::{open_redis, RedisConnection};
 use mta_sts_smol::SmolRuntime;
 use mta_sts_tests::redis::RedisServer;
 

@@ -3,8 +3,8 @@
 use crate::{TokioRuntime, TokioTransport};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use mta_sts_core::host::{Connections, Driver};
 use mta_sts_core::service::{BoxStream, Transport};
+use mta_sts_host::{Connections, Driver};
 use std::io;
 use std::sync::Arc;
 use tokio::runtime::Handle;

@@ -1,13 +1,13 @@
 //! The tokio driver of the MTA-STS resolver: the same daemon and query tool
 //! as the smol build, and a library to run the resolver inside a tokio
 //! application. Sockets, timers, TLS and signals on tokio feed the
-//! runtime-agnostic core ([`mta_sts_core::service`], [`mta_sts_core::host`]).
+//! runtime-agnostic core ([`mta_sts_core::service`], [`mta_sts_host`]).
 //!
 //! Running the resolver service on an application's own runtime:
 //!
 //! ```no_run
 //! use mta_sts_core::config::Config;
-//! use mta_sts_core::host::{start, Driver};
+//! use mta_sts_host::{start, Driver};
 //! use mta_sts_core::service::{serve, ShutdownTrigger};
 //! use mta_sts_tokio::TokioDriver;
 //! use std::sync::Arc;
@@ -19,7 +19,7 @@
 //!     let config = Arc::new(Config::from_yaml("port: 8461").map_err(|e| e.to_string())?.config);
 //!     let (stop, shutdown) = ShutdownTrigger::new();
 //!     let stack = start(&driver, config.clone(), shutdown.clone()).await?;
-//!     let listener = mta_sts_core::host::bind_tcp(&config.host, config.port, config.reuse_port)?;
+//!     let listener = mta_sts_host::bind_tcp(&config.host, config.port, config.reuse_port)?;
 //!     let incoming = driver.tcp_incoming(listener).map_err(|e| e.to_string())?;
 //!     tokio::spawn(async move {
 //!         let _ = tokio::signal::ctrl_c().await;

@@ -4,7 +4,7 @@
 /// Expands to one `#[test]` per case of [`crate::cases`] (in one module per topic), each
 /// running the case against the given `mta-sts-daemon` and `mta-sts-query` binaries:
 ///
-/// ```ignore
+/// ```text
 /// mta_sts_tests::e2e_suite!(
 ///     env!("CARGO_BIN_EXE_mta-sts-daemon"),
 ///     env!("CARGO_BIN_EXE_mta-sts-query")

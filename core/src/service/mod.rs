@@ -13,11 +13,7 @@ mod fetch;
 mod proactive;
 mod query;
 mod redis;
-#[cfg(feature = "redis")]
-mod redis_rs;
 mod server;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 mod stack;
 mod time;
 
@@ -29,11 +25,7 @@ pub use fetch::{fetch_policy, lookup_txt, FetchError};
 pub use proactive::run_proactive_refresh;
 pub use query::{run_query, QueryOutcome};
 pub use redis::*;
-#[cfg(feature = "redis")]
-pub use redis_rs::{open_redis, RedisConnection};
 pub use server::{serve, Service, Shutdown, ShutdownTrigger};
-#[cfg(feature = "sqlite")]
-pub use sqlite::*;
 pub use stack::{start_stack, DnsTargets, Stack, RETRY_AFTER_FAILURE};
 pub use time::with_timeout;
 

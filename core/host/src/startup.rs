@@ -1,11 +1,11 @@
 //! Program start-up shared by the drivers: command line, logging, config
 //! file, nameservers, TLS roots, pidfile.
 
-use super::{drop_privileges, init_logging, sd_notify};
-use crate::cli::{self, CliError, CliOutcome, DaemonArgs};
-use crate::config::Config;
-use crate::dns::parse_resolv_conf;
-use crate::service::DnsTargets;
+use crate::{drop_privileges, init_logging, sd_notify};
+use mta_sts_core::cli::{self, CliError, CliOutcome, DaemonArgs};
+use mta_sts_core::config::Config;
+use mta_sts_core::dns::parse_resolv_conf;
+use mta_sts_core::service::DnsTargets;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

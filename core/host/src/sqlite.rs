@@ -24,11 +24,10 @@ use futures::channel::oneshot;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::backend::{CacheBackend, CacheError};
-use super::Runtime;
-use crate::cache::{policy_from_json, policy_to_json, CacheEntry};
-use crate::config::SqliteOptions;
-use crate::domain::Domain;
+use mta_sts_core::cache::{policy_from_json, policy_to_json, CacheEntry};
+use mta_sts_core::config::SqliteOptions;
+use mta_sts_core::domain::Domain;
+use mta_sts_core::service::{CacheBackend, CacheError, Runtime};
 
 /// The Python original's schema (postfix-mta-sts-resolver 1.5,
 /// `sqlite_cache.py`), created when missing.
@@ -360,9 +359,9 @@ impl<R: Runtime> CacheBackend for SqliteBackend<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Mode, Policy};
     use futures::executor::block_on;
     use futures::future::BoxFuture;
+    use mta_sts_core::policy::{Mode, Policy};
     use proptest::prelude::*;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
 

@@ -2,18 +2,19 @@
 //! runtime must supply (listeners, signals, transport, Redis connection).
 //! The drivers implement the trait and call [`daemon_main`]/[`query_main`].
 
-use super::{
+use crate::{
     dns_settings, load_config, parse_or_exit, policy_tls_connector, sd_notify, DaemonSetup,
 };
-use crate::cli::{parse_query_args, QueryArgs};
-use crate::config::{CacheConfig, Config, DEFAULT_CACHE_SIZE};
-use crate::service::{
-    open_redis, run_proactive_refresh, run_query, serve, start_stack, with_timeout, BoxStream,
-    CacheBackend, DnsClient, DnsTargets, MemoryBackend, MemoryFront, QueryOutcome, Runtime,
-    Shutdown, ShutdownTrigger, SqliteBackend, Stack, Transport,
-};
+use crate::{open_redis, SqliteBackend};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
+use mta_sts_core::cli::{parse_query_args, QueryArgs};
+use mta_sts_core::config::{CacheConfig, Config, DEFAULT_CACHE_SIZE};
+use mta_sts_core::service::{
+    run_proactive_refresh, run_query, serve, start_stack, with_timeout, BoxStream, CacheBackend,
+    DnsClient, DnsTargets, MemoryBackend, MemoryFront, QueryOutcome, Runtime, Shutdown,
+    ShutdownTrigger, Stack, Transport,
+};
 use std::io;
 use std::sync::Arc;
 
@@ -67,14 +68,14 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     let network = Network::prepare(driver, &config)?;
     let (incoming, place) = match &config.path {
         Some(path) => {
-            let listener = super::bind_unix(path, config.mode)?;
+            let listener = crate::bind_unix(path, config.mode)?;
             let incoming = driver
                 .unix_incoming(listener)
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             (incoming, path.display().to_string())
         }
         None => {
-            let listener = super::bind_tcp(&config.host, config.port, config.reuse_port)?;
+            let listener = crate::bind_tcp(&config.host, config.port, config.reuse_port)?;
             let place = format!("{}:{}", config.host, config.port);
             let incoming = driver
                 .tcp_incoming(listener)
@@ -190,7 +191,7 @@ async fn open_cache<D: Driver>(
 /// The query program's arguments, parsed (or help/usage printed and exit).
 pub fn query_args() -> QueryArgs {
     let args = parse_or_exit(parse_query_args(std::env::args_os().skip(1).collect()));
-    let _ = super::init_logging(args.verbosity.to_log_filter(), None);
+    let _ = crate::init_logging(args.verbosity.to_log_filter(), None);
     args
 }
 

@@ -2,14 +2,14 @@
 //! `cache.type: redis`): redis-rs's auto-reconnecting [`ConnectionManager`]
 //! under [`RedisBackend`], which holds all the cache logic.
 //!
-//! Behind the `redis` feature: redis-rs's async support needs a runtime
-//! feature (`smol-comp`, `tokio-comp`), which each driver turns on for its
-//! own build; this code is the same for both.
+//! redis-rs's async support needs a runtime feature (`smol-comp`,
+//! `tokio-comp`), which each driver turns on for its own build; this code
+//! is the same for both.
 
 use std::time::Duration;
 
-use super::{with_timeout, CacheError, RedisBackend, RedisCommands, Runtime};
-use crate::config::RedisOptions;
+use mta_sts_core::config::RedisOptions;
+use mta_sts_core::service::{with_timeout, CacheError, RedisBackend, RedisCommands, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue};
 

@@ -1,0 +1,28 @@
+//! What the programs do on the host, whichever runtime drives them: the
+//! daemon's and query tool's main flow over a [`Driver`] (the runtime's
+//! listeners, signals and transport), logging, the config file, pidfile,
+//! privilege drop, systemd readiness, listeners, nameservers, TLS roots,
+//! and the cache stores that do IO (SQLite on the runtime's blocking pool,
+//! the redis-rs connection). Not sans-IO, so not in `mta-sts-core`; no
+//! runtime either: the drivers (`io-smol`, `io-tokio`) supply it.
+
+mod daemon;
+mod listen;
+mod logging;
+mod notify;
+mod privileges;
+mod redis_conn;
+mod sqlite;
+mod startup;
+
+pub use daemon::{daemon_main, query_args, query_main, start, Connections, Driver};
+pub use listen::{bind_tcp, bind_unix};
+pub use logging::init_logging;
+pub use notify::sd_notify;
+pub use privileges::drop_privileges;
+pub use redis_conn::{open_redis, RedisConnection};
+pub use sqlite::SqliteBackend;
+pub use startup::{
+    dns_settings, load_config, parse_or_exit, policy_tls_connector, prepare_daemon, write_pidfile,
+    DaemonSetup,
+};
