@@ -32,7 +32,7 @@ where
     let mut buf = vec![0u8; 8192];
     let mut out = Vec::new();
 
-    enum Event2 {
+    enum Step {
         Reply(Reply),
         Read(io::Result<usize>),
         Stop,
@@ -42,26 +42,26 @@ where
     loop {
         let event = poll_fn(|cx| {
             if let Poll::Ready(Some(reply)) = pending.poll_next_unpin(cx) {
-                return Poll::Ready(Event2::Reply(reply));
+                return Poll::Ready(Step::Reply(reply));
             }
             if reading {
                 if shutdown.poll_unpin(cx).is_ready() {
-                    return Poll::Ready(Event2::Stop);
+                    return Poll::Ready(Step::Stop);
                 }
                 if pending.len() < MAX_PENDING {
                     if let Poll::Ready(r) = Pin::new(&mut rd).poll_read(cx, &mut buf) {
-                        return Poll::Ready(Event2::Read(r));
+                        return Poll::Ready(Step::Read(r));
                     }
                 }
             } else if pending.is_empty() {
-                return Poll::Ready(Event2::Done);
+                return Poll::Ready(Step::Done);
             }
             Poll::Pending
         })
         .await;
 
         match event {
-            Event2::Reply(reply) => {
+            Step::Reply(reply) => {
                 out.extend_from_slice(&reply.to_netstring());
                 // Batch whatever else is ready into one write.
                 while let Some(Some(reply)) = pending.next().now_or_never() {
@@ -71,8 +71,8 @@ where
                 wr.flush().await?;
                 out.clear();
             }
-            Event2::Read(Ok(0)) | Event2::Stop => reading = false,
-            Event2::Read(Ok(n)) => {
+            Step::Read(Ok(0)) | Step::Stop => reading = false,
+            Step::Read(Ok(n)) => {
                 reader.push(buf.get(..n).unwrap_or_default());
                 while let Some(event) = reader.next_event() {
                     match event {
@@ -92,8 +92,8 @@ where
                     }
                 }
             }
-            Event2::Read(Err(e)) => return Err(e),
-            Event2::Done => {
+            Step::Read(Err(e)) => return Err(e),
+            Step::Done => {
                 if let Some(reply) = fatal.take() {
                     wr.write_all(&reply.to_netstring()).await?;
                 }
