@@ -198,11 +198,8 @@ pub fn parse_daemon_args(args: Vec<OsString>) -> Result<CliOutcome<DaemonArgs>, 
         "--disable-uvloop",
     ];
     let (mut p, after_dashes) = prepare(args);
-    if p.contains(["-h", "--help"]) {
-        return Ok(CliOutcome::Help(daemon_usage().to_owned()));
-    }
-    if p.contains(["-V", "--version"]) {
-        return Ok(CliOutcome::Version(version("mta-sts-daemon")));
+    if let Some(outcome) = help_or_version(&mut p, daemon_usage(), "mta-sts-daemon") {
+        return Ok(outcome);
     }
     let parsed = DaemonArgs {
         verbosity: verbosity(&mut p)?.unwrap_or(LogLevel::Info),
@@ -220,6 +217,21 @@ pub fn parse_daemon_args(args: Vec<OsString>) -> Result<CliOutcome<DaemonArgs>, 
     Ok(CliOutcome::Run(parsed))
 }
 
+/// `-h`/`--help` and `-V`/`--version` win over everything else.
+fn help_or_version<T>(
+    p: &mut pico_args::Arguments,
+    usage: &str,
+    program: &str,
+) -> Option<CliOutcome<T>> {
+    if p.contains(["-h", "--help"]) {
+        return Some(CliOutcome::Help(usage.to_owned()));
+    }
+    if p.contains(["-V", "--version"]) {
+        return Some(CliOutcome::Version(version(program)));
+    }
+    None
+}
+
 /// Parses `mta-sts-query` arguments (without argv\[0\]).
 pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, CliError> {
     const KNOWN: &[&str] = &[
@@ -234,11 +246,8 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
         "--json",
     ];
     let (mut p, after_dashes) = prepare(args);
-    if p.contains(["-h", "--help"]) {
-        return Ok(CliOutcome::Help(query_usage().to_owned()));
-    }
-    if p.contains(["-V", "--version"]) {
-        return Ok(CliOutcome::Version(version("mta-sts-query")));
+    if let Some(outcome) = help_or_version(&mut p, query_usage(), "mta-sts-query") {
+        return Ok(outcome);
     }
     let verbosity = verbosity(&mut p)?.unwrap_or(LogLevel::Warn);
     let config = path(&mut p, ["-c", "--config"])?;

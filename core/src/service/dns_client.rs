@@ -91,14 +91,19 @@ impl<R: Runtime> DnsClient<R> {
         Err(last)
     }
 
+    /// A query for `name` with a fresh unpredictable id.
+    fn new_query(&self, name: &str, qtype: QueryType) -> Result<(u16, Vec<u8>), DnsLookupError> {
+        let id = self.ids.next();
+        Ok((id, dns::build_query(id, name, qtype)?))
+    }
+
     async fn exchange(
         &self,
         server: SocketAddr,
         name: &str,
         qtype: QueryType,
     ) -> Result<Answer, DnsLookupError> {
-        let id = self.ids.next();
-        let query = dns::build_query(id, name, qtype)?;
+        let (id, query) = self.new_query(name, qtype)?;
         let socket = self.transport.udp_connect(server).await?;
         socket.send(&query).await?;
         let mut buf = vec![0u8; MAX_UDP_MESSAGE];
@@ -121,8 +126,7 @@ impl<R: Runtime> DnsClient<R> {
         name: &str,
         qtype: QueryType,
     ) -> Result<Answer, DnsLookupError> {
-        let id = self.ids.next();
-        let query = dns::build_query(id, name, qtype)?;
+        let (id, query) = self.new_query(name, qtype)?;
         let mut stream = self.transport.tcp_connect(server).await?;
         stream.write_all(&dns::tcp_frame(&query)).await?;
         stream.flush().await?;
