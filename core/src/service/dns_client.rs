@@ -132,7 +132,7 @@ impl<R: Runtime> DnsClient<R> {
         stream.flush().await?;
         let mut len = [0u8; 2];
         stream.read_exact(&mut len).await?;
-        let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        let mut msg = vec![0u8; dns::tcp_length(&len).unwrap_or(0)];
         stream.read_exact(&mut msg).await?;
         match dns::parse_response(&msg, id, name, qtype)? {
             Response::Answer(answer) => Ok(answer),
