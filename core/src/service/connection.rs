@@ -3,6 +3,7 @@
 //! answers what was queued, then `PERM`, then closes.
 
 use super::{Service, Shutdown};
+use crate::netstring::DEFAULT_MAX_REQUEST;
 use crate::socketmap::{Event, Reply, RequestReader};
 use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -24,7 +25,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = stream.split();
-    let mut reader = RequestReader::new(service.max_request());
+    let mut reader = RequestReader::new(DEFAULT_MAX_REQUEST);
     let mut pending: FuturesOrdered<BoxFuture<'_, Reply>> = FuturesOrdered::new();
     let mut fatal: Option<Reply> = None;
     let mut reading = true;

@@ -72,21 +72,14 @@ impl EngineHandle {
 
     async fn ask(&self, domain: Domain, timeout: Duration, refresh: bool) -> Answer {
         let (reply, rx) = oneshot::channel();
-        if self
-            .tx
-            .unbounded_send(Request::Lookup {
-                domain,
-                timeout,
-                refresh,
-                reply,
-            })
-            .is_err()
-        {
-            return Answer {
-                policy: None,
-                reason: Reason::Fallback("resolver stopped".into()),
-            };
-        }
+        // If the engine is gone the request (and its reply sender) is
+        // dropped, so `rx` fails below: one fallback for both cases.
+        let _ = self.tx.unbounded_send(Request::Lookup {
+            domain,
+            timeout,
+            refresh,
+            reply,
+        });
         rx.await.unwrap_or(Answer {
             policy: None,
             reason: Reason::Fallback("resolver stopped".into()),

@@ -20,22 +20,12 @@ use std::time::Duration;
 pub struct Service {
     config: Arc<Config>,
     engine: EngineHandle,
-    max_request: usize,
 }
 
 impl Service {
     /// A service answering with `config`'s zones through `engine`.
     pub fn new(config: Arc<Config>, engine: EngineHandle) -> Self {
-        Service {
-            config,
-            engine,
-            max_request: crate::netstring::DEFAULT_MAX_REQUEST,
-        }
-    }
-
-    /// Largest request accepted (socketmap_table(5) says 10,000 bytes).
-    pub fn max_request(&self) -> usize {
-        self.max_request
+        Service { config, engine }
     }
 
     /// Answer one socketmap request `NAME KEY`, logging one line per lookup.
