@@ -60,6 +60,17 @@ pub enum CacheConfig {
     Redis(RedisOptions),
 }
 
+impl CacheConfig {
+    /// Domains kept in the shared in-memory index: `cache_size` for the
+    /// internal cache; the same default in front of a persistent store.
+    pub fn memory_size(&self) -> usize {
+        match self {
+            CacheConfig::Internal { cache_size } => *cache_size,
+            _ => DEFAULT_CACHE_SIZE,
+        }
+    }
+}
+
 /// `cache.options` for `type: sqlite` (DESIGN.md "Configuration").
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqliteOptions {

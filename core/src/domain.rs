@@ -16,6 +16,13 @@ impl Domain {
     }
 }
 
+/// Maps keyed by `Domain` can be searched with a `&str` (no allocation).
+impl std::borrow::Borrow<str> for Domain {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Domain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -165,6 +172,23 @@ pub fn normalize_key(key: &str) -> Result<Domain, KeyRejection> {
     Domain::new(ascii).map_err(|_| KeyRejection::InvalidName)
 }
 
+/// The key itself when it already is a normalised domain (lowercase
+/// letters, digits, `-`, `_` and dots, no `xn--` label, valid, not numeric):
+/// the common case, answered without allocating. `None` means "call
+/// [`normalize_key`]", not "invalid".
+pub fn already_normal(key: &str) -> Option<&str> {
+    let plain = key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.');
+    let normal = plain
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && !key.contains("xn--")
+        && is_valid_hostname(key)
+        && !looks_like_ipv4(key);
+    normal.then_some(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,7 +330,25 @@ mod tests {
         assert!("bücher.example".parse::<Domain>().is_err());
     }
 
+    #[test]
+    fn already_normal_only_for_plain_names() {
+        assert_eq!(already_normal("mail.example.com"), Some("mail.example.com"));
+        assert_eq!(already_normal("_sub.example.com"), Some("_sub.example.com"));
+        for key in ["Example.com", "example.com.", ".example.com", "example.com:25",
+                    "[example.com]", "1.2.3.4", "xn--bcher-kva.example", "b\u{fc}cher.example", ""] {
+            assert_eq!(already_normal(key), None, "{key}");
+        }
+    }
+
     proptest! {
+        /// The fast path never disagrees with the full normalisation.
+        #[test]
+        fn already_normal_agrees_with_normalize_key(key in "[a-z0-9._:\\[\\]-]{0,30}") {
+            if let Some(fast) = already_normal(&key) {
+                prop_assert_eq!(normalize_key(&key).map(|d| d.as_str().to_owned()), Ok(fast.to_owned()));
+            }
+        }
+
         #[test]
         fn normalize_never_panics_and_is_idempotent(key in any::<String>()) {
             if let Ok(d) = normalize_key(&key) {

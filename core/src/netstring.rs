@@ -122,13 +122,34 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Parsed, NetstringError> {
     }
 }
 
+/// Append the netstring of the concatenation of `parts` to `out`, with no
+/// allocation beyond growing `out` (djb "Netstrings").
+pub fn encode_parts_into(parts: &[&[u8]], out: &mut Vec<u8>) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    out.reserve(len + decimal_digits(len) + 2);
+    let mut digits = [0u8; 20];
+    let mut n = len;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // `n % 10` fits a digit.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+    out.push(b':');
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.push(b',');
+}
+
 /// Append the netstring encoding of `payload` to `out` (djb "Netstrings").
 pub fn encode_into(payload: &[u8], out: &mut Vec<u8>) {
-    out.reserve(payload.len() + decimal_digits(payload.len()) + 2);
-    out.extend_from_slice(payload.len().to_string().as_bytes());
-    out.push(b':');
-    out.extend_from_slice(payload);
-    out.push(b',');
+    encode_parts_into(&[payload], out);
 }
 
 /// The netstring encoding of `payload` (djb "Netstrings").
@@ -179,6 +200,12 @@ impl Decoder {
     /// The next complete payload, `Ok(None)` when more bytes are needed, or
     /// the framing error (returned again on every later call).
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, NetstringError> {
+        self.next_frame_ref().map(|f| f.map(<[u8]>::to_vec))
+    }
+
+    /// [`Decoder::next_frame`] without copying: the payload borrowed from
+    /// the decoder's buffer, valid until the next call.
+    pub fn next_frame_ref(&mut self) -> Result<Option<&[u8]>, NetstringError> {
         if let Some(err) = &self.failed {
             return Err(err.clone());
         }
@@ -186,13 +213,10 @@ impl Decoder {
         match parse(pending, self.max_len) {
             Ok(Parsed::Partial) => Ok(None),
             Ok(Parsed::Complete { payload, consumed }) => {
-                let frame = pending.get(payload).unwrap_or_default().to_vec();
+                let at = self.start;
                 self.start += consumed;
-                if self.start == self.buf.len() {
-                    self.buf.clear();
-                    self.start = 0;
-                }
-                Ok(Some(frame))
+                let range = (at + payload.start)..(at + payload.end);
+                Ok(Some(self.buf.get(range).unwrap_or_default()))
             }
             Err(err) => {
                 self.failed = Some(err.clone());

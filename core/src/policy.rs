@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::domain::{is_valid_hostname, Domain};
+use crate::domain::is_valid_hostname;
 
 /// Largest `max_age` honoured (RFC 8461 §3.2: 31557600 seconds, one year).
 pub const MAX_AGE_CAP: u64 = 31_557_600;
@@ -216,12 +216,7 @@ pub fn mx_matches(pattern: &str, host: &str) -> bool {
 /// 3.10+ per RFC 8460 §4.3). `None` means answer `NOTFOUND`: mode `none`,
 /// or `testing` without `strict_testing`. Otherwise the value after `OK `,
 /// at most [`MAX_REPLY_VALUE`] bytes.
-pub fn render_reply(policy: &Policy, domain: &Domain, opts: ReplyOptions) -> Option<String> {
-    render(policy, domain.as_str(), opts)
-}
-
-/// [`render_reply`] on the domain's text.
-fn render(policy: &Policy, domain: &str, opts: ReplyOptions) -> Option<String> {
+pub fn render_reply(policy: &Policy, domain: &str, opts: ReplyOptions) -> Option<String> {
     match policy.mode {
         Mode::Enforce => {}
         Mode::Testing if opts.strict_testing => {}
@@ -486,17 +481,17 @@ mod tests {
     fn reply_enforce() {
         let p = two_mx("enforce");
         assert_eq!(
-            render(&p, "example.com", opts(false, true, false)).unwrap(),
+            render_reply(&p, "example.com", opts(false, true, false)).unwrap(),
             "secure match=mail.example.com:.example.net servername=hostname"
         );
         assert_eq!(
-            render(&p, "example.com", opts(false, false, false)).unwrap(),
+            render_reply(&p, "example.com", opts(false, false, false)).unwrap(),
             "secure match=mail.example.com:.example.net"
         );
         // strict_testing does not change an enforce policy.
         assert_eq!(
-            render(&p, "example.com", opts(true, true, false)),
-            render(&p, "example.com", opts(false, true, false))
+            render_reply(&p, "example.com", opts(true, true, false)),
+            render_reply(&p, "example.com", opts(false, true, false))
         );
     }
 
@@ -504,20 +499,20 @@ mod tests {
     fn reply_testing_and_none() {
         let testing = two_mx("testing");
         assert_eq!(
-            render(&testing, "example.com", opts(false, true, false)),
+            render_reply(&testing, "example.com", opts(false, true, false)),
             None
         );
         assert_eq!(
-            render(&testing, "example.com", opts(false, true, true)),
+            render_reply(&testing, "example.com", opts(false, true, true)),
             None
         );
         assert_eq!(
-            render(&testing, "example.com", opts(true, true, false)).unwrap(),
+            render_reply(&testing, "example.com", opts(true, true, false)).unwrap(),
             "secure match=mail.example.com:.example.net servername=hostname"
         );
         let none = policy("version: STSv1\nmode: none\nmax_age: 86400\n").unwrap();
         for strict in [false, true] {
-            assert_eq!(render(&none, "example.com", opts(strict, true, true)), None);
+            assert_eq!(render_reply(&none, "example.com", opts(strict, true, true)), None);
         }
     }
 
@@ -529,7 +524,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            render(&p, "example.com", opts(false, false, false)).unwrap(),
+            render_reply(&p, "example.com", opts(false, false, false)).unwrap(),
             "secure match=b.example.com:.example.com:a.example.com"
         );
     }
@@ -538,7 +533,7 @@ mod tests {
     fn reply_tlsrpt() {
         let p = two_mx("enforce");
         assert_eq!(
-            render(&p, "example.com", opts(false, true, true)).unwrap(),
+            render_reply(&p, "example.com", opts(false, true, true)).unwrap(),
             "secure match=mail.example.com:.example.net servername=hostname \
              policy_type=sts policy_domain=example.com \
              mx_host_pattern=mail.example.com mx_host_pattern=*.example.net \
@@ -546,7 +541,7 @@ mod tests {
              { policy_string = mx: mail.example.com } { policy_string = mx: *.example.net } \
              { policy_string = max_age: 86400 }"
         );
-        let no_sni = render(&p, "example.com", opts(false, false, true)).unwrap();
+        let no_sni = render_reply(&p, "example.com", opts(false, false, true)).unwrap();
         assert!(no_sni.starts_with("secure match=mail.example.com:.example.net policy_type=sts "));
     }
 
@@ -556,7 +551,7 @@ mod tests {
             "{RFC_EXAMPLE}x: }} servername=evil {{\nx-ok: fine\n"
         ))
         .unwrap();
-        let reply = render(&p, "example.com", opts(false, true, true)).unwrap();
+        let reply = render_reply(&p, "example.com", opts(false, true, true)).unwrap();
         assert!(!reply.contains("evil"));
         assert!(reply.ends_with(" { policy_string = x-ok: fine }"));
     }
@@ -568,7 +563,7 @@ mod tests {
         // dropped and the rest kept.
         let filler = "x: y\n".repeat(5000);
         let p = policy(&format!("{RFC_EXAMPLE}{filler}")).unwrap();
-        let reply = render(&p, "example.com", opts(false, true, true)).unwrap();
+        let reply = render_reply(&p, "example.com", opts(false, true, true)).unwrap();
         assert!(reply.len() <= MAX_REPLY_VALUE);
         assert!(!reply.contains("policy_string"));
         assert!(reply.ends_with("mx_host_pattern=backupmx.example.com"));
@@ -577,7 +572,7 @@ mod tests {
             .map(|i| format!("mx: mx{i}.example.com\n"))
             .collect();
         let p = policy(&format!("{RFC_EXAMPLE}{many}")).unwrap();
-        let reply = render(&p, "example.com", opts(false, true, true)).unwrap();
+        let reply = render_reply(&p, "example.com", opts(false, true, true)).unwrap();
         assert!(reply.len() <= MAX_REPLY_VALUE);
         assert!(reply.ends_with("policy_domain=example.com"));
     }
@@ -604,7 +599,7 @@ mod tests {
         ) {
             let text = lines.join("\n");
             if let Ok(p) = parse_policy(text.as_bytes()) {
-                let _ = render(&p, "example.com", opts(true, true, true));
+                let _ = render_reply(&p, "example.com", opts(true, true, true));
             }
         }
 

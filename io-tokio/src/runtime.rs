@@ -38,10 +38,10 @@ impl Runtime for TokioRuntime {
         Instant::now()
     }
 
-    fn wall(&self) -> u64 {
+    fn unix_ms(&self) -> u64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0)
     }
 }

@@ -9,11 +9,11 @@ use crate::{open_redis, SqliteBackend};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
 use mta_sts_core::cli::{parse_query_args, QueryArgs};
-use mta_sts_core::config::{CacheConfig, Config, DEFAULT_CACHE_SIZE};
+use mta_sts_core::cache::Store;
+use mta_sts_core::config::{CacheConfig, Config};
 use mta_sts_core::service::{
-    run_proactive_refresh, run_query, serve, start_stack, with_timeout, BoxStream, CacheBackend,
-    DnsClient, DnsTargets, MemoryBackend, MemoryFront, QueryOutcome, Runtime, Shutdown,
-    ShutdownTrigger, Stack, Transport,
+    run_proactive_refresh, run_query, serve, start_stack, with_timeout, BoxStream, DnsClient,
+    DnsTargets, QueryOutcome, Runtime, Shutdown, ShutdownTrigger, Stack, Transport,
 };
 use std::io;
 use std::sync::Arc;
@@ -135,20 +135,20 @@ async fn start_with<D: Driver>(
     shutdown: Shutdown,
 ) -> Result<Stack<D::Rt>, String> {
     let rt = driver.runtime();
-    let cache = open_cache(driver, &config).await?;
+    let store = open_store(driver, &config).await?;
     let stack = start_stack(
         rt.clone(),
         network.transport,
         network.dns,
         config.clone(),
-        cache.clone(),
+        store,
     );
     let proactive = &config.proactive_policy_fetching;
     if proactive.enabled {
         let task = run_proactive_refresh(
             rt.clone(),
             stack.engine.clone(),
-            cache,
+            stack.caches.clone(),
             proactive.clone(),
             config.default_zone.timeout,
             shutdown,
@@ -158,34 +158,28 @@ async fn start_with<D: Driver>(
     Ok(stack)
 }
 
-async fn open_cache<D: Driver>(
+/// The persistent store named by the config (`None` for `internal`).
+async fn open_store<D: Driver>(
     driver: &D,
     config: &Config,
-) -> Result<Arc<dyn CacheBackend>, String> {
-    let stored: Arc<dyn CacheBackend> = match &config.cache {
-        CacheConfig::Internal { cache_size } => {
-            return Ok(Arc::new(MemoryBackend::new(*cache_size)))
-        }
+) -> Result<Option<Arc<dyn Store>>, String> {
+    Ok(match &config.cache {
+        CacheConfig::Internal { .. } => None,
         CacheConfig::Sqlite(options) => {
             let backend = SqliteBackend::open(driver.runtime(), options)
                 .await
                 .map_err(|e| e.to_string())?;
             log::info!("cache: sqlite {}", options.filename.display());
-            Arc::new(backend)
+            Some(Arc::new(backend))
         }
         CacheConfig::Redis(options) => {
             let backend = open_redis(driver.runtime(), options)
                 .await
                 .map_err(|e| e.to_string())?;
             log::info!("cache: redis {}", options.url);
-            Arc::new(backend)
+            Some(Arc::new(backend))
         }
-    };
-    Ok(Arc::new(MemoryFront::new(
-        stored,
-        DEFAULT_CACHE_SIZE,
-        config.cache_grace.as_secs(),
-    )))
+    })
 }
 
 /// The query program's arguments, parsed (or help/usage printed and exit).

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use mta_sts_core::config::RedisOptions;
-use mta_sts_core::service::{with_timeout, CacheError, RedisBackend, RedisCommands, Runtime};
+use mta_sts_core::cache::redis::{RedisBackend, RedisCommands};
+use mta_sts_core::cache::StoreError;
+use mta_sts_core::service::{with_timeout, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue};
 
@@ -27,13 +29,13 @@ pub struct RedisConnection<R: Runtime> {
 }
 
 impl<R: Runtime> RedisConnection<R> {
-    async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, CacheError> {
+    async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
         let reply = with_timeout(&self.rt, self.timeout, cmd.query_async::<T>(&mut conn));
         match reply.await {
             Some(Ok(value)) => Ok(value),
-            Some(Err(e)) => Err(CacheError::Backend(e.to_string())),
-            None => Err(CacheError::Backend(format!(
+            Some(Err(e)) => Err(StoreError::Backend(e.to_string())),
+            None => Err(StoreError::Backend(format!(
                 "no reply within {:?}",
                 self.timeout
             ))),
@@ -49,12 +51,12 @@ fn text(bytes: Vec<u8>) -> String {
 
 #[async_trait::async_trait]
 impl<R: Runtime> RedisCommands for RedisConnection<R> {
-    async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
         let value: Option<Vec<u8>> = self.run(redis::cmd("GET").arg(key)).await?;
         Ok(value.map(text))
     }
 
-    async fn set(&self, key: &str, value: &str) -> Result<(), CacheError> {
+    async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.run(redis::cmd("SET").arg(key).arg(value)).await
     }
 
@@ -63,7 +65,7 @@ impl<R: Runtime> RedisCommands for RedisConnection<R> {
         script: &str,
         keys: &[String],
         args: &[String],
-    ) -> Result<i64, CacheError> {
+    ) -> Result<i64, StoreError> {
         self.run(
             redis::cmd("EVAL")
                 .arg(script)
@@ -74,7 +76,7 @@ impl<R: Runtime> RedisCommands for RedisConnection<R> {
         .await
     }
 
-    async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
+    async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
         let mut cursor = 0u64;
         loop {
@@ -94,7 +96,7 @@ impl<R: Runtime> RedisCommands for RedisConnection<R> {
         }
     }
 
-    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, CacheError> {
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -111,9 +113,9 @@ impl<R: Runtime> RedisCommands for RedisConnection<R> {
 pub async fn open_redis<R: Runtime>(
     rt: R,
     options: &RedisOptions,
-) -> Result<RedisBackend<RedisConnection<R>>, CacheError> {
+) -> Result<RedisBackend<RedisConnection<R>>, StoreError> {
     let invalid =
-        |e: redis::RedisError| CacheError::Backend(format!("redis url {:?}: {e}", options.url));
+        |e: redis::RedisError| StoreError::Backend(format!("redis url {:?}: {e}", options.url));
     let client = redis::Client::open(options.url.as_str()).map_err(invalid)?;
     let mut config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.socket_connect_timeout))
@@ -137,6 +139,6 @@ pub async fn open_redis<R: Runtime>(
     Ok(RedisBackend::new(
         commands,
         options.prefix.clone(),
-        move || rt.wall(),
+        move || rt.unix_ms(),
     ))
 }

@@ -1,6 +1,5 @@
-//! The `sqlite` cache backend (DESIGN.md "Cache and refresh" and
-//! "Configuration": `cache.type: sqlite`, options `filename`, `threads`,
-//! `timeout`).
+//! The `sqlite` cache store (`cache.type: sqlite`, options `filename`,
+//! `threads`, `timeout`).
 //!
 //! The file layout is the Python original's (`sts_policy_cache` with a
 //! unique index on `domain`, `pol_body` as JSON, `proactive_fetch_ts`), so
@@ -8,7 +7,9 @@
 //! policy. Our only addition is the nullable column
 //! `sts_policy_cache.fetched_at` (RFC 8461 §5.1: a policy's lifetime counts
 //! from its fetch, not from the last TXT check `ts`); rows without it are
-//! taken as fetched at `ts`.
+//! taken as fetched at `ts`. Times are written as float Unix seconds, as
+//! Python's `time.time()` writes them: milliseconds survive, and either
+//! daemon reads the other's rows.
 //!
 //! SQLite is blocking: every statement runs inside
 //! [`Runtime::spawn_blocking`] on one of a small pool of connections, and
@@ -24,10 +25,13 @@ use futures::channel::oneshot;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use mta_sts_core::cache::{policy_from_json, policy_to_json, CacheEntry};
+use mta_sts_core::cache::{
+    f64_secs_to_millis, millis_to_f64_secs, policy_from_json, policy_to_json, CacheEntry, Store,
+    StoreError,
+};
 use mta_sts_core::config::SqliteOptions;
 use mta_sts_core::domain::Domain;
-use mta_sts_core::service::{CacheBackend, CacheError, Runtime};
+use mta_sts_core::service::Runtime;
 
 /// The Python original's schema (postfix-mta-sts-resolver 1.5,
 /// `sqlite_cache.py`), created when missing.
@@ -67,7 +71,7 @@ impl<R: Runtime> SqliteBackend<R> {
     /// locked or read-only file) fails here, at start-up, with an error
     /// naming the file and the cause. Opens `options.threads` connections
     /// (at least one).
-    pub async fn open(rt: R, options: &SqliteOptions) -> Result<Self, CacheError> {
+    pub async fn open(rt: R, options: &SqliteOptions) -> Result<Self, StoreError> {
         let path = options.filename.clone();
         let timeout = options.timeout;
         let threads = options.threads.max(1);
@@ -79,10 +83,10 @@ impl<R: Runtime> SqliteBackend<R> {
     }
 
     /// Run `job` on a pooled connection off the async executor.
-    async fn with_conn<T, F>(&self, job: F) -> Result<T, CacheError>
+    async fn with_conn<T, F>(&self, job: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, CacheError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = Arc::clone(&self.pool);
         run_blocking(&self.rt, move || pool.with_conn(job)).await
@@ -90,11 +94,11 @@ impl<R: Runtime> SqliteBackend<R> {
 }
 
 /// Run blocking `work` on the runtime's blocking pool and await its result.
-async fn run_blocking<R, T, F>(rt: &R, work: F) -> Result<T, CacheError>
+async fn run_blocking<R, T, F>(rt: &R, work: F) -> Result<T, StoreError>
 where
     R: Runtime,
     T: Send + 'static,
-    F: FnOnce() -> Result<T, CacheError> + Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel();
     rt.spawn_blocking(Box::new(move || {
@@ -102,7 +106,7 @@ where
         let _ = tx.send(work());
     }));
     rx.await.map_err(|_| {
-        CacheError::Backend("sqlite: the blocking task ended without a result".into())
+        StoreError::Backend("sqlite: the blocking task ended without a result".into())
     })?
 }
 
@@ -115,9 +119,9 @@ struct Pool {
 }
 
 impl Pool {
-    fn open(path: &Path, timeout: Duration, threads: usize) -> Result<Pool, CacheError> {
+    fn open(path: &Path, timeout: Duration, threads: usize) -> Result<Pool, StoreError> {
         let fail = |e: rusqlite::Error| {
-            CacheError::Backend(format!("sqlite cache file {}: {e}", path.display()))
+            StoreError::Backend(format!("sqlite cache file {}: {e}", path.display()))
         };
         let mut first = connect(path, timeout).map_err(fail)?;
         prepare_file(&mut first).map_err(fail)?;
@@ -138,8 +142,8 @@ impl Pool {
 
     fn with_conn<T>(
         &self,
-        job: impl FnOnce(&Connection) -> Result<T, CacheError>,
-    ) -> Result<T, CacheError> {
+        job: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut idle = self.lock();
         let conn = loop {
             match idle.pop() {
@@ -153,7 +157,7 @@ impl Pool {
         let result = catch_unwind(AssertUnwindSafe(|| job(&conn)));
         self.lock().push(conn);
         self.freed.notify_one();
-        result.unwrap_or_else(|_| Err(CacheError::Backend("sqlite: a cache job panicked".into())))
+        result.unwrap_or_else(|_| Err(StoreError::Backend("sqlite: a cache job panicked".into())))
     }
 }
 
@@ -208,19 +212,18 @@ fn prepare_file(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// SQLite integers are signed: clamp (a wall clock never gets there).
-fn to_sql_secs(secs: u64) -> i64 {
-    i64::try_from(secs).unwrap_or(i64::MAX)
+/// A Unix time in milliseconds as the float seconds Python writes.
+fn to_sql_time(ms: u64) -> f64 {
+    millis_to_f64_secs(ms)
 }
 
-/// Read a seconds column leniently, as the Python original's `int(ts)`
-/// does: an integer, a real (truncated) or a numeric string.
-fn from_sql_secs(v: &Value) -> Option<u64> {
+/// Read a Unix seconds column leniently, in milliseconds: an integer (the
+/// Python original's whole seconds), a real, or a numeric string.
+fn from_sql_time(v: &Value) -> Option<u64> {
     match v {
-        Value::Integer(i) => u64::try_from(*i).ok(),
-        // Truncation is intended; `as` saturates, never panics.
-        Value::Real(f) if f.is_finite() && *f >= 0.0 => Some(*f as u64),
-        Value::Text(s) => s.trim().parse().ok(),
+        Value::Integer(i) => u64::try_from(*i).ok().map(|s| s.saturating_mul(1000)),
+        Value::Real(f) => f64_secs_to_millis(*f),
+        Value::Text(s) => s.trim().parse().ok().and_then(f64_secs_to_millis),
         _ => None,
     }
 }
@@ -232,31 +235,31 @@ fn decode_row(
     pol_body: Option<String>,
     fetched_at: &Value,
 ) -> Result<CacheEntry, String> {
-    let checked_at = from_sql_secs(ts).ok_or("bad ts")?;
+    let checked_at_ms = from_sql_time(ts).ok_or("bad ts")?;
     let policy_id = pol_id.ok_or("no pol_id")?;
     let policy =
         policy_from_json(pol_body.as_deref().ok_or("no pol_body")?).map_err(|e| e.to_string())?;
-    let fetched_at = match fetched_at {
-        Value::Null => checked_at,
-        v => from_sql_secs(v).ok_or("bad fetched_at")?,
+    let fetched_at_ms = match fetched_at {
+        Value::Null => checked_at_ms,
+        v => from_sql_time(v).ok_or("bad fetched_at")?,
     };
     Ok(CacheEntry {
         policy_id,
         policy,
-        fetched_at,
-        checked_at,
+        fetched_at_ms,
+        checked_at_ms,
     })
 }
 
-fn backend_error(what: &str, e: rusqlite::Error) -> CacheError {
-    CacheError::Backend(format!("sqlite {what}: {e}"))
+fn backend_error(what: &str, e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("sqlite {what}: {e}"))
 }
 
 #[async_trait::async_trait]
-impl<R: Runtime> CacheBackend for SqliteBackend<R> {
+impl<R: Runtime> Store for SqliteBackend<R> {
     /// The row for `domain`; an undecodable row is
-    /// [`CacheError::Corrupt`] (the engine treats it as a miss).
-    async fn get(&self, domain: &Domain) -> Result<Option<CacheEntry>, CacheError> {
+    /// [`StoreError::Corrupt`] (the engine treats it as a miss).
+    async fn get(&self, domain: &Domain) -> Result<Option<CacheEntry>, StoreError> {
         let domain = domain.clone();
         self.with_conn(move |conn| {
             let row = conn
@@ -275,7 +278,7 @@ impl<R: Runtime> CacheBackend for SqliteBackend<R> {
             };
             decode_row(&ts, pol_id, pol_body, &fetched_at)
                 .map(Some)
-                .map_err(|reason| CacheError::Corrupt {
+                .map_err(|reason| StoreError::Corrupt {
                     domain: domain.to_string(),
                     reason,
                 })
@@ -284,11 +287,12 @@ impl<R: Runtime> CacheBackend for SqliteBackend<R> {
     }
 
     /// Upsert `entry` unless the stored row is newer (one SQL statement).
-    async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), CacheError> {
+    async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError> {
         let domain = domain.clone();
         let body = policy_to_json(&entry.policy);
         let id = entry.policy_id.clone();
-        let (checked, fetched) = (to_sql_secs(entry.checked_at), to_sql_secs(entry.fetched_at));
+        let checked = to_sql_time(entry.checked_at_ms);
+        let fetched = to_sql_time(entry.fetched_at_ms);
         self.with_conn(move |conn| {
             conn.prepare_cached(UPSERT)
                 .and_then(|mut stmt| {
@@ -300,10 +304,10 @@ impl<R: Runtime> CacheBackend for SqliteBackend<R> {
         .await
     }
 
-    /// Domains whose `ts` (last TXT check) is before `checked_before`;
-    /// domain values that are not valid names are skipped.
-    async fn stale(&self, checked_before: u64) -> Result<Vec<Domain>, CacheError> {
-        let before = to_sql_secs(checked_before);
+    /// Domains whose `ts` (last TXT check) is before `before_ms`; domain
+    /// values that are not valid names are skipped.
+    async fn checked_before(&self, before_ms: u64) -> Result<Vec<Domain>, StoreError> {
+        let before = to_sql_time(before_ms);
         self.with_conn(move |conn| {
             let names: Vec<Option<String>> = conn
                 .prepare_cached("select domain from sts_policy_cache where ts < ?1")
@@ -325,7 +329,7 @@ impl<R: Runtime> CacheBackend for SqliteBackend<R> {
     }
 
     /// The Python original's `proactive_fetch_ts` row `id = 1`.
-    async fn proactive_ts(&self) -> Result<Option<u64>, CacheError> {
+    async fn proactive_ts(&self) -> Result<Option<u64>, StoreError> {
         self.with_conn(|conn| {
             let v: Option<Value> = conn
                 .query_row(
@@ -335,14 +339,14 @@ impl<R: Runtime> CacheBackend for SqliteBackend<R> {
                 )
                 .optional()
                 .map_err(|e| backend_error("proactive_ts", e))?;
-            Ok(v.as_ref().and_then(from_sql_secs))
+            Ok(v.as_ref().and_then(from_sql_time))
         })
         .await
     }
 
     /// Upsert the `proactive_fetch_ts` row `id = 1`, as the Python original.
-    async fn set_proactive_ts(&self, ts: u64) -> Result<(), CacheError> {
-        let ts = to_sql_secs(ts);
+    async fn set_proactive_ts(&self, ts_ms: u64) -> Result<(), StoreError> {
+        let ts = to_sql_time(ts_ms);
         self.with_conn(move |conn| {
             conn.execute(
                 "insert into proactive_fetch_ts (id, last_fetch_ts) values (1, ?1)
@@ -407,7 +411,7 @@ mod tests {
         }
     }
 
-    fn open(path: &Path) -> Result<SqliteBackend<ThreadRt>, CacheError> {
+    fn open(path: &Path) -> Result<SqliteBackend<ThreadRt>, StoreError> {
         block_on(SqliteBackend::open(ThreadRt, &options(path)))
     }
 
@@ -664,7 +668,7 @@ mod tests {
         .unwrap();
         for name in ["bad.example", "nots.example"] {
             match block_on(backend.get(&d(name))) {
-                Err(CacheError::Corrupt { domain, .. }) => assert_eq!(domain, name),
+                Err(StoreError::Corrupt { domain, .. }) => assert_eq!(domain, name),
                 other => panic!("{name}: {other:?}"),
             }
         }

@@ -1,13 +1,13 @@
-//! One socketmap connection: pipelined requests are answered concurrently
-//! and replied to in request order (DESIGN.md "Socketmap"); a framing error
-//! answers what was queued, then `PERM`, then closes.
+//! The async loop of one socketmap connection: it only moves bytes between
+//! the stream and the sans-IO [`Connection`], answers fresh hits in this
+//! task and runs misses concurrently (docs/ARCHITECTURE.md "Connections").
 
 use super::{Service, Shutdown};
 use crate::netstring::DEFAULT_MAX_REQUEST;
-use crate::socketmap::{Event, Reply, RequestReader};
+use crate::socketmap::{Connection, Reply, Seq};
 use futures::future::BoxFuture;
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use futures::stream::FuturesOrdered;
+use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use std::future::poll_fn;
 use std::io;
@@ -19,88 +19,73 @@ use std::task::Poll;
 const MAX_PENDING: usize = 1024;
 
 /// Serve socketmap requests on `stream` until the client closes, a framing
-/// error, or `shutdown` (then in-flight requests are still answered).
+/// error, or `shutdown` (then requests already received are still
+/// answered).
 pub async fn serve_connection<S>(stream: S, service: &Service, shutdown: Shutdown) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut rd, mut wr) = stream.split();
-    let mut reader = RequestReader::new(DEFAULT_MAX_REQUEST);
-    let mut pending: FuturesOrdered<BoxFuture<'_, Reply>> = FuturesOrdered::new();
-    let mut fatal: Option<Reply> = None;
-    let mut reading = true;
+    let (mut rd, mut wr) = futures::io::AsyncReadExt::split(stream);
+    let mut conn = Connection::new(DEFAULT_MAX_REQUEST, MAX_PENDING);
+    let mut misses: FuturesUnordered<BoxFuture<'_, (Seq, Reply)>> = FuturesUnordered::new();
     let mut shutdown = shutdown;
     let mut buf = vec![0u8; 8192];
-    let mut out = Vec::new();
+    let mut warned = false;
 
     enum Step {
-        Reply(Reply),
+        Reply(Seq, Reply),
         Read(io::Result<usize>),
         Stop,
-        Done,
     }
 
     loop {
-        let event = poll_fn(|cx| {
-            if let Poll::Ready(Some(reply)) = pending.poll_next_unpin(cx) {
-                return Poll::Ready(Step::Reply(reply));
+        while let Some((seq, request)) = conn.poll_request() {
+            match service.answer_now(request.name, request.key) {
+                Ok(reply) => conn.handle_reply(seq, reply),
+                Err(miss) => misses.push(async move { (seq, service.answer_miss(miss).await) }.boxed()),
             }
-            if reading {
+        }
+        if conn.failed() && !warned {
+            warned = true;
+            log::warn!("malformed request: answering what was queued, then PERM and close");
+        }
+        if !conn.transmit().is_empty() {
+            let bytes = conn.transmit();
+            let n = bytes.len();
+            wr.write_all(bytes).await?;
+            conn.handle_written(n);
+        }
+        if conn.is_finished() {
+            wr.flush().await?;
+            return wr.close().await;
+        }
+        let wants_input = conn.wants_input();
+        let step = poll_fn(|cx| {
+            if let Poll::Ready(Some((seq, reply))) = misses.poll_next_unpin(cx) {
+                return Poll::Ready(Step::Reply(seq, reply));
+            }
+            if wants_input {
                 if shutdown.poll_unpin(cx).is_ready() {
                     return Poll::Ready(Step::Stop);
                 }
-                if pending.len() < MAX_PENDING {
-                    if let Poll::Ready(r) = Pin::new(&mut rd).poll_read(cx, &mut buf) {
-                        return Poll::Ready(Step::Read(r));
-                    }
+                if let Poll::Ready(r) = Pin::new(&mut rd).poll_read(cx, &mut buf) {
+                    return Poll::Ready(Step::Read(r));
                 }
-            } else if pending.is_empty() {
-                return Poll::Ready(Step::Done);
             }
             Poll::Pending
         })
         .await;
-
-        match event {
-            Step::Reply(reply) => {
-                out.extend_from_slice(&reply.to_netstring());
-                // Batch whatever else is ready into one write.
-                while let Some(Some(reply)) = pending.next().now_or_never() {
-                    out.extend_from_slice(&reply.to_netstring());
-                }
-                wr.write_all(&out).await?;
-                wr.flush().await?;
-                out.clear();
-            }
-            Step::Read(Ok(0)) | Step::Stop => reading = false,
-            Step::Read(Ok(n)) => {
-                reader.push(buf.get(..n).unwrap_or_default());
-                while let Some(event) = reader.next_event() {
-                    match event {
-                        Event::Request(req) => {
-                            pending.push_back(
-                                async move { service.answer(&req.name, &req.key).await }.boxed(),
-                            );
-                        }
-                        Event::Fatal(reply) => {
-                            log::warn!(
-                                "closing connection: {}",
-                                String::from_utf8_lossy(&reply.payload())
-                            );
-                            fatal = Some(reply);
-                            reading = false;
-                        }
-                    }
+        match step {
+            Step::Reply(seq, reply) => {
+                conn.handle_reply(seq, reply);
+                // Batch whatever else is ready into the same write.
+                while let Some(Some((seq, reply))) = misses.next().now_or_never() {
+                    conn.handle_reply(seq, reply);
                 }
             }
+            Step::Read(Ok(0)) | Step::Stop => conn.handle_end_of_input(),
+            Step::Read(Ok(n)) => conn.handle_input(buf.get(..n).unwrap_or_default()),
             Step::Read(Err(e)) => return Err(e),
-            Step::Done => {
-                if let Some(reply) = fatal.take() {
-                    wr.write_all(&reply.to_netstring()).await?;
-                }
-                wr.flush().await?;
-                return wr.close().await;
-            }
         }
     }
 }

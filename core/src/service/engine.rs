@@ -1,10 +1,10 @@
-//! The event loop around the sans-IO [`Resolver`]: requests and IO results
-//! go in with the time, actions come out and are carried out as tasks on
-//! the driver's runtime (DESIGN.md "Cache and refresh": one lookup per
-//! domain however many requests wait on it).
+//! The lookup coordinator: the event loop around the sans-IO [`Resolver`].
+//! Requests that missed the index and IO results go in with the time,
+//! actions come out and are carried out as tasks on the driver's runtime
+//! (docs/ARCHITECTURE.md "The lookup coordinator").
 
-use super::{fetch_policy, lookup_txt, with_timeout, CacheBackend, DnsClient, Runtime, Transport};
-use crate::cache::CacheEntry;
+use super::{fetch_policy, lookup_txt, with_timeout, DnsClient, Runtime, Transport};
+use crate::cache::{CacheEntry, PolicyIndex, Store, StoreError};
 use crate::domain::Domain;
 use crate::resolve::{
     Action, Answer, FetchResult, LookupId, Reason, RequestId, Resolver, ResolverSettings, TxtResult,
@@ -39,9 +39,9 @@ enum Request {
 }
 
 enum Outcome {
-    Cache {
+    Store {
         lookup: LookupId,
-        entry: Option<CacheEntry>,
+        stored: Result<Option<CacheEntry>, StoreError>,
     },
     Txt {
         lookup: LookupId,
@@ -93,7 +93,7 @@ pub struct Engine<R: Runtime> {
     resolver: Resolver,
     dns: Arc<DnsClient<R>>,
     transport: Arc<dyn Transport>,
-    cache: Arc<dyn CacheBackend>,
+    store: Option<Arc<dyn Store>>,
     settings: Arc<EngineSettings>,
     results_tx: mpsc::UnboundedSender<Outcome>,
     waiting: HashMap<u64, oneshot::Sender<Answer>>,
@@ -103,23 +103,29 @@ pub struct Engine<R: Runtime> {
 }
 
 impl<R: Runtime> Engine<R> {
-    /// Start the engine on `rt` and return the handle that feeds it. The
+    /// Start the engine on `rt` and return the handle that feeds it. What
+    /// lookups learn goes to `index` (and to `store` behind it, if any). The
     /// engine stops when every handle is gone and its lookups are done.
     pub fn start(
         rt: R,
         dns: Arc<DnsClient<R>>,
         transport: Arc<dyn Transport>,
-        cache: Arc<dyn CacheBackend>,
+        index: Arc<PolicyIndex>,
+        store: Option<Arc<dyn Store>>,
         settings: EngineSettings,
     ) -> EngineHandle {
         let (tx, requests) = mpsc::unbounded();
         let (results_tx, results) = mpsc::unbounded();
+        let resolver_settings = ResolverSettings {
+            persistent: store.is_some(),
+            ..settings.resolver
+        };
         let engine = Engine {
             rt: rt.clone(),
-            resolver: Resolver::new(settings.resolver),
+            resolver: Resolver::new(resolver_settings, index),
             dns,
             transport,
-            cache,
+            store,
             settings: Arc::new(settings),
             results_tx,
             waiting: HashMap::new(),
@@ -163,7 +169,7 @@ impl<R: Runtime> Engine<R> {
             })
             .await;
             let now = self.rt.now();
-            let wall = self.rt.wall();
+            let wall = self.rt.unix_ms();
             match event {
                 Event::Request(Some(Request::Lookup {
                     domain,
@@ -184,9 +190,9 @@ impl<R: Runtime> Engine<R> {
                         .handle_request(RequestId(id), domain, timeout, now, wall);
                 }
                 Event::Request(None) => accepting = false,
-                Event::Outcome(Outcome::Cache { lookup, entry }) => {
+                Event::Outcome(Outcome::Store { lookup, stored }) => {
                     self.io.remove(&lookup);
-                    self.resolver.handle_cache_loaded(lookup, entry, now, wall);
+                    self.resolver.handle_store_loaded(lookup, stored, now, wall);
                 }
                 Event::Outcome(Outcome::Txt { lookup, result }) => {
                     self.io.remove(&lookup);
@@ -201,7 +207,7 @@ impl<R: Runtime> Engine<R> {
                     self.resolver.handle_timeout(now);
                 }
             }
-            self.carry_out_actions(now, wall);
+            self.carry_out_actions();
             if !accepting && self.waiting.is_empty() && self.resolver.in_flight() == 0 {
                 return;
             }
@@ -222,13 +228,10 @@ impl<R: Runtime> Engine<R> {
         self.timer = Some((deadline, self.rt.sleep(wait)));
     }
 
-    fn carry_out_actions(&mut self, now: Instant, wall: u64) {
+    fn carry_out_actions(&mut self) {
         while let Some(action) = self.resolver.poll_action() {
             match action {
-                Action::LoadCache { lookup, domain } => match self.cache.get_now(&domain, wall) {
-                    Some(entry) => self.resolver.handle_cache_loaded(lookup, entry, now, wall),
-                    None => self.load_cache(lookup, domain),
-                },
+                Action::LoadStore { lookup, domain } => self.load_store(lookup, domain),
                 Action::QueryTxt { lookup, domain } => {
                     let dns = self.dns.clone();
                     self.spawn_io(lookup, async move {
@@ -260,11 +263,13 @@ impl<R: Runtime> Engine<R> {
                         Outcome::Fetch { lookup, result }
                     });
                 }
-                Action::Store { domain, entry } => {
-                    let cache = self.cache.clone();
+                Action::Persist { domain, entry } => {
+                    let Some(store) = self.store.clone() else {
+                        continue;
+                    };
                     self.rt.spawn(
                         async move {
-                            if let Err(e) = cache.set(&domain, &entry).await {
+                            if let Err(e) = store.set(&domain, &entry).await {
                                 log::warn!("{domain}: cache write failed: {e}");
                             }
                         }
@@ -290,25 +295,26 @@ impl<R: Runtime> Engine<R> {
         }
     }
 
-    fn load_cache(&mut self, lookup: LookupId, domain: Domain) {
-        let cache = self.cache.clone();
+    fn load_store(&mut self, lookup: LookupId, domain: Domain) {
+        let Some(store) = self.store.clone() else {
+            let stored = Ok(None);
+            let (now, wall) = (self.rt.now(), self.rt.unix_ms());
+            self.resolver.handle_store_loaded(lookup, stored, now, wall);
+            return;
+        };
         let rt = self.rt.clone();
-        // A slow or dead shared cache must not eat the zone timeout: give it
-        // a short slice and go on to the network without it.
-        let limit = CACHE_READ_LIMIT;
+        // A slow or dead shared store must not eat the zone timeout: give it
+        // a short slice and go on with what memory holds.
+        let limit = STORE_READ_LIMIT;
         self.spawn_io(lookup, async move {
-            let entry = match with_timeout(&rt, limit, cache.get(&domain)).await {
-                Some(Ok(entry)) => entry,
-                Some(Err(e)) => {
-                    log::warn!("{domain}: cache read failed, going on without it: {e}");
-                    None
-                }
-                None => {
-                    log::warn!("{domain}: cache read timed out, going on without it");
-                    None
-                }
+            let stored = match with_timeout(&rt, limit, store.get(&domain)).await {
+                Some(result) => result,
+                None => Err(StoreError::Timeout(limit)),
             };
-            Outcome::Cache { lookup, entry }
+            if let Err(e) = &stored {
+                log::warn!("{domain}: cache read failed, going on without it: {e}");
+            }
+            Outcome::Store { lookup, stored }
         });
     }
 
@@ -332,5 +338,5 @@ impl<R: Runtime> Engine<R> {
     }
 }
 
-/// Longest wait for a cache read before the lookup goes on without it.
-const CACHE_READ_LIMIT: Duration = Duration::from_millis(1000);
+/// Longest wait for a store read before the lookup goes on without it.
+const STORE_READ_LIMIT: Duration = Duration::from_millis(1000);

@@ -1,32 +1,30 @@
-//! Runtime-agnostic async glue: the request loop that drives the sans-IO
-//! state machines over a few small traits the IO drivers implement
-//! (DESIGN.md "io-smol / io-tokio": anything both drivers would write twice
-//! lives here). No runtime, socket or clock type appears in this module:
-//! the driver hands in a [`Runtime`] (spawn, timers, clock) and a
-//! [`Transport`] (UDP/TCP/TLS connections).
+//! Runtime-agnostic async glue: the loops that drive the sans-IO state
+//! machines over a few small traits the IO drivers implement (anything both
+//! drivers would write twice lives here; docs/ARCHITECTURE.md "Layers").
+//! No runtime, socket or clock type appears in this module: the driver
+//! hands in a [`Runtime`] (spawn, timers, clock) and a [`Transport`]
+//! (UDP/TCP/TLS connections).
 
-mod backend;
+mod answer;
 mod connection;
 mod dns_client;
 mod engine;
 mod fetch;
 mod proactive;
 mod query;
-mod redis;
 mod server;
 mod stack;
 mod time;
 
-pub use backend::{CacheBackend, CacheError, MemoryBackend, MemoryFront};
+pub use answer::{Miss, Service, WallClock};
 pub use connection::serve_connection;
 pub use dns_client::{DnsClient, DnsLookupError};
 pub use engine::{Engine, EngineHandle, EngineSettings};
 pub use fetch::{fetch_policy, lookup_txt, FetchError};
 pub use proactive::run_proactive_refresh;
 pub use query::{run_query, QueryOutcome};
-pub use redis::*;
-pub use server::{serve, Service, Shutdown, ShutdownTrigger};
-pub use stack::{start_stack, DnsTargets, Stack, RETRY_AFTER_FAILURE};
+pub use server::{serve, Shutdown, ShutdownTrigger};
+pub use stack::{start_stack, Caches, DnsTargets, Stack};
 pub use time::with_timeout;
 
 use futures::future::BoxFuture;
@@ -53,8 +51,9 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn sleep(&self, d: Duration) -> BoxFuture<'static, ()>;
     /// Monotonic time, for deadlines.
     fn now(&self) -> Instant;
-    /// Wall-clock Unix seconds, for policy lifetimes (RFC 8461 §3.2 max_age).
-    fn wall(&self) -> u64;
+    /// Wall-clock Unix milliseconds, for policy lifetimes (RFC 8461 §3.2
+    /// `max_age`) and `cache_grace`.
+    fn unix_ms(&self) -> u64;
 }
 
 /// A connected UDP socket for one DNS exchange (random source port).

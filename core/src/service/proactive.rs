@@ -1,51 +1,58 @@
 //! Proactive policy refresh (RFC 8461 §5.1 "pre-fetch"; config
 //! `proactive_policy_fetching`): every `interval`, re-check the cached
 //! domains not checked for `interval / grace_ratio`, at most
-//! `concurrency_limit` at once. The round's time is kept in the cache so a
-//! restart does not start a storm.
+//! `concurrency_limit` at once. A persistent store keeps the round's time,
+//! so a restart does not start a storm.
 
-use super::{CacheBackend, EngineHandle, Runtime, Shutdown};
+use super::{Caches, EngineHandle, Runtime, Shutdown};
+use crate::cache::{millis, StoreError};
 use crate::config::ProactiveConfig;
+use crate::domain::Domain;
 use futures::future::{select, Either};
 use futures::StreamExt;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Run refresh rounds until `shutdown`. `timeout` bounds each domain's lookup.
 pub async fn run_proactive_refresh<R: Runtime>(
     rt: R,
     engine: EngineHandle,
-    cache: Arc<dyn CacheBackend>,
+    caches: Caches,
     settings: ProactiveConfig,
     timeout: Duration,
     shutdown: Shutdown,
 ) {
-    let interval = settings.interval.as_secs().max(1);
-    let min_age = (settings.interval.as_secs_f64() / settings.grace_ratio).max(0.0) as u64;
+    let interval_ms = millis(settings.interval).max(1000);
+    let min_age_ms = (settings.interval.as_secs_f64() * 1000.0 / settings.grace_ratio).max(0.0) as u64;
+    // The internal cache keeps the round's time in memory.
+    let memory_ts: Mutex<Option<u64>> = Mutex::new(None);
     loop {
-        let wall = rt.wall();
-        let last = match cache.proactive_ts().await {
-            Ok(ts) => ts.unwrap_or(0),
-            Err(e) => {
-                log::warn!("proactive refresh: cannot read the last round's time: {e}");
-                0
-            }
+        let now_ms = rt.unix_ms();
+        let last = match &caches.store {
+            Some(store) => store.proactive_ts().await,
+            None => Ok(*memory_ts.lock().unwrap_or_else(|p| p.into_inner())),
         };
-        let due = last.saturating_add(interval);
-        if wall < due {
-            let wait = Duration::from_secs(due - wall);
+        let last = last.unwrap_or_else(|e| {
+            log::warn!("proactive refresh: cannot read the last round's time: {e}");
+            None
+        });
+        let due = last.unwrap_or(0).saturating_add(interval_ms);
+        if now_ms < due {
+            let wait = Duration::from_millis(due - now_ms);
             if let Either::Right(_) = select(rt.sleep(wait), shutdown.clone()).await {
                 return;
             }
             continue;
         }
-        let domains = match cache.stale(wall.saturating_sub(min_age)).await {
-            Ok(domains) => domains,
-            Err(e) => {
-                log::warn!("proactive refresh: cannot list cached domains: {e}");
-                Vec::new()
-            }
+        let before = now_ms.saturating_sub(min_age_ms);
+        let domains: Result<Vec<Domain>, StoreError> = match &caches.store {
+            Some(store) => store.checked_before(before).await,
+            None => Ok(caches.index.checked_before(before)),
         };
+        let domains = domains.unwrap_or_else(|e| {
+            log::warn!("proactive refresh: cannot list cached domains: {e}");
+            Vec::new()
+        });
         log::info!("proactive refresh: re-checking {} domain(s)", domains.len());
         let round = futures::stream::iter(domains)
             .map(|domain| {
@@ -60,7 +67,14 @@ pub async fn run_proactive_refresh<R: Runtime>(
         if let Either::Right(_) = select(Box::pin(round), shutdown.clone()).await {
             return;
         }
-        if let Err(e) = cache.set_proactive_ts(wall).await {
+        let recorded = match &caches.store {
+            Some(store) => store.set_proactive_ts(now_ms).await,
+            None => {
+                *memory_ts.lock().unwrap_or_else(|p| p.into_inner()) = Some(now_ms);
+                Ok(())
+            }
+        };
+        if let Err(e) = recorded {
             log::warn!("proactive refresh: cannot record the round's time: {e}");
         }
     }

@@ -1,13 +1,7 @@
-//! The socketmap service: zones, key normalisation and reply rendering
-//! around the engine, the accept loop, and graceful shutdown (DESIGN.md
-//! "Socketmap", "Replies for a policy").
+//! The accept loop and graceful shutdown (docs/ARCHITECTURE.md
+//! "Connections").
 
-use super::{serve_connection, with_timeout, EngineHandle, Runtime};
-use crate::config::Config;
-use crate::domain::normalize_key;
-use crate::policy::render_reply;
-use crate::resolve::Answer;
-use crate::socketmap::Reply;
+use super::{serve_connection, with_timeout, Runtime, Service};
 use futures::channel::oneshot;
 use futures::future::{select, Either, Shared};
 use futures::io::{AsyncRead, AsyncWrite};
@@ -15,49 +9,6 @@ use futures::{FutureExt, Stream, StreamExt};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Everything a connection needs to answer requests.
-pub struct Service {
-    config: Arc<Config>,
-    engine: EngineHandle,
-}
-
-impl Service {
-    /// A service answering with `config`'s zones through `engine`.
-    pub fn new(config: Arc<Config>, engine: EngineHandle) -> Self {
-        Service { config, engine }
-    }
-
-    /// Answer one socketmap request `NAME KEY`, logging one line per lookup.
-    pub async fn answer(&self, name: &str, key: &str) -> Reply {
-        let zone = self.config.zone(name);
-        let domain = match normalize_key(key) {
-            Ok(domain) => domain,
-            Err(why) => {
-                log::debug!("{key:?} (zone {name}): NOTFOUND, {why}");
-                return Reply::NotFound;
-            }
-        };
-        let Answer { policy, reason } = self.engine.lookup(domain.clone(), zone.timeout).await;
-        let Some(policy) = policy else {
-            log::info!("{domain} (zone {name}): NOTFOUND, no policy ({reason})");
-            return Reply::NotFound;
-        };
-        match render_reply(&policy, &domain, zone.reply_options()) {
-            Some(value) => {
-                log::info!("{domain} (zone {name}): {} policy ({reason})", policy.mode);
-                Reply::Ok(value)
-            }
-            None => {
-                log::info!(
-                    "{domain} (zone {name}): NOTFOUND, {} policy ({reason})",
-                    policy.mode
-                );
-                Reply::NotFound
-            }
-        }
-    }
-}
 
 /// Fires when the daemon is asked to stop (SIGTERM/SIGINT).
 pub type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;

@@ -1,26 +1,33 @@
-//! Wiring shared by the drivers: DNS client, engine and socketmap service
-//! from a config, a runtime and a transport.
+//! Wiring shared by the drivers: DNS client, index, lookup coordinator and
+//! socketmap service from a config, a runtime and a transport.
 
-use super::{
-    CacheBackend, DnsClient, Engine, EngineHandle, EngineSettings, Runtime, Service, Transport,
-};
+use super::{DnsClient, Engine, EngineHandle, EngineSettings, Runtime, Service, Transport};
+use crate::cache::{PolicyIndex, Store};
 use crate::config::Config;
-use crate::resolve::ResolverSettings;
+use crate::resolve::{ResolverSettings, RETRY_AFTER_FAILURE};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Seconds a failed fetch for a domain and id is not retried (DESIGN.md).
-pub const RETRY_AFTER_FAILURE: u64 = 300;
 
 /// The running resolver: what connections and background tasks use.
 pub struct Stack<R: Runtime> {
     /// The DNS client (also used by `mta-sts-query`).
     pub dns: Arc<DnsClient<R>>,
-    /// The engine's handle.
+    /// The lookup coordinator's handle.
     pub engine: EngineHandle,
     /// The socketmap service.
     pub service: Arc<Service>,
+    /// The caches the stack answers from.
+    pub caches: Caches,
+}
+
+/// The shared in-memory index and the persistent store behind it, if any.
+#[derive(Clone)]
+pub struct Caches {
+    /// What connections answer fresh hits from.
+    pub index: Arc<PolicyIndex>,
+    /// SQLite or Redis (`None` for the internal cache).
+    pub store: Option<Arc<dyn Store>>,
 }
 
 /// Where the stub resolver sends its queries and how patiently.
@@ -34,13 +41,14 @@ pub struct DnsTargets {
     pub try_timeout: Duration,
 }
 
-/// Start the engine for `config` on `rt`, with `cache` as its backend.
+/// Start the coordinator for `config` on `rt`, over `store` (if any)
+/// behind an index of `cache_size` domains.
 pub fn start_stack<R: Runtime>(
     rt: R,
     transport: Arc<dyn Transport>,
     dns: DnsTargets,
     config: Arc<Config>,
-    cache: Arc<dyn CacheBackend>,
+    store: Option<Arc<dyn Store>>,
 ) -> Stack<R> {
     let dns = Arc::new(DnsClient::new(
         rt.clone(),
@@ -49,24 +57,37 @@ pub fn start_stack<R: Runtime>(
         dns.attempts,
         dns.try_timeout,
     ));
-    let cache_size = match config.cache {
-        crate::config::CacheConfig::Internal { cache_size } => cache_size,
-        _ => crate::config::DEFAULT_CACHE_SIZE,
-    };
+    let cache_size = config.cache.memory_size();
+    let index = Arc::new(PolicyIndex::new(cache_size, config.cache_grace));
     let settings = EngineSettings {
         resolver: ResolverSettings {
-            cache_grace: config.cache_grace.as_secs(),
+            cache_grace: config.cache_grace,
             retry_after_failure: RETRY_AFTER_FAILURE,
             memory_limit: cache_size,
+            persistent: store.is_some(),
         },
         policy_port: config.resolver.policy_port,
         user_agent: config.resolver.user_agent.clone(),
     };
-    let engine = Engine::start(rt, dns.clone(), transport, cache, settings);
-    let service = Arc::new(Service::new(config, engine.clone()));
+    let engine = Engine::start(
+        rt.clone(),
+        dns.clone(),
+        transport,
+        index.clone(),
+        store.clone(),
+        settings,
+    );
+    let clock = rt.clone();
+    let service = Arc::new(Service::new(
+        config,
+        index.clone(),
+        engine.clone(),
+        Arc::new(move || clock.unix_ms()),
+    ));
     Stack {
         dns,
         engine,
         service,
+        caches: Caches { index, store },
     }
 }

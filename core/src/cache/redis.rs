@@ -1,5 +1,4 @@
-//! The `redis` cache backend (DESIGN.md "Cache and refresh", "Configuration"
-//! `cache.type: redis`): one key per domain under a configurable prefix,
+//! The `redis` cache store (`cache.type: redis`): one key per domain under a configurable prefix,
 //! holding the JSON of [`entry_to_json`], with an expiry derived from the
 //! policy's `max_age` (RFC 8461 §3.2) plus a margin. Several daemons on
 //! several machines may share one Redis, so a write never replaces a newer
@@ -10,17 +9,16 @@
 //! ([`RedisCommands`]) with their runtime's Redis client, so core stays free
 //! of any runtime dependency.
 
-use super::{CacheBackend, CacheError};
-use crate::cache::{entry_from_json, entry_to_json, CacheEntry};
+use super::format::{entry_from_json, entry_to_json, f64_secs_to_millis, millis_to_f64_secs};
+use super::{CacheEntry, Store, StoreError};
 use crate::domain::Domain;
 
-/// Seconds a key outlives its policy (DESIGN.md "Cache and refresh"): Redis
+/// Seconds a key outlives its policy: Redis
 /// drops the record a day after the policy expired, so clock skew between
 /// the machines sharing the Redis never hides a still-valid policy.
 pub const TTL_MARGIN: u64 = 86_400;
 
-/// Suffix of the key holding the last proactive refresh round's time
-/// (DESIGN.md "Cache and refresh"). `!` never occurs in a domain name, so
+/// Suffix of the key holding the last proactive refresh round's time. `!` never occurs in a domain name, so
 /// the key cannot collide with a domain's.
 pub const PROACTIVE_KEY_SUFFIX: &str = "!proactive_fetch_ts";
 
@@ -28,11 +26,12 @@ pub const PROACTIVE_KEY_SUFFIX: &str = "!proactive_fetch_ts";
 /// size on a big cache.
 const MGET_CHUNK: usize = 256;
 
-/// Atomic compare-and-set of one entry (DESIGN.md "Cache and refresh": a
-/// write never replaces a newer entry with an older one).
+/// Atomic compare-and-set of one entry (a write never replaces a newer
+/// entry with an older one).
 ///
 /// `KEYS[1]`: the domain's key. `ARGV`: the new entry's JSON, its
-/// `fetched_at`, its `ts` (`checked_at`) and the TTL in seconds. The stored
+/// `fetched_at`, its `ts` (`checked_at`), both float Unix seconds, and the
+/// TTL in seconds. The stored
 /// record's `(fetched_at, ts)` is compared as [`CacheEntry::is_newer_than`]
 /// does (a record without `fetched_at` was fetched at `ts`, as in
 /// [`entry_from_json`]); a record that is not JSON or has no `ts` is
@@ -55,27 +54,27 @@ return 1
 "#;
 
 /// The few Redis commands the backend needs, implemented by each driver
-/// with its runtime's Redis client (DESIGN.md "io-smol / io-tokio"). Every
-/// call must give up within the configured `socket_timeout` and report a
-/// down or slow server as [`CacheError::Backend`].
+/// with its runtime's Redis client. Every call must give up within the
+/// configured `socket_timeout` and report a down or slow server as
+/// [`StoreError::Backend`].
 #[async_trait::async_trait]
 pub trait RedisCommands: Send + Sync + 'static {
     /// `GET key` (a non-UTF-8 value may be converted lossily).
-    async fn get(&self, key: &str) -> Result<Option<String>, CacheError>;
+    async fn get(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// `SET key value` with no expiry.
-    async fn set(&self, key: &str, value: &str) -> Result<(), CacheError>;
+    async fn set(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// `EVAL script numkeys keys.. args..` returning an integer.
     async fn eval_int(
         &self,
         script: &str,
         keys: &[String],
         args: &[String],
-    ) -> Result<i64, CacheError>;
+    ) -> Result<i64, StoreError>;
     /// Every key matching the glob `pattern`, via `SCAN .. MATCH` (may hold
     /// duplicates, as `SCAN` does).
-    async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, CacheError>;
+    async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, StoreError>;
     /// `MGET keys..`: one value per key, in order.
-    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, CacheError>;
+    async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError>;
 }
 
 /// Escape the glob metacharacters of `text` for `SCAN .. MATCH`, so a
@@ -91,18 +90,19 @@ pub fn escape_glob(text: &str) -> String {
     out
 }
 
-/// Seconds the record of `entry` should live when written at `now`: the
+/// Seconds the record of `entry` should live when written at `now_ms`: the
 /// policy's remaining lifetime (RFC 8461 §3.2 `max_age`, counted from the
-/// fetch) plus [`TTL_MARGIN`]; never zero, so Redis always accepts it.
-pub fn entry_ttl(entry: &CacheEntry, now: u64) -> u64 {
+/// fetch, rounded up) plus [`TTL_MARGIN`]; never zero, so Redis always
+/// accepts it.
+pub fn entry_ttl(entry: &CacheEntry, now_ms: u64) -> u64 {
     entry
-        .expires_at()
-        .saturating_sub(now)
+        .expires_at_ms()
+        .saturating_sub(now_ms)
+        .div_ceil(1000)
         .saturating_add(TTL_MARGIN)
 }
 
-/// The `redis` [`CacheBackend`] (DESIGN.md "Cache and refresh") over a
-/// driver's [`RedisCommands`].
+/// The `redis` [`Store`] over a driver's [`RedisCommands`].
 pub struct RedisBackend<C: RedisCommands> {
     commands: C,
     prefix: String,
@@ -110,8 +110,8 @@ pub struct RedisBackend<C: RedisCommands> {
 }
 
 impl<C: RedisCommands> RedisBackend<C> {
-    /// A backend storing keys `<prefix><domain>` through `commands`; `wall`
-    /// reads the wall clock (Unix seconds) for the keys' TTL.
+    /// A store keeping keys `<prefix><domain>` through `commands`; `wall`
+    /// reads the wall clock (Unix milliseconds) for the keys' TTL.
     pub fn new(
         commands: C,
         prefix: impl Into<String>,
@@ -147,16 +147,16 @@ impl<C: RedisCommands> RedisBackend<C> {
     }
 }
 
-fn corrupt(what: impl Into<String>, reason: impl ToString) -> CacheError {
-    CacheError::Corrupt {
+fn corrupt(what: impl Into<String>, reason: impl ToString) -> StoreError {
+    StoreError::Corrupt {
         domain: what.into(),
         reason: reason.to_string(),
     }
 }
 
 #[async_trait::async_trait]
-impl<C: RedisCommands> CacheBackend for RedisBackend<C> {
-    async fn get(&self, domain: &Domain) -> Result<Option<CacheEntry>, CacheError> {
+impl<C: RedisCommands> Store for RedisBackend<C> {
+    async fn get(&self, domain: &Domain) -> Result<Option<CacheEntry>, StoreError> {
         match self.commands.get(&self.key(domain)).await? {
             None => Ok(None),
             Some(text) => entry_from_json(&text)
@@ -165,12 +165,12 @@ impl<C: RedisCommands> CacheBackend for RedisBackend<C> {
         }
     }
 
-    async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), CacheError> {
+    async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError> {
         let ttl = entry_ttl(entry, (self.wall)());
         let args = [
             entry_to_json(entry),
-            entry.fetched_at.to_string(),
-            entry.checked_at.to_string(),
+            millis_to_f64_secs(entry.fetched_at_ms).to_string(),
+            millis_to_f64_secs(entry.checked_at_ms).to_string(),
             ttl.to_string(),
         ];
         let written = self
@@ -183,7 +183,7 @@ impl<C: RedisCommands> CacheBackend for RedisBackend<C> {
         Ok(())
     }
 
-    async fn stale(&self, checked_before: u64) -> Result<Vec<Domain>, CacheError> {
+    async fn checked_before(&self, before_ms: u64) -> Result<Vec<Domain>, StoreError> {
         let pattern = format!("{}*", escape_glob(&self.prefix));
         let mut keyed: Vec<(String, Domain)> = self
             .commands
@@ -203,7 +203,7 @@ impl<C: RedisCommands> CacheBackend for RedisBackend<C> {
                 // None: the key expired since the scan.
                 let Some(text) = value else { continue };
                 match entry_from_json(&text) {
-                    Ok(entry) if entry.checked_at >= checked_before => {}
+                    Ok(entry) if entry.checked_at_ms >= before_ms => {}
                     Ok(_) => stale.push(domain.clone()),
                     // Refreshing an unreadable entry overwrites it
                     // (SET_IF_NOT_NEWER replaces what it cannot read).
@@ -217,17 +217,23 @@ impl<C: RedisCommands> CacheBackend for RedisBackend<C> {
         Ok(stale)
     }
 
-    async fn proactive_ts(&self) -> Result<Option<u64>, CacheError> {
+    async fn proactive_ts(&self) -> Result<Option<u64>, StoreError> {
         let key = self.proactive_key();
         match self.commands.get(&key).await? {
             None => Ok(None),
-            Some(text) => text.trim().parse().map(Some).map_err(|e| corrupt(key, e)),
+            Some(text) => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(f64_secs_to_millis)
+                .map(Some)
+                .ok_or_else(|| corrupt(key, "not a Unix time")),
         }
     }
 
-    async fn set_proactive_ts(&self, ts: u64) -> Result<(), CacheError> {
+    async fn set_proactive_ts(&self, ts_ms: u64) -> Result<(), StoreError> {
         self.commands
-            .set(&self.proactive_key(), &ts.to_string())
+            .set(&self.proactive_key(), &millis_to_f64_secs(ts_ms).to_string())
             .await
     }
 }
@@ -250,9 +256,9 @@ mod tests {
     }
 
     impl FakeRedis {
-        fn check_up(&self) -> Result<(), CacheError> {
+        fn check_up(&self) -> Result<(), StoreError> {
             if *self.down.lock().unwrap() {
-                Err(CacheError::Backend("connection refused".into()))
+                Err(StoreError::Backend("connection refused".into()))
             } else {
                 Ok(())
             }
@@ -272,20 +278,22 @@ mod tests {
 
     /// Stored `(fetched_at, ts)` the way the Lua script reads them.
     fn stored_stamps(text: &str) -> Option<(u64, u64)> {
-        let v: serde_json::Value = serde_json::from_str(text).ok()?;
-        let ts = v.get("ts")?.as_u64()?;
-        let fetched = v.get("fetched_at").and_then(|f| f.as_u64()).unwrap_or(ts);
-        Some((fetched, ts))
+        let e = entry_from_json(text).ok()?;
+        Some((e.fetched_at_ms, e.checked_at_ms))
+    }
+
+    fn secs(text: &str) -> u64 {
+        f64_secs_to_millis(text.parse().unwrap()).unwrap()
     }
 
     #[async_trait::async_trait]
     impl RedisCommands for FakeRedis {
-        async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
             self.check_up()?;
             Ok(self.raw(key).map(|(v, _)| v))
         }
 
-        async fn set(&self, key: &str, value: &str) -> Result<(), CacheError> {
+        async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
             self.check_up()?;
             self.put_raw(key, value);
             Ok(())
@@ -296,14 +304,14 @@ mod tests {
             script: &str,
             keys: &[String],
             args: &[String],
-        ) -> Result<i64, CacheError> {
+        ) -> Result<i64, StoreError> {
             self.check_up()?;
             assert_eq!(script, SET_IF_NOT_NEWER);
             let [key] = keys else { panic!("one key") };
             let [json, fetched, ts, ttl] = args else {
                 panic!("four args")
             };
-            let new: (u64, u64) = (fetched.parse().unwrap(), ts.parse().unwrap());
+            let new: (u64, u64) = (secs(fetched), secs(ts));
             let mut data = self.data.lock().unwrap();
             if let Some(old) = data.get(key).and_then(|(v, _)| stored_stamps(v)) {
                 if old > new {
@@ -314,7 +322,7 @@ mod tests {
             Ok(1)
         }
 
-        async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
+        async fn scan_keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
             self.check_up()?;
             // Enough glob for the backend's `<escaped prefix>*`.
             let prefix = pattern.strip_suffix('*').unwrap().replace('\\', "");
@@ -328,13 +336,15 @@ mod tests {
             Ok(keys.iter().chain(keys.iter()).cloned().collect())
         }
 
-        async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, CacheError> {
+        async fn mget(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
             self.check_up()?;
             Ok(keys.iter().map(|k| self.raw(k).map(|(v, _)| v)).collect())
         }
     }
 
-    const NOW: u64 = 1_700_000_000;
+    /// Unix milliseconds; `S` is a second.
+    const NOW: u64 = 1_700_000_000_000;
+    const S: u64 = 1000;
 
     fn backend() -> RedisBackend<FakeRedis> {
         RedisBackend::new(FakeRedis::default(), "mta-sts:", || NOW)
@@ -344,7 +354,7 @@ mod tests {
         Domain::new(s).unwrap()
     }
 
-    fn entry(id: &str, fetched_at: u64, checked_at: u64) -> CacheEntry {
+    fn entry(id: &str, fetched_at_ms: u64, checked_at_ms: u64) -> CacheEntry {
         CacheEntry {
             policy_id: id.into(),
             policy: Policy {
@@ -358,15 +368,15 @@ mod tests {
                     "max_age: 604800".into(),
                 ],
             },
-            fetched_at,
-            checked_at,
+            fetched_at_ms,
+            checked_at_ms,
         }
     }
 
     #[test]
     fn round_trip_under_the_prefix_with_a_ttl() {
         let b = backend();
-        let e = entry("20160831085700Z", NOW - 100, NOW - 10);
+        let e = entry("20160831085700Z", NOW - 100 * S, NOW - 10 * S);
         block_on(b.set(&d("example.com"), &e)).unwrap();
         assert_eq!(block_on(b.get(&d("example.com"))).unwrap(), Some(e.clone()));
         assert_eq!(block_on(b.get(&d("example.net"))).unwrap(), None);
@@ -378,9 +388,11 @@ mod tests {
 
     #[test]
     fn ttl_keeps_the_margin_after_expiry() {
-        let e = entry("a", 1000, 2000);
-        assert_eq!(entry_ttl(&e, 1000), 604_800 + TTL_MARGIN);
-        assert_eq!(entry_ttl(&e, 1000 + 604_800), TTL_MARGIN);
+        let e = entry("a", 1000 * S, 2000 * S);
+        assert_eq!(entry_ttl(&e, 1000 * S), 604_800 + TTL_MARGIN);
+        // Part of a second left counts as a second.
+        assert_eq!(entry_ttl(&e, 1000 * S + 1), 604_800 + TTL_MARGIN);
+        assert_eq!(entry_ttl(&e, (1000 + 604_800) * S), TTL_MARGIN);
         assert_eq!(entry_ttl(&e, u64::MAX), TTL_MARGIN);
     }
 
@@ -388,15 +400,15 @@ mod tests {
     fn an_older_entry_never_replaces_a_newer_one() {
         let b = backend();
         let dom = d("example.com");
-        let newer = entry("new", NOW - 10, NOW - 5);
+        let newer = entry("new", NOW - 10 * S, NOW - 5 * S);
         block_on(b.set(&dom, &newer)).unwrap();
         // Older fetch, even if checked later.
-        block_on(b.set(&dom, &entry("old", NOW - 20, NOW))).unwrap();
+        block_on(b.set(&dom, &entry("old", NOW - 20 * S, NOW))).unwrap();
         // Same fetch, older check.
-        block_on(b.set(&dom, &entry("old", NOW - 10, NOW - 6))).unwrap();
+        block_on(b.set(&dom, &entry("old", NOW - 10 * S, NOW - 6 * S))).unwrap();
         assert_eq!(block_on(b.get(&dom)).unwrap(), Some(newer.clone()));
         // A later check of the same fetch replaces it.
-        let checked = entry("new", NOW - 10, NOW);
+        let checked = entry("new", NOW - 10 * S, NOW);
         block_on(b.set(&dom, &checked)).unwrap();
         assert_eq!(block_on(b.get(&dom)).unwrap(), Some(checked));
     }
@@ -408,8 +420,8 @@ mod tests {
         let py = r#"{"ts": 1700000000, "pol_id": "x", "pol_body": {"version": "STSv1", "mode": "testing", "max_age": 86400, "mx": ["mx.example.com"]}}"#;
         b.commands().put_raw("mta-sts:example.com", py);
         let got = block_on(b.get(&dom)).unwrap().unwrap();
-        assert_eq!((got.fetched_at, got.checked_at), (NOW, NOW));
-        block_on(b.set(&dom, &entry("older", NOW - 1, NOW + 5))).unwrap();
+        assert_eq!((got.fetched_at_ms, got.checked_at_ms), (NOW, NOW));
+        block_on(b.set(&dom, &entry("older", NOW - S, NOW + 5 * S))).unwrap();
         assert_eq!(block_on(b.get(&dom)).unwrap(), Some(got));
     }
 
@@ -420,34 +432,34 @@ mod tests {
         b.commands().put_raw("mta-sts:example.com", "not json");
         assert!(matches!(
             block_on(b.get(&dom)),
-            Err(CacheError::Corrupt { domain, .. }) if domain == "example.com"
+            Err(StoreError::Corrupt { domain, .. }) if domain == "example.com"
         ));
         // Listed for refresh, and the refresh's write replaces it.
-        assert_eq!(block_on(b.stale(0)).unwrap(), vec![dom.clone()]);
+        assert_eq!(block_on(b.checked_before(0)).unwrap(), vec![dom.clone()]);
         let e = entry("a", NOW, NOW);
         block_on(b.set(&dom, &e)).unwrap();
         assert_eq!(block_on(b.get(&dom)).unwrap(), Some(e));
     }
 
     #[test]
-    fn stale_lists_domains_checked_before_the_limit() {
+    fn lists_domains_checked_before_the_limit() {
         let b = backend();
-        block_on(b.set(&d("old.example"), &entry("a", NOW - 500, NOW - 300))).unwrap();
-        block_on(b.set(&d("edge.example"), &entry("a", NOW - 500, NOW - 200))).unwrap();
-        block_on(b.set(&d("new.example"), &entry("a", NOW - 500, NOW - 100))).unwrap();
+        block_on(b.set(&d("old.example"), &entry("a", NOW - 500 * S, NOW - 300 * S))).unwrap();
+        block_on(b.set(&d("edge.example"), &entry("a", NOW - 500 * S, NOW - 200 * S))).unwrap();
+        block_on(b.set(&d("new.example"), &entry("a", NOW - 500 * S, NOW - 100 * S))).unwrap();
         block_on(b.set_proactive_ts(NOW)).unwrap();
         // Keys of others and junk under our prefix are left alone.
         b.commands().put_raw("other:stale.example", "{}");
         b.commands().put_raw("mta-sts:Not A Domain", "{}");
         assert_eq!(
-            block_on(b.stale(NOW - 200)).unwrap(),
+            block_on(b.checked_before(NOW - 200 * S)).unwrap(),
             vec![d("old.example")]
         );
         assert_eq!(
-            block_on(b.stale(NOW - 150)).unwrap(),
+            block_on(b.checked_before(NOW - 150 * S)).unwrap(),
             vec![d("edge.example"), d("old.example")]
         );
-        assert!(block_on(b.stale(0)).unwrap().is_empty());
+        assert!(block_on(b.checked_before(0)).unwrap().is_empty());
     }
 
     #[test]
@@ -458,13 +470,13 @@ mod tests {
         assert_eq!(block_on(b.proactive_ts()).unwrap(), Some(NOW));
         assert_eq!(
             b.commands().raw("mta-sts:!proactive_fetch_ts"),
-            Some((NOW.to_string(), None))
+            Some(("1700000000".to_string(), None))
         );
         assert_eq!(b.domain_of_key(&b.proactive_key()), None);
         b.commands().put_raw(&b.proactive_key(), "soon");
         assert!(matches!(
             block_on(b.proactive_ts()),
-            Err(CacheError::Corrupt { .. })
+            Err(StoreError::Corrupt { .. })
         ));
     }
 
@@ -473,9 +485,9 @@ mod tests {
         let b = backend();
         *b.commands().down.lock().unwrap() = true;
         let dom = d("example.com");
-        assert!(matches!(block_on(b.get(&dom)), Err(CacheError::Backend(_))));
+        assert!(matches!(block_on(b.get(&dom)), Err(StoreError::Backend(_))));
         assert!(block_on(b.set(&dom, &entry("a", 1, 1))).is_err());
-        assert!(block_on(b.stale(NOW)).is_err());
+        assert!(block_on(b.checked_before(NOW)).is_err());
         assert!(block_on(b.proactive_ts()).is_err());
         assert!(block_on(b.set_proactive_ts(NOW)).is_err());
     }

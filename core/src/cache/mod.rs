@@ -1,0 +1,21 @@
+//! Everything about cached policies (RFC 8461 §3.3, §5.1): the entry and its
+//! freshness decisions, the serialised form shared with the Python original,
+//! the shared in-memory index that answers fresh hits, the bounded map under
+//! it, the interface of persistent stores, and the Redis store's logic.
+//! docs/ARCHITECTURE.md "Cache" explains how they fit.
+
+mod entry;
+mod format;
+mod index;
+mod lru;
+pub mod redis;
+mod store;
+
+pub use entry::{fallback, millis, CacheEntry};
+pub use format::{
+    entry_from_json, entry_to_json, f64_secs_to_millis, millis_to_f64_secs, policy_from_json,
+    policy_to_json, secs_to_millis, CacheFormatError,
+};
+pub use index::{Cached, Fresh, Held, PolicyIndex};
+pub use lru::Bounded;
+pub use store::{merge, Store, StoreError};

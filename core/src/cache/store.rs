@@ -1,0 +1,96 @@
+//! The interface of persistent or shared stores (`sqlite`, `redis`) behind
+//! the in-memory index, and how a stored entry meets the one in memory.
+//! Stores are written through asynchronously; what a lookup decides is
+//! already visible in the index (docs/ARCHITECTURE.md "Cache").
+
+use super::entry::CacheEntry;
+use crate::domain::Domain;
+
+/// A store failure: logged, never turned into a wrong answer (the lookup
+/// goes on with what memory holds).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or answered with an error.
+    #[error("cache store: {0}")]
+    Backend(String),
+    /// The store did not answer in time.
+    #[error("cache store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+    /// A stored entry could not be decoded.
+    #[error("cache entry for {domain}: {reason}")]
+    Corrupt {
+        /// The entry's domain.
+        domain: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A persistent or shared store of policies per domain. Times are Unix
+/// milliseconds.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The entry for `domain`, if any.
+    async fn get(&self, domain: &Domain) -> Result<Option<CacheEntry>, StoreError>;
+    /// Store `entry` unless the stored one is newer
+    /// ([`CacheEntry::is_newer_than`]), atomically in the store.
+    async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError>;
+    /// Domains whose TXT id was last checked before `before_ms`: the
+    /// proactive refresh's work list (RFC 8461 §5.1).
+    async fn checked_before(&self, before_ms: u64) -> Result<Vec<Domain>, StoreError>;
+    /// When the last proactive refresh round ran (Unix milliseconds).
+    async fn proactive_ts(&self) -> Result<Option<u64>, StoreError>;
+    /// Record when a proactive refresh round ran.
+    async fn set_proactive_ts(&self, ts_ms: u64) -> Result<(), StoreError>;
+}
+
+/// The entry a lookup goes on with, from what memory holds and what the
+/// store answered: the newer of the two; memory's on a store failure (a
+/// failing store costs neither answers nor extra fetches).
+pub fn merge(
+    held: Option<CacheEntry>,
+    stored: Result<Option<CacheEntry>, StoreError>,
+) -> Option<CacheEntry> {
+    match (held, stored) {
+        (Some(held), Ok(Some(stored))) if held.is_newer_than(&stored) => Some(held),
+        (_, Ok(Some(stored))) => Some(stored),
+        (held, _) => held,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Mode, Policy};
+
+    fn entry(id: &str, at: u64) -> CacheEntry {
+        CacheEntry {
+            policy_id: id.into(),
+            policy: Policy {
+                mode: Mode::Enforce,
+                max_age: 86_400,
+                mx: vec!["mx.example".into()],
+                lines: Vec::new(),
+            },
+            fetched_at_ms: at,
+            checked_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn newer_of_memory_and_store_wins() {
+        let down = || Err(StoreError::Backend("down".into()));
+        assert_eq!(
+            merge(Some(entry("a", 1)), Ok(Some(entry("b", 2)))),
+            Some(entry("b", 2))
+        );
+        assert_eq!(
+            merge(Some(entry("a", 3)), Ok(Some(entry("b", 2)))),
+            Some(entry("a", 3))
+        );
+        assert_eq!(merge(Some(entry("a", 1)), Ok(None)), Some(entry("a", 1)));
+        assert_eq!(merge(None, Ok(Some(entry("b", 2)))), Some(entry("b", 2)));
+        assert_eq!(merge(Some(entry("a", 1)), down()), Some(entry("a", 1)));
+        assert_eq!(merge(None, down()), None);
+    }
+}

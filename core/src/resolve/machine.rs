@@ -1,0 +1,433 @@
+//! The [`Resolver`]: one lookup per domain however many requests wait on it,
+//! each request answered exactly once by its deadline (RFC 8461 §3.3, §5.1;
+//! docs/ARCHITECTURE.md "The lookup coordinator").
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::remembered::Remembered;
+use super::{
+    Action, Answer, FetchResult, LookupId, Reason, RequestId, ResolverSettings, TxtResult,
+};
+use crate::cache::{self, millis, CacheEntry, Held, PolicyIndex, StoreError};
+use crate::domain::Domain;
+use crate::policy::Policy;
+
+/// Where a lookup is waiting.
+#[derive(Debug)]
+enum Stage {
+    LoadingStore,
+    QueryingTxt,
+    Fetching { policy_id: String },
+}
+
+#[derive(Debug)]
+struct Waiter {
+    request: RequestId,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct Lookup {
+    domain: Domain,
+    deadline: Instant,
+    /// A proactive refresh checks the TXT id even within `cache_grace`.
+    refresh: bool,
+    stage: Stage,
+    /// The cached entry, kept for the id comparison and for fallback.
+    entry: Option<CacheEntry>,
+    waiters: Vec<Waiter>,
+}
+
+/// A pending deadline. Requests sort before lookups at the same instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Request(LookupId, RequestId),
+    Lookup(LookupId),
+}
+
+/// Longest deadline honoured; guards `Instant + Duration` against overflow.
+const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// The lookup state machine: joins concurrent requests per domain, keeps
+/// what it learns in the shared [`PolicyIndex`] (written before any reply),
+/// remembers failed fetches in bounded memory, and answers every request
+/// exactly once, by its deadline.
+#[derive(Debug)]
+pub struct Resolver {
+    settings: ResolverSettings,
+    index: Arc<PolicyIndex>,
+    next_lookup: u64,
+    lookups: HashMap<LookupId, Lookup>,
+    pub(super) running: HashMap<Domain, LookupId>,
+    timers: BTreeSet<(Instant, Timer)>,
+    pub(super) failures: Remembered<(Domain, String)>,
+    actions: VecDeque<Action>,
+    /// The latest wall clock passed in: `handle_timeout` has none, and a
+    /// deadline is at most a zone timeout after the last call that had one.
+    wall_ms: u64,
+}
+
+impl Resolver {
+    /// A resolver with nothing in flight, keeping what it learns in `index`.
+    pub fn new(settings: ResolverSettings, index: Arc<PolicyIndex>) -> Self {
+        Resolver {
+            settings,
+            index,
+            next_lookup: 0,
+            lookups: HashMap::new(),
+            running: HashMap::new(),
+            timers: BTreeSet::new(),
+            failures: Remembered::new(
+                millis(settings.retry_after_failure),
+                settings.memory_limit,
+            ),
+            actions: VecDeque::new(),
+            wall_ms: 0,
+        }
+    }
+
+    /// The shared index this resolver writes.
+    pub fn index(&self) -> &Arc<PolicyIndex> {
+        &self.index
+    }
+
+    /// A Postfix lookup for `domain` that must be answered by `now + timeout`
+    /// (the zone's `timeout`). Joins a running lookup for the domain; answers
+    /// at once from the index when it holds a fresh policy or a fresh "no
+    /// policy"; else starts a lookup.
+    pub fn handle_request(
+        &mut self,
+        request: RequestId,
+        domain: Domain,
+        timeout: Duration,
+        now: Instant,
+        wall_ms: u64,
+    ) {
+        self.advance(now, wall_ms);
+        let deadline = deadline(now, timeout);
+        let waiter = Waiter { request, deadline };
+        if let Some(&id) = self.running.get(&domain) {
+            if let Some(lookup) = self.lookups.get_mut(&id) {
+                // The lookup's own deadline covers later request deadlines.
+                if deadline < lookup.deadline {
+                    self.timers.insert((deadline, Timer::Request(id, request)));
+                }
+                lookup.waiters.push(waiter);
+                return;
+            }
+        }
+        let held = match self.index.known(domain.as_str(), wall_ms) {
+            Held::NoPolicy => {
+                self.reply(request, domain, None, Reason::NoPolicyRemembered);
+                return;
+            }
+            Held::Entry(e) if e.is_fresh(wall_ms, self.settings.cache_grace) => {
+                self.reply(request, domain, Some(e.policy), Reason::Cached);
+                return;
+            }
+            Held::Entry(e) => Some(e),
+            Held::Miss => None,
+        };
+        self.start(domain, held, deadline, false, vec![waiter]);
+    }
+
+    /// Proactive refresh (RFC 8461 §5.1, `proactive_policy_fetching`): a
+    /// lookup with no request that checks the TXT id even within
+    /// `cache_grace`. Does nothing if a lookup for the domain is running.
+    pub fn handle_refresh(&mut self, domain: Domain, timeout: Duration, now: Instant, wall_ms: u64) {
+        self.advance(now, wall_ms);
+        if self.running.contains_key(&domain) {
+            return;
+        }
+        let held = match self.index.known(domain.as_str(), wall_ms) {
+            Held::Entry(e) => Some(e),
+            Held::NoPolicy | Held::Miss => None,
+        };
+        self.start(domain, held, deadline(now, timeout), true, Vec::new());
+    }
+
+    /// The result of [`Action::LoadStore`]: the newer of the store's entry
+    /// and memory's goes on (memory's when the store failed); if fresh it
+    /// answers every waiter with no traffic, else the TXT id is checked
+    /// (RFC 8461 §5.1).
+    pub fn handle_store_loaded(
+        &mut self,
+        lookup: LookupId,
+        stored: Result<Option<CacheEntry>, StoreError>,
+        now: Instant,
+        wall_ms: u64,
+    ) {
+        self.advance(now, wall_ms);
+        let grace = self.settings.cache_grace;
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        if !matches!(l.stage, Stage::LoadingStore) {
+            return;
+        }
+        let entry = cache::merge(l.entry.take(), stored);
+        if let Some(e) = &entry {
+            // Another daemon sharing the store may have news: keep it.
+            self.index.store(l.domain.clone(), e.clone());
+        }
+        if let Some(e) = entry.as_ref().filter(|e| !l.refresh && e.is_fresh(wall_ms, grace)) {
+            let policy = e.policy.clone();
+            self.finish(lookup, Some(policy), Reason::Cached);
+            return;
+        }
+        l.entry = entry;
+        l.stage = Stage::QueryingTxt;
+        let domain = l.domain.clone();
+        self.actions.push_back(Action::QueryTxt { lookup, domain });
+    }
+
+    /// The result of [`Action::QueryTxt`] (RFC 8461 §3.1, §5.1): an unchanged
+    /// id confirms an unexpired cached policy; a new id or an expired policy
+    /// is fetched unless a fetch for that id failed recently; no policy or an
+    /// error falls back to the cached policy while unexpired.
+    pub fn handle_txt(&mut self, lookup: LookupId, result: TxtResult, now: Instant, wall_ms: u64) {
+        self.advance(now, wall_ms);
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
+        if !matches!(l.stage, Stage::QueryingTxt) {
+            return;
+        }
+        let domain = l.domain.clone();
+        match result {
+            TxtResult::Id(id) => {
+                let confirmed = l
+                    .entry
+                    .as_ref()
+                    .filter(|e| e.policy_id == id && !e.is_expired(wall_ms))
+                    .cloned();
+                if let Some(mut entry) = confirmed {
+                    // Same fetched_at: an unchanged id never extends the lifetime.
+                    entry.checked_at_ms = entry.checked_at_ms.max(wall_ms);
+                    let policy = entry.policy.clone();
+                    self.keep(domain, entry);
+                    self.finish(lookup, Some(policy), Reason::Confirmed);
+                } else if self.failures.is_active(&(domain.clone(), id.clone()), wall_ms) {
+                    self.finish_fallback(lookup, Reason::FailureBackoff);
+                } else {
+                    l.stage = Stage::Fetching {
+                        policy_id: id.clone(),
+                    };
+                    self.actions.push_back(Action::FetchPolicy {
+                        lookup,
+                        domain,
+                        policy_id: id,
+                    });
+                }
+            }
+            TxtResult::NoPolicy(why) => {
+                // A missing TXT record does not evict a cached policy.
+                if cache::fallback(l.entry.as_ref(), wall_ms).is_none() {
+                    self.index.note_no_policy(domain, wall_ms);
+                }
+                self.finish_fallback(lookup, Reason::NoPolicy(why));
+            }
+            TxtResult::Error(why) => self.finish_fallback(lookup, Reason::Fallback(why)),
+        }
+    }
+
+    /// The result of [`Action::FetchPolicy`] (RFC 8461 §3.3): a policy is
+    /// kept and answered (mode `none` too); a failure is remembered for
+    /// `retry_after_failure` and falls back to the cache.
+    pub fn handle_fetch(&mut self, lookup: LookupId, result: FetchResult, now: Instant, wall_ms: u64) {
+        self.advance(now, wall_ms);
+        let Some(l) = self.lookups.get(&lookup) else {
+            return;
+        };
+        let Stage::Fetching { policy_id } = &l.stage else {
+            return;
+        };
+        let key = (l.domain.clone(), policy_id.clone());
+        match result {
+            FetchResult::Policy(policy) => {
+                self.failures.forget(&key);
+                let (domain, policy_id) = key;
+                let entry = CacheEntry {
+                    policy_id,
+                    policy: policy.clone(),
+                    fetched_at_ms: wall_ms,
+                    checked_at_ms: wall_ms,
+                };
+                self.keep(domain, entry);
+                self.finish(lookup, Some(policy), Reason::Fetched);
+            }
+            FetchResult::Error(why) => {
+                self.failures.note(key, wall_ms);
+                self.finish_fallback(lookup, Reason::Fallback(why));
+            }
+        }
+    }
+
+    /// Process every deadline up to `now`: a request past its deadline gets
+    /// the fallback answer and leaves its lookup; a lookup past its deadline
+    /// is cancelled and all its waiters get the fallback answer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Request(id, request) => self.expire_request(id, request, at),
+                Timer::Lookup(id) => self.expire_lookup(id),
+            }
+        }
+    }
+
+    /// The next action for the driver, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The earliest pending deadline: call [`Resolver::handle_timeout`] then.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// Number of lookups running (for graceful shutdown and tests).
+    pub fn in_flight(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// Record the clock and settle deadlines already past, so that a result
+    /// arriving after its lookup's deadline is ignored even if the driver
+    /// was late calling `handle_timeout`.
+    fn advance(&mut self, now: Instant, wall_ms: u64) {
+        self.wall_ms = wall_ms;
+        self.handle_timeout(now);
+    }
+
+    fn start(
+        &mut self,
+        domain: Domain,
+        entry: Option<CacheEntry>,
+        deadline: Instant,
+        refresh: bool,
+        waiters: Vec<Waiter>,
+    ) {
+        self.next_lookup += 1;
+        let id = LookupId(self.next_lookup);
+        self.timers.insert((deadline, Timer::Lookup(id)));
+        self.running.insert(domain.clone(), id);
+        let (stage, action) = if self.settings.persistent {
+            let action = Action::LoadStore {
+                lookup: id,
+                domain: domain.clone(),
+            };
+            (Stage::LoadingStore, action)
+        } else {
+            let action = Action::QueryTxt {
+                lookup: id,
+                domain: domain.clone(),
+            };
+            (Stage::QueryingTxt, action)
+        };
+        self.lookups.insert(
+            id,
+            Lookup {
+                domain,
+                deadline,
+                refresh,
+                stage,
+                entry,
+                waiters,
+            },
+        );
+        self.actions.push_back(action);
+    }
+
+    /// Make `entry` visible in memory now, and persist it behind.
+    fn keep(&mut self, domain: Domain, entry: CacheEntry) {
+        self.index.store(domain.clone(), entry.clone());
+        if self.settings.persistent {
+            self.actions.push_back(Action::Persist { domain, entry });
+        }
+    }
+
+    fn reply(
+        &mut self,
+        request: RequestId,
+        domain: Domain,
+        policy: Option<Policy>,
+        reason: Reason,
+    ) {
+        self.actions.push_back(Action::Reply {
+            request,
+            domain,
+            answer: Answer { policy, reason },
+        });
+    }
+
+    /// End a lookup, answering every waiter with `policy`.
+    fn finish(&mut self, id: LookupId, policy: Option<Policy>, reason: Reason) {
+        let Some(lookup) = self.lookups.remove(&id) else {
+            return;
+        };
+        if self.running.get(&lookup.domain) == Some(&id) {
+            self.running.remove(&lookup.domain);
+        }
+        self.timers.remove(&(lookup.deadline, Timer::Lookup(id)));
+        for w in lookup.waiters {
+            self.timers
+                .remove(&(w.deadline, Timer::Request(id, w.request)));
+            self.reply(
+                w.request,
+                lookup.domain.clone(),
+                policy.clone(),
+                reason.clone(),
+            );
+        }
+    }
+
+    /// End a lookup with the cached policy while unexpired, else no policy.
+    fn finish_fallback(&mut self, id: LookupId, reason: Reason) {
+        let policy = self.fallback_policy(id);
+        self.finish(id, policy, reason);
+    }
+
+    fn fallback_policy(&self, id: LookupId) -> Option<Policy> {
+        let entry = self.lookups.get(&id)?.entry.as_ref();
+        cache::fallback(entry, self.wall_ms).map(|e| e.policy.clone())
+    }
+
+    fn expire_request(&mut self, id: LookupId, request: RequestId, deadline: Instant) {
+        let policy = self.fallback_policy(id);
+        let Some(lookup) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        let Some(pos) = lookup
+            .waiters
+            .iter()
+            .position(|w| w.request == request && w.deadline == deadline)
+        else {
+            return;
+        };
+        lookup.waiters.remove(pos);
+        let domain = lookup.domain.clone();
+        self.reply(request, domain, policy, Reason::Timeout);
+    }
+
+    fn expire_lookup(&mut self, id: LookupId) {
+        let Some(lookup) = self.lookups.get(&id) else {
+            return;
+        };
+        // A fetch cut off by the deadline counts as a failed fetch.
+        if let Stage::Fetching { policy_id } = &lookup.stage {
+            let key = (lookup.domain.clone(), policy_id.clone());
+            self.failures.note(key, self.wall_ms);
+        }
+        self.actions.push_back(Action::Cancel { lookup: id });
+        self.finish_fallback(id, Reason::Timeout);
+    }
+}
+
+fn deadline(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout.min(MAX_TIMEOUT)).unwrap_or(now)
+}

@@ -1,0 +1,148 @@
+//! Answering one socketmap request: the zone, key normalisation, the fresh
+//! hit from the shared index in the caller's task, and the miss through the
+//! lookup coordinator (docs/ARCHITECTURE.md "The path of one request").
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::EngineHandle;
+use crate::cache::{Fresh, PolicyIndex};
+use crate::config::Config;
+use crate::domain::{already_normal, normalize_key, Domain};
+use crate::policy::{render_reply, ReplyOptions};
+use crate::resolve::Answer;
+use crate::socketmap::Reply;
+
+/// Reads the wall clock in Unix milliseconds (the runtime's).
+pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Everything a connection needs to answer requests.
+pub struct Service {
+    config: Arc<Config>,
+    index: Arc<PolicyIndex>,
+    engine: EngineHandle,
+    wall_ms: WallClock,
+}
+
+/// A key as a domain, borrowed when it already was one.
+enum KeyDomain<'a> {
+    Plain(&'a str),
+    Normalised(Domain),
+}
+
+impl KeyDomain<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            KeyDomain::Plain(s) => s,
+            KeyDomain::Normalised(d) => d.as_str(),
+        }
+    }
+
+    fn into_domain(self) -> Option<Domain> {
+        match self {
+            KeyDomain::Plain(s) => Domain::new(s).ok(),
+            KeyDomain::Normalised(d) => Some(d),
+        }
+    }
+}
+
+/// A request the index could not answer: what the coordinator needs.
+#[derive(Debug)]
+pub struct Miss {
+    domain: Domain,
+    zone: String,
+    timeout: Duration,
+    opts: ReplyOptions,
+}
+
+impl Service {
+    /// A service answering with `config`'s zones from `index`, and through
+    /// `engine` on a miss.
+    pub fn new(
+        config: Arc<Config>,
+        index: Arc<PolicyIndex>,
+        engine: EngineHandle,
+        wall_ms: WallClock,
+    ) -> Self {
+        Service {
+            config,
+            index,
+            engine,
+            wall_ms,
+        }
+    }
+
+    /// Answer `NAME KEY` at once when no IO is needed (a fresh policy or
+    /// "no policy" in the index, a key that is no domain); otherwise the
+    /// [`Miss`] to hand to [`Service::answer_miss`]. A fresh hit allocates
+    /// nothing: the reply is the policy's, rendered once per zone flavour.
+    pub fn answer_now(&self, name: &str, key: &str) -> Result<Reply, Miss> {
+        let zone = self.config.zone(name);
+        let opts = zone.reply_options();
+        let key_domain = match already_normal(key) {
+            Some(plain) => KeyDomain::Plain(plain),
+            None => match normalize_key(key) {
+                Ok(domain) => KeyDomain::Normalised(domain),
+                Err(why) => {
+                    log::debug!("{key:?} (zone {name}): NOTFOUND, {why}");
+                    return Ok(Reply::NotFound);
+                }
+            },
+        };
+        let domain = key_domain.as_str();
+        match self.index.fresh(domain, (self.wall_ms)()) {
+            Fresh::Policy(cached) => {
+                let mode = cached.entry().policy.mode;
+                log::debug!("{domain} (zone {name}): cached {mode} policy");
+                Ok(cached.reply(domain, opts).map_or(Reply::NotFound, Reply::Ok))
+            }
+            Fresh::NoPolicy => {
+                log::debug!("{domain} (zone {name}): NOTFOUND, no policy (remembered)");
+                Ok(Reply::NotFound)
+            }
+            Fresh::Miss => match key_domain.into_domain() {
+                Some(domain) => Err(Miss {
+                    domain,
+                    zone: name.to_owned(),
+                    timeout: zone.timeout,
+                    opts,
+                }),
+                // `already_normal` only passes valid names.
+                None => Ok(Reply::NotFound),
+            },
+        }
+    }
+
+    /// Answer a [`Miss`] through the lookup coordinator, logging one line.
+    pub async fn answer_miss(&self, miss: Miss) -> Reply {
+        let Miss {
+            domain,
+            zone,
+            timeout,
+            opts,
+        } = miss;
+        let Answer { policy, reason } = self.engine.lookup(domain.clone(), timeout).await;
+        let Some(policy) = policy else {
+            log::info!("{domain} (zone {zone}): NOTFOUND, no policy ({reason})");
+            return Reply::NotFound;
+        };
+        match render_reply(&policy, domain.as_str(), opts) {
+            Some(value) => {
+                log::info!("{domain} (zone {zone}): {} policy ({reason})", policy.mode);
+                Reply::Ok(value.into())
+            }
+            None => {
+                log::info!("{domain} (zone {zone}): NOTFOUND, {} policy ({reason})", policy.mode);
+                Reply::NotFound
+            }
+        }
+    }
+
+    /// Answer one request, whichever way it goes.
+    pub async fn answer(&self, name: &str, key: &str) -> Reply {
+        match self.answer_now(name, key) {
+            Ok(reply) => reply,
+            Err(miss) => self.answer_miss(miss).await,
+        }
+    }
+}
