@@ -4,23 +4,27 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mta_sts_core::cache::CacheEntry;
+use mta_sts_core::cache::redis::RedisBackend;
+use mta_sts_core::cache::{CacheEntry, Store, StoreError};
 use mta_sts_core::config::RedisOptions;
 use mta_sts_core::domain::Domain;
 use mta_sts_core::policy::{Mode, Policy};
-use mta_sts_core::service::{CacheBackend, CacheError, RedisBackend};
 use mta_sts_host::{open_redis, RedisConnection};
 use mta_sts_smol::SmolRuntime;
 use mta_sts_tests::redis::RedisServer;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Unix milliseconds; `S` is a second.
 fn now() -> u64 {
-    SystemTime::now()
+    let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_secs()
+        .as_millis();
+    u64::try_from(ms).unwrap()
 }
+
+const S: u64 = 1000;
 
 fn options(url: String) -> RedisOptions {
     RedisOptions {
@@ -40,7 +44,7 @@ fn d(s: &str) -> Domain {
     Domain::new(s).unwrap()
 }
 
-fn entry(id: &str, fetched_at: u64, checked_at: u64) -> CacheEntry {
+fn entry(id: &str, fetched_at_ms: u64, checked_at_ms: u64) -> CacheEntry {
     CacheEntry {
         policy_id: id.into(),
         policy: Policy {
@@ -54,8 +58,8 @@ fn entry(id: &str, fetched_at: u64, checked_at: u64) -> CacheEntry {
                 "max_age: 86400".into(),
             ],
         },
-        fetched_at,
-        checked_at,
+        fetched_at_ms,
+        checked_at_ms,
     }
 }
 
@@ -86,12 +90,14 @@ fn lua_keeps_the_newer_entry() {
     let t = now();
     let dom = d("example.com");
     smol::block_on(async {
-        let newer = entry("new", t - 10, t - 5);
+        let newer = entry("new", t - 10 * S, t - 5 * S);
         b.set(&dom, &newer).await.unwrap();
-        b.set(&dom, &entry("old", t - 20, t)).await.unwrap();
-        b.set(&dom, &entry("old", t - 10, t - 6)).await.unwrap();
+        b.set(&dom, &entry("old", t - 20 * S, t)).await.unwrap();
+        b.set(&dom, &entry("old", t - 10 * S, t - 6 * S))
+            .await
+            .unwrap();
         assert_eq!(b.get(&dom).await.unwrap(), Some(newer));
-        let checked = entry("new", t - 10, t);
+        let checked = entry("new", t - 10 * S, t);
         b.set(&dom, &checked).await.unwrap();
         assert_eq!(b.get(&dom).await.unwrap(), Some(checked));
     });
@@ -103,7 +109,8 @@ fn lua_reads_python_records_and_overwrites_junk() {
     let b = backend(&server);
     let t = now();
     let py = format!(
-        r#"{{"ts": {t}, "pol_id": "py", "pol_body": {{"version": "STSv1", "mode": "enforce", "max_age": 86400, "mx": ["mx.example.com"]}}}}"#
+        r#"{{"ts": {}, "pol_id": "py", "pol_body": {{"version": "STSv1", "mode": "enforce", "max_age": 86400, "mx": ["mx.example.com"]}}}}"#,
+        t / S
     );
     assert_eq!(
         server.cmd(&["SET", "mta-sts:py.example", &py]).unwrap(),
@@ -117,7 +124,7 @@ fn lua_reads_python_records_and_overwrites_junk() {
     );
     smol::block_on(async {
         // No fetched_at: fetched at ts, newer than this write.
-        b.set(&d("py.example"), &entry("x", t - 1, t + 5))
+        b.set(&d("py.example"), &entry("x", t - S, t + 5 * S))
             .await
             .unwrap();
         assert_eq!(
@@ -126,7 +133,7 @@ fn lua_reads_python_records_and_overwrites_junk() {
         );
         assert!(matches!(
             b.get(&d("junk.example")).await,
-            Err(CacheError::Corrupt { .. })
+            Err(StoreError::Corrupt { .. })
         ));
         let e = entry("fixed", t, t);
         b.set(&d("junk.example"), &e).await.unwrap();
@@ -140,31 +147,34 @@ fn stale_and_proactive_ts() {
     let b = backend(&server);
     let t = now();
     smol::block_on(async {
-        b.set(&d("old.example"), &entry("a", t - 500, t - 300))
+        b.set(&d("old.example"), &entry("a", t - 500 * S, t - 300 * S))
             .await
             .unwrap();
-        b.set(&d("new.example"), &entry("a", t - 500, t - 100))
+        b.set(&d("new.example"), &entry("a", t - 500 * S, t - 100 * S))
             .await
             .unwrap();
         assert_eq!(b.proactive_ts().await.unwrap(), None);
         b.set_proactive_ts(t).await.unwrap();
         assert_eq!(b.proactive_ts().await.unwrap(), Some(t));
-        assert_eq!(b.stale(t - 200).await.unwrap(), vec![d("old.example")]);
-        let mut all = b.stale(t).await.unwrap();
+        assert_eq!(
+            b.checked_before(t - 200 * S).await.unwrap(),
+            vec![d("old.example")]
+        );
+        let mut all = b.checked_before(t).await.unwrap();
         all.sort();
         assert_eq!(all, vec![d("new.example"), d("old.example")]);
     });
-    assert_eq!(
-        server.cmd(&["GET", "mta-sts:!proactive_fetch_ts"]).unwrap(),
-        format!("${}\r\n{t}", t.to_string().len())
-    );
+    // Float Unix seconds, as Python writes times.
+    let raw = server.cmd(&["GET", "mta-sts:!proactive_fetch_ts"]).unwrap();
+    let secs: f64 = raw.split("\r\n").nth(1).unwrap().parse().unwrap();
+    assert_eq!((secs * 1000.0).round() as u64, t);
 }
 
 /// Retry `op` until it succeeds or `within` runs out.
 async fn eventually<T, F, Fut>(within: Duration, mut op: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, CacheError>>,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let deadline = Instant::now() + within;
     loop {
@@ -190,7 +200,7 @@ fn survives_a_redis_restart() {
             let started = Instant::now();
             assert!(b.get(&dom).await.is_err());
             assert!(b.set(&dom, &e).await.is_err());
-            assert!(b.stale(t).await.is_err());
+            assert!(b.checked_before(t).await.is_err());
             assert!(started.elapsed() < 3 * TIMEOUT + Duration::from_millis(300));
         }
         server.restart();
@@ -242,5 +252,5 @@ fn an_invalid_url_is_an_error() {
         &options("http://127.0.0.1:1/".into()),
     ))
     .err();
-    assert!(matches!(err, Some(CacheError::Backend(_))), "{err:?}");
+    assert!(matches!(err, Some(StoreError::Backend(_))), "{err:?}");
 }

@@ -53,6 +53,9 @@ pub enum Behaviour {
     Reset,
     /// Writes these bytes as the whole response, then closes.
     Raw(Vec<u8>),
+    /// Waits this long after reading the request, then behaves as the inner behaviour
+    /// (a slow policy host).
+    Delayed(Duration, Box<Behaviour>),
 }
 
 impl Behaviour {
@@ -233,8 +236,13 @@ fn serve_conn(shared: &Shared, stream: TcpStream) {
         .unwrap_or_default();
     *lock(&shared.requests).entry(host.clone()).or_default() += 1;
     lock(&shared.last_request).insert(host.clone(), head);
-    let behaviour = lock(&shared.routes).get(&host).cloned();
+    let mut behaviour = lock(&shared.routes).get(&host).cloned();
+    while let Some(Behaviour::Delayed(wait, inner)) = behaviour {
+        std::thread::sleep(wait);
+        behaviour = Some(*inner);
+    }
     let bytes = match behaviour {
+        Some(Behaviour::Delayed(..)) => return,
         None => status_response(404, "no route for this host\n"),
         Some(Behaviour::Hang) => {
             let mut sink = [0u8; 1024];

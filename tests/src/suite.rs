@@ -69,6 +69,13 @@ macro_rules! e2e_suite {
                 expired_certificate,
                 valid_certificate,
             ],
+            request_path: [
+                staggered_burst_internal,
+                staggered_burst_sqlite,
+                staggered_burst_redis,
+                grace_ends_to_the_millisecond,
+                fractional_grace,
+            ],
             cache: [
                 id_change_picked_up_after_grace,
                 unchanged_id_after_grace_no_fetch,

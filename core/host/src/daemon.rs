@@ -8,8 +8,8 @@ use crate::{
 use crate::{open_redis, SqliteBackend};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
-use mta_sts_core::cli::{parse_query_args, QueryArgs};
 use mta_sts_core::cache::Store;
+use mta_sts_core::cli::{parse_query_args, QueryArgs};
 use mta_sts_core::config::{CacheConfig, Config};
 use mta_sts_core::service::{
     run_proactive_refresh, run_query, serve, start_stack, with_timeout, BoxStream, DnsClient,

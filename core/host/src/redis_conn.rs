@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use mta_sts_core::config::RedisOptions;
 use mta_sts_core::cache::redis::{RedisBackend, RedisCommands};
 use mta_sts_core::cache::StoreError;
+use mta_sts_core::config::RedisOptions;
 use mta_sts_core::service::{with_timeout, Runtime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue};

@@ -393,10 +393,10 @@ mod tests {
         fn now(&self) -> Instant {
             Instant::now()
         }
-        fn wall(&self) -> u64 {
+        fn unix_ms(&self) -> u64 {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
+                .map_or(0, |d| d.as_millis() as u64)
         }
     }
 
@@ -419,7 +419,7 @@ mod tests {
         Domain::new(s).unwrap()
     }
 
-    fn entry(id: &str, fetched_at: u64, checked_at: u64) -> CacheEntry {
+    fn entry(id: &str, fetched_at_ms: u64, checked_at_ms: u64) -> CacheEntry {
         CacheEntry {
             policy_id: id.into(),
             policy: Policy {
@@ -434,8 +434,8 @@ mod tests {
                     "max_age: 604800".into(),
                 ],
             },
-            fetched_at,
-            checked_at,
+            fetched_at_ms,
+            checked_at_ms,
         }
     }
 
@@ -478,7 +478,9 @@ mod tests {
         assert!(index.to_lowercase().contains("unique"));
         assert_eq!(block_on(backend.get(&d("example.com"))).unwrap(), None);
         assert_eq!(block_on(backend.proactive_ts()).unwrap(), None);
-        assert!(block_on(backend.stale(u64::MAX)).unwrap().is_empty());
+        assert!(block_on(backend.checked_before(u64::MAX))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -486,20 +488,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
         let backend = open(&path).unwrap();
-        let e = entry("20240101T000000", 1000, 5000);
+        let e = entry("20240101T000000", 1_700_000_000_000, 1_700_000_005_250);
         block_on(backend.set(&d("example.org"), &e)).unwrap();
         assert_eq!(block_on(backend.get(&d("example.org"))).unwrap(), Some(e));
         assert_eq!(block_on(backend.get(&d("other.example"))).unwrap(), None);
         // What the Python original reads: ts = last check, JSON body.
         let conn = Connection::open(&path).unwrap();
-        let (ts, id, body): (i64, String, String) = conn
+        let (ts, id, body): (f64, String, String) = conn
             .query_row(
                 "select ts, pol_id, pol_body from sts_policy_cache where domain = 'example.org'",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .unwrap();
-        assert_eq!((ts, id.as_str()), (5000, "20240101T000000"));
+        // Float seconds, as Python's time.time() writes them.
+        assert_eq!((ts, id.as_str()), (1_700_000_005.25, "20240101T000000"));
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["version"], "STSv1");
         assert_eq!(body["mode"], "testing");
@@ -529,7 +532,7 @@ mod tests {
     }
 
     #[test]
-    fn stale_lists_domains_checked_before() {
+    fn lists_domains_checked_before() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
         let backend = open(&path).unwrap();
@@ -544,10 +547,10 @@ mod tests {
                 [PYTHON_BODY],
             )
             .unwrap();
-        let mut stale = block_on(backend.stale(300)).unwrap();
+        let mut stale = block_on(backend.checked_before(300)).unwrap();
         stale.sort();
         assert_eq!(stale, vec![d("a.example"), d("b.example")]);
-        assert!(block_on(backend.stale(100)).unwrap().is_empty());
+        assert!(block_on(backend.checked_before(100)).unwrap().is_empty());
     }
 
     #[test]
@@ -555,14 +558,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.db");
         let backend = open(&path).unwrap();
-        block_on(backend.set_proactive_ts(1_700_000_000)).unwrap();
-        block_on(backend.set_proactive_ts(1_700_000_600)).unwrap();
+        block_on(backend.set_proactive_ts(1_700_000_000_000)).unwrap();
+        block_on(backend.set_proactive_ts(1_700_000_600_500)).unwrap();
         block_on(backend.set(&d("example.com"), &entry("1", 5, 6))).unwrap();
         drop(backend);
         let backend = open(&path).unwrap();
         assert_eq!(
             block_on(backend.proactive_ts()).unwrap(),
-            Some(1_700_000_600)
+            Some(1_700_000_600_500)
         );
         assert_eq!(
             block_on(backend.get(&d("example.com"))).unwrap(),
@@ -602,21 +605,21 @@ mod tests {
         let got = block_on(backend.get(&d("example.com"))).unwrap().unwrap();
         assert_eq!(got.policy_id, "py1");
         assert_eq!(
-            (got.fetched_at, got.checked_at),
-            (1_700_000_000, 1_700_000_000)
+            (got.fetched_at_ms, got.checked_at_ms),
+            (1_700_000_000_000, 1_700_000_000_000)
         );
         assert_eq!(got.policy.mode, Mode::Enforce);
         assert_eq!(got.policy.max_age, 86400);
         assert_eq!(got.policy.mx, vec!["mail.example.com".to_owned()]);
         assert_eq!(
             block_on(backend.proactive_ts()).unwrap(),
-            Some(1_699_999_000)
+            Some(1_699_999_000_000)
         );
         assert!(columns(&Connection::open(&path).unwrap()).contains(&"fetched_at".to_owned()));
         // The Python row counts as fetched at its ts for the newer rule.
         block_on(backend.set(
             &d("example.com"),
-            &entry("old", 1_699_000_000, 1_800_000_000),
+            &entry("old", 1_699_000_000_000, 1_800_000_000_000),
         ))
         .unwrap();
         assert_eq!(
@@ -628,7 +631,7 @@ mod tests {
         );
         block_on(backend.set(
             &d("example.com"),
-            &entry("new", 1_700_000_000, 1_700_000_100),
+            &entry("new", 1_700_000_000_000, 1_700_000_100_000),
         ))
         .unwrap();
         assert_eq!(
@@ -676,16 +679,19 @@ mod tests {
 
     #[test]
     fn python_real_and_text_timestamps_are_read() {
-        assert_eq!(from_sql_secs(&Value::Integer(5)), Some(5));
-        assert_eq!(from_sql_secs(&Value::Integer(-5)), None);
+        assert_eq!(from_sql_time(&Value::Integer(5)), Some(5_000));
+        assert_eq!(from_sql_time(&Value::Integer(-5)), None);
         assert_eq!(
-            from_sql_secs(&Value::Real(1.7e9 + 0.5)),
-            Some(1_700_000_000)
+            from_sql_time(&Value::Real(1.7e9 + 0.5)),
+            Some(1_700_000_000_500)
         );
-        assert_eq!(from_sql_secs(&Value::Real(f64::NAN)), None);
-        assert_eq!(from_sql_secs(&Value::Text(" 42 ".into())), Some(42));
-        assert_eq!(from_sql_secs(&Value::Null), None);
-        assert_eq!(to_sql_secs(u64::MAX), i64::MAX);
+        assert_eq!(from_sql_time(&Value::Real(f64::NAN)), None);
+        assert_eq!(from_sql_time(&Value::Text(" 42.25 ".into())), Some(42_250));
+        assert_eq!(from_sql_time(&Value::Null), None);
+        assert_eq!(
+            from_sql_time(&Value::Real(to_sql_time(1_700_000_000_001))),
+            Some(1_700_000_000_001)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod postfix;
 pub mod protocol;
 pub mod query;
+pub mod request_path;
 pub mod tls;
 pub mod txt;
 

@@ -44,7 +44,7 @@ fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 /// `cache:` section for an SQLite file (`timeout: 1` so a locked file fails quickly).
-fn sqlite_cache(file: &Path) -> String {
+pub(super) fn sqlite_cache(file: &Path) -> String {
     format!(
         "cache:\n  type: sqlite\n  options:\n    filename: {}\n    timeout: 1\n",
         yaml_str(&file.display().to_string())
@@ -52,7 +52,7 @@ fn sqlite_cache(file: &Path) -> String {
 }
 
 /// `cache:` section for the test Redis with the default prefix and 1 s timeouts.
-fn redis_cache(redis: &RedisServer) -> String {
+pub(super) fn redis_cache(redis: &RedisServer) -> String {
     redis_cache_url(&redis.url())
 }
 
@@ -539,7 +539,8 @@ pub fn proactive_refresh_picks_up_change_redis(bins: &Bins) {
     assert!(wait_redis_id(&redis, "pro.example", "2"));
 }
 
-/// After a refresh round the stored round time exists (`read_ts`); a restart with a long
+/// After a refresh round the stored round time (float Unix seconds, as Python writes it;
+/// `read_ts` truncates) exists; a restart with a long
 /// interval does not start a round at once, though every entry would be due (grace_ratio
 /// huge: refresh anything not checked this second).
 fn proactive_ts_case(bins: &Bins, world: &World, cache: &str, read_ts: &dyn Fn() -> Option<u64>) {
@@ -597,8 +598,9 @@ pub fn proactive_ts_persisted_sqlite(bins: &Bins) {
             &file,
             "select last_fetch_ts from proactive_fetch_ts where id = 1",
         )
-        .parse()
+        .parse::<f64>()
         .ok()
+        .map(|secs| secs as u64)
     };
     proactive_ts_case(bins, &world, &sqlite_cache(&file), &read);
 }
@@ -608,7 +610,11 @@ pub fn proactive_ts_persisted_redis(bins: &Bins) {
     let world = World::new();
     let redis = RedisServer::start();
     let key = format!("{PREFIX}!proactive_fetch_ts");
-    let read = || redis_get(&redis, &key).and_then(|v| v.trim().parse().ok());
+    let read = || {
+        redis_get(&redis, &key)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|secs| secs as u64)
+    };
     proactive_ts_case(bins, &world, &redis_cache(&redis), &read);
 }
 
