@@ -1,0 +1,100 @@
+//! A small pool of SQLite connections used on the runtime's blocking pool,
+//! so the async executor never waits on the disk or on a lock.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use rusqlite::{Connection, OpenFlags};
+
+use mta_sts_core::cache::StoreError;
+use mta_sts_core::service::Runtime;
+
+use super::schema::prepare_file;
+
+/// Run blocking `work` on the runtime's blocking pool and await its result.
+pub(super) async fn run_blocking<R, T, F>(rt: &R, work: F) -> Result<T, StoreError>
+where
+    R: Runtime,
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    rt.spawn_blocking(Box::new(move || {
+        // The receiver may be gone (the lookup timed out): nothing to do.
+        let _ = tx.send(work());
+    }));
+    rx.await.map_err(|_| {
+        StoreError::Backend("sqlite: the blocking task ended without a result".into())
+    })?
+}
+
+/// Connections of one database file, each used by one blocking job at a
+/// time. Jobs run on blocking threads, so waiting here for a free
+/// connection never stalls the async executor.
+pub(super) struct Pool {
+    idle: Mutex<Vec<Connection>>,
+    freed: Condvar,
+}
+
+impl Pool {
+    pub(super) fn open(path: &Path, timeout: Duration, threads: usize) -> Result<Pool, StoreError> {
+        let fail = |e: rusqlite::Error| {
+            StoreError::Backend(format!("sqlite cache file {}: {e}", path.display()))
+        };
+        let mut first = connect(path, timeout).map_err(fail)?;
+        prepare_file(&mut first).map_err(fail)?;
+        let mut idle = vec![first];
+        for _ in 1..threads {
+            idle.push(connect(path, timeout).map_err(fail)?);
+        }
+        Ok(Pool {
+            idle: Mutex::new(idle),
+            freed: Condvar::new(),
+        })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Vec<Connection>> {
+        // A panicking job never holds this lock: the list is always whole.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn with_conn<T>(
+        &self,
+        job: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut idle = self.lock();
+        let conn = loop {
+            match idle.pop() {
+                Some(conn) => break conn,
+                None => idle = self.freed.wait(idle).unwrap_or_else(|p| p.into_inner()),
+            }
+        };
+        drop(idle);
+        // Hand the connection back even if the job panics (a transaction
+        // it left open is rolled back when its guard unwinds).
+        let result = catch_unwind(AssertUnwindSafe(|| job(&conn)));
+        self.lock().push(conn);
+        self.freed.notify_one();
+        result.unwrap_or_else(|_| Err(StoreError::Backend("sqlite: a cache job panicked".into())))
+    }
+}
+
+/// Open one connection with the settings every pooled connection needs.
+fn connect(path: &Path, timeout: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(timeout)?;
+    // The first statement reads the file: a non-database or locked file
+    // fails here. In WAL mode NORMAL keeps the file consistent without an
+    // fsync per commit; losing a cache's last writes on power loss is
+    // harmless.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}

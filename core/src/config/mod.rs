@@ -1,0 +1,255 @@
+//! The daemon's YAML configuration (DESIGN.md "Configuration"): the model,
+//! its defaults and validation with errors that name the key path.
+//!
+//! Files written for the Python `postfix-mta-sts-resolver` 1.5 load
+//! unchanged. Those were read by PyYAML (YAML 1.1) while `serde_yaml` 0.9 is
+//! YAML 1.2, so the document is read into a [`serde_yaml::Value`] and walked
+//! by small typed readers that restore the YAML 1.1 readings users rely on:
+//! `mode: 0666` is octal, and `yes/no/on/off` are booleans.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use crate::policy::ReplyOptions;
+
+mod error;
+mod reader;
+#[cfg(test)]
+mod tests;
+mod values;
+
+pub use error::ConfigError;
+use reader::Reader;
+
+/// The whole daemon configuration (DESIGN.md "Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// TCP listen address (`host`, default `127.0.0.1`).
+    pub host: String,
+    /// TCP listen port (`port`, default 8461).
+    pub port: u16,
+    /// Unix socket path (`path`); when set, `host` and `port` are ignored.
+    pub path: Option<PathBuf>,
+    /// Unix socket permissions (`mode`, octal as in PyYAML: `0666`).
+    pub mode: Option<u32>,
+    /// Set `SO_REUSEPORT` on the TCP listener (`reuse_port`, default true).
+    pub reuse_port: bool,
+    /// How long in-flight requests may finish after SIGTERM (default 20 s).
+    pub shutdown_timeout: Duration,
+    /// How long after a TXT id check a cached policy is served without
+    /// traffic (RFC 8461 §5.1 refresh; `cache_grace`, default 60 s).
+    pub cache_grace: Duration,
+    /// The policy cache backend (`cache`).
+    pub cache: CacheConfig,
+    /// Background refresh of cached policies (RFC 8461 §5.1).
+    pub proactive_policy_fetching: ProactiveConfig,
+    /// Options for socketmap names not listed in `zones`.
+    pub default_zone: ZoneConfig,
+    /// Options per socketmap name (the `NAME` of a `NAME KEY` request).
+    pub zones: BTreeMap<String, ZoneConfig>,
+    /// Our additive `resolver` section: DNS, CA and HTTPS client settings.
+    pub resolver: ResolverConfig,
+}
+
+/// Policy cache backend (DESIGN.md "Configuration", `cache.type`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheConfig {
+    /// In-memory LRU cache (`type: internal`).
+    Internal {
+        /// Maximum number of cached domains (`options.cache_size`, 10000).
+        cache_size: usize,
+    },
+    /// SQLite file (`type: sqlite`).
+    Sqlite(SqliteOptions),
+    /// Redis server (`type: redis`).
+    Redis(RedisOptions),
+}
+
+impl CacheConfig {
+    /// Domains kept in the shared in-memory index: `cache_size` for the
+    /// internal cache; the same default in front of a persistent store.
+    pub fn memory_size(&self) -> usize {
+        match self {
+            CacheConfig::Internal { cache_size } => *cache_size,
+            _ => DEFAULT_CACHE_SIZE,
+        }
+    }
+}
+
+/// `cache.options` for `type: sqlite` (DESIGN.md "Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqliteOptions {
+    /// Database file (required).
+    pub filename: PathBuf,
+    /// Connections in the blocking pool (default 4).
+    pub threads: usize,
+    /// SQLite busy timeout (default 5 s).
+    pub timeout: Duration,
+}
+
+/// `cache.options` for `type: redis` (DESIGN.md "Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisOptions {
+    /// Server URL (required): `redis://`, `rediss://` or `unix://`.
+    pub url: String,
+    /// Key prefix (ours, default `mta-sts:`).
+    pub prefix: String,
+    /// Timeout of one command (default 5 s).
+    pub socket_timeout: Duration,
+    /// Timeout of connecting (default 5 s).
+    pub socket_connect_timeout: Duration,
+    /// Upper bound on pooled connections (default: the driver's choice).
+    pub max_connections: Option<usize>,
+}
+
+/// `proactive_policy_fetching` (RFC 8461 §5.1: refresh before expiry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProactiveConfig {
+    /// Run the background refresh (default false).
+    pub enabled: bool,
+    /// Time between refresh rounds (default 86400 s).
+    pub interval: Duration,
+    /// Domains refreshed at once (default 100).
+    pub concurrency_limit: usize,
+    /// Refresh a policy when checked longer ago than
+    /// `interval / grace_ratio` (default 2.0).
+    pub grace_ratio: f64,
+}
+
+/// Per-zone options (`default_zone`, `zones.<name>`; DESIGN.md "Replies for a policy").
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneConfig {
+    /// Treat `testing` policies like `enforce` (default false).
+    pub strict_testing: bool,
+    /// Bound on the DNS and HTTPS work of one lookup (default 4 s).
+    pub timeout: Duration,
+    /// Append ` servername=hostname` to replies (default true).
+    pub require_sni: bool,
+    /// Append Postfix 3.10+ TLSRPT attributes (RFC 8460; default false).
+    pub tlsrpt: bool,
+}
+
+/// Our additive `resolver` section (DESIGN.md "Testing": the programs are
+/// pointed at test servers by configuration). Absent means all defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolverConfig {
+    /// DNS servers; empty means those of `/etc/resolv.conf`. Written
+    /// `127.0.0.1`, `127.0.0.1:5353`, `::1` or `[::1]:5353` (port 53 default).
+    pub nameservers: Vec<SocketAddr>,
+    /// PEM bundle trusted for policy hosts (RFC 8461 §3.3); default: system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Port of the policy HTTPS server (443; tests point it elsewhere).
+    pub policy_port: u16,
+    /// `User-Agent` of policy fetches.
+    pub user_agent: String,
+}
+
+/// A parsed configuration and the warnings found while reading it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The configuration, defaults filled in.
+    pub config: Config,
+    /// One line per ignored key, each naming its key path.
+    pub warnings: Vec<String>,
+}
+
+/// Default `cache.options.cache_size` of the internal cache.
+pub const DEFAULT_CACHE_SIZE: usize = 10_000;
+/// Default Redis key prefix (ours).
+pub const DEFAULT_REDIS_PREFIX: &str = "mta-sts:";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".to_owned(),
+            port: 8461,
+            path: None,
+            mode: None,
+            reuse_port: true,
+            shutdown_timeout: Duration::from_secs(20),
+            cache_grace: Duration::from_secs(60),
+            cache: CacheConfig::default(),
+            proactive_policy_fetching: ProactiveConfig::default(),
+            default_zone: ZoneConfig::default(),
+            zones: BTreeMap::new(),
+            resolver: ResolverConfig::default(),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig::Internal {
+            cache_size: DEFAULT_CACHE_SIZE,
+        }
+    }
+}
+
+impl Default for ProactiveConfig {
+    fn default() -> Self {
+        ProactiveConfig {
+            enabled: false,
+            interval: Duration::from_secs(86_400),
+            concurrency_limit: 100,
+            grace_ratio: 2.0,
+        }
+    }
+}
+
+impl Default for ZoneConfig {
+    fn default() -> Self {
+        ZoneConfig {
+            strict_testing: false,
+            timeout: Duration::from_secs(4),
+            require_sni: true,
+            tlsrpt: false,
+        }
+    }
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            nameservers: Vec::new(),
+            ca_file: None,
+            policy_port: 443,
+            user_agent: concat!("mta-sts-resolver-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration file (DESIGN.md "Configuration").
+    /// An empty document means all defaults; unknown keys become warnings.
+    pub fn from_yaml(text: &str) -> Result<Loaded, ConfigError> {
+        let root: Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let mut reader = Reader::default();
+        let config = reader.config(&root)?;
+        Ok(Loaded {
+            config,
+            warnings: reader.warnings,
+        })
+    }
+
+    /// The options for socketmap name `name`: its entry in `zones` (exact
+    /// match), else `default_zone` (DESIGN.md "Socketmap").
+    pub fn zone(&self, name: &str) -> &ZoneConfig {
+        self.zones.get(name).unwrap_or(&self.default_zone)
+    }
+}
+
+impl ZoneConfig {
+    /// The reply shaping options of this zone (DESIGN.md "Replies for a policy").
+    pub fn reply_options(&self) -> ReplyOptions {
+        ReplyOptions {
+            strict_testing: self.strict_testing,
+            require_sni: self.require_sni,
+            tlsrpt: self.tlsrpt,
+        }
+    }
+}
