@@ -11,7 +11,7 @@
 
 mod machine;
 mod remembered;
-#[cfg(all(test, any()))]
+#[cfg(test)]
 mod tests;
 
 pub use machine::Resolver;
@@ -195,4 +195,3 @@ impl fmt::Display for Answer {
         write!(f, "{}; answer: {mode}", self.reason)
     }
 }
-
