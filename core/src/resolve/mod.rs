@@ -11,7 +11,7 @@
 
 mod machine;
 mod remembered;
-#[cfg(all(test, any()))]
+#[cfg(test)]
 mod tests;
 
 pub use machine::Resolver;

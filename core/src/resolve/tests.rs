@@ -1,14 +1,36 @@
-use super::*;
-use crate::cache::MemoryCache;
-use crate::domain::normalize_key;
+//! Tests of the lookup state machine with the shared index as its cache
+//! (RFC 8461 §3.3, §5.1). Wall-clock values are Unix milliseconds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
 use proptest::prelude::*;
 
-const W: u64 = 1_700_000_000;
+use super::remembered::Remembered;
+use super::*;
+use crate::cache::{millis, Fresh, Held, PolicyIndex, StoreError};
+use crate::domain::normalize_key;
+
+/// One second in milliseconds.
+const S: u64 = 1000;
+/// "Now" on the wall clock (Unix milliseconds).
+const W: u64 = 1_700_000_000_000;
+/// A day in seconds (a `max_age`).
 const DAY: u64 = 86_400;
+/// A day in milliseconds.
+const DAY_MS: u64 = DAY * S;
+/// The zone timeout.
 const T: Duration = Duration::from_secs(4);
+/// `cache_grace` of most tests.
+const GRACE: Duration = Duration::from_secs(60);
 
 fn d(s: &str) -> Domain {
     normalize_key(s).unwrap()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 fn pol(max_age: u64, mx: &str) -> Policy {
@@ -25,21 +47,36 @@ fn pol(max_age: u64, mx: &str) -> Policy {
     }
 }
 
-fn entry(id: &str, fetched_at: u64, checked_at: u64) -> CacheEntry {
+fn entry(id: &str, fetched_at_ms: u64, checked_at_ms: u64) -> CacheEntry {
     CacheEntry {
         policy_id: id.to_owned(),
         policy: pol(DAY, "mail.example.com"),
-        fetched_at,
-        checked_at,
+        fetched_at_ms,
+        checked_at_ms,
     }
 }
 
-fn resolver() -> Resolver {
-    Resolver::new(ResolverSettings {
-        cache_grace: 60,
-        retry_after_failure: 300,
+fn settings(persistent: bool) -> ResolverSettings {
+    ResolverSettings {
+        cache_grace: GRACE,
+        retry_after_failure: RETRY_AFTER_FAILURE,
         memory_limit: 100,
-    })
+        persistent,
+    }
+}
+
+/// A resolver over a fresh index of `capacity` domains with the same grace.
+fn resolver_with(settings: ResolverSettings, capacity: usize) -> Resolver {
+    let index = PolicyIndex::new(capacity, settings.cache_grace);
+    Resolver::new(settings, Arc::new(index))
+}
+
+fn resolver() -> Resolver {
+    resolver_with(settings(false), 100)
+}
+
+fn persistent() -> Resolver {
+    resolver_with(settings(true), 100)
 }
 
 fn drain(r: &mut Resolver) -> Vec<Action> {
@@ -54,75 +91,114 @@ fn reply(req: u64, dom: &str, policy: Option<Policy>, reason: Reason) -> Action 
     }
 }
 
-/// Start a request that must begin a lookup; returns its id.
-fn start(r: &mut Resolver, req: u64, dom: &str, now: Instant, wall: u64) -> LookupId {
-    r.handle_request(RequestId(req), d(dom), T, now, wall);
-    match drain(r).as_slice() {
-        [Action::LoadCache { lookup, domain }] if *domain == d(dom) => *lookup,
-        other => panic!("expected LoadCache, got {other:?}"),
+fn query_txt(lookup: LookupId, dom: &str) -> Action {
+    Action::QueryTxt {
+        lookup,
+        domain: d(dom),
     }
 }
 
-/// Drive a request through LoadCache(entry) to QueryTxt.
-fn to_txt(r: &mut Resolver, req: u64, e: Option<CacheEntry>, now: Instant, wall: u64) -> LookupId {
-    let id = start(r, req, "example.com", now, wall);
-    r.handle_cache_loaded(id, e, now, wall);
-    assert_eq!(
-        drain(r),
-        vec![Action::QueryTxt {
-            lookup: id,
-            domain: d("example.com")
-        }]
-    );
-    id
-}
-
-fn fetch_action(id: LookupId, policy_id: &str) -> Action {
+fn fetch_action(lookup: LookupId, policy_id: &str) -> Action {
     Action::FetchPolicy {
-        lookup: id,
+        lookup,
         domain: d("example.com"),
         policy_id: policy_id.to_owned(),
     }
 }
 
+fn persist(dom: &str, entry: CacheEntry) -> Action {
+    Action::Persist {
+        domain: d(dom),
+        entry,
+    }
+}
+
+fn known(r: &Resolver, dom: &str, wall: u64) -> Held {
+    r.index().known(dom, wall)
+}
+
+/// The entry the index answers with no lookup at `wall`, if any.
+fn fresh_entry(r: &Resolver, dom: &str, wall: u64) -> Option<CacheEntry> {
+    match r.index().fresh(dom, wall) {
+        Fresh::Policy(c) => Some(c.entry().clone()),
+        Fresh::NoPolicy | Fresh::Miss => None,
+    }
+}
+
+fn fresh_no_policy(r: &Resolver, dom: &str, wall: u64) -> bool {
+    matches!(r.index().fresh(dom, wall), Fresh::NoPolicy)
+}
+
+/// Start a request that must begin a lookup with a TXT query (no store).
+fn start(r: &mut Resolver, req: u64, dom: &str, now: Instant, wall: u64) -> LookupId {
+    r.handle_request(RequestId(req), d(dom), T, now, wall);
+    match drain(r).as_slice() {
+        [Action::QueryTxt { lookup, domain }] if *domain == d(dom) => *lookup,
+        other => panic!("expected QueryTxt, got {other:?}"),
+    }
+}
+
+/// Start a request that must begin a lookup by reading the store.
+fn start_load(r: &mut Resolver, req: u64, dom: &str, now: Instant, wall: u64) -> LookupId {
+    r.handle_request(RequestId(req), d(dom), T, now, wall);
+    match drain(r).as_slice() {
+        [Action::LoadStore { lookup, domain }] if *domain == d(dom) => *lookup,
+        other => panic!("expected LoadStore, got {other:?}"),
+    }
+}
+
+/// Put `cached` (which must not be fresh) in the index, then start a
+/// request for example.com up to its TXT query.
+fn to_txt(
+    r: &mut Resolver,
+    req: u64,
+    cached: Option<CacheEntry>,
+    now: Instant,
+    wall: u64,
+) -> LookupId {
+    if let Some(e) = cached {
+        r.index().store(d("example.com"), e);
+    }
+    start(r, req, "example.com", now, wall)
+}
+
 #[test]
-fn fresh_cache_needs_no_network() {
-    let mut r = resolver();
-    let now = Instant::now();
-    let id = start(&mut r, 1, "example.com", now, W);
-    r.handle_cache_loaded(id, Some(entry("a", W - 100, W - 59)), now, W);
-    assert_eq!(
-        drain(&mut r),
-        vec![reply(
-            1,
-            "example.com",
-            Some(pol(DAY, "mail.example.com")),
-            Reason::Cached
-        )]
-    );
-    assert_eq!(r.in_flight(), 0);
-    assert_eq!(r.poll_timeout(), None);
+fn fresh_index_entry_needs_no_network() {
+    for mut r in [resolver(), persistent()] {
+        let now = Instant::now();
+        let cached = entry("a", W - 100 * S, W - 59 * S);
+        r.index().store(d("example.com"), cached.clone());
+        r.handle_request(RequestId(1), d("example.com"), T, now, W);
+        assert_eq!(
+            drain(&mut r),
+            vec![reply(1, "example.com", Some(cached.policy), Reason::Cached)]
+        );
+        assert_eq!(r.in_flight(), 0);
+        assert_eq!(r.poll_timeout(), None);
+    }
 }
 
 #[test]
 fn grace_passed_same_id_confirms_without_fetch() {
     let mut r = resolver();
     let now = Instant::now();
-    let cached = entry("a", W - 1000, W - 60);
+    let cached = entry("a", W - 1000 * S, W - 60 * S);
     let id = to_txt(&mut r, 1, Some(cached.clone()), now, W);
     r.handle_txt(id, TxtResult::Id("a".into()), now, W);
-    let mut stored = cached.clone();
-    stored.checked_at = W;
+    // No store: nothing to persist, only the reply.
     assert_eq!(
         drain(&mut r),
-        vec![
-            Action::Store {
-                domain: d("example.com"),
-                entry: stored
-            },
-            reply(1, "example.com", Some(cached.policy), Reason::Confirmed),
-        ]
+        vec![reply(
+            1,
+            "example.com",
+            Some(cached.policy.clone()),
+            Reason::Confirmed
+        )]
     );
+    // The index holds the confirmation; fetched_at is unchanged (§5.1).
+    let mut confirmed = cached;
+    confirmed.checked_at_ms = W;
+    assert_eq!(known(&r, "example.com", W), Held::Entry(confirmed));
     assert_eq!(r.in_flight(), 0);
 }
 
@@ -130,25 +206,29 @@ fn grace_passed_same_id_confirms_without_fetch() {
 fn changed_id_fetches() {
     let mut r = resolver();
     let now = Instant::now();
-    let id = to_txt(&mut r, 1, Some(entry("a", W - 1000, W - 100)), now, W);
+    let id = to_txt(
+        &mut r,
+        1,
+        Some(entry("a", W - 1000 * S, W - 100 * S)),
+        now,
+        W,
+    );
     r.handle_txt(id, TxtResult::Id("b".into()), now, W);
     assert_eq!(drain(&mut r), vec![fetch_action(id, "b")]);
     let new = pol(3600, "mx2.example.com");
     r.handle_fetch(id, FetchResult::Policy(new.clone()), now, W + 1);
     assert_eq!(
         drain(&mut r),
-        vec![
-            Action::Store {
-                domain: d("example.com"),
-                entry: CacheEntry {
-                    policy_id: "b".into(),
-                    policy: new.clone(),
-                    fetched_at: W + 1,
-                    checked_at: W + 1
-                }
-            },
-            reply(1, "example.com", Some(new), Reason::Fetched),
-        ]
+        vec![reply(1, "example.com", Some(new.clone()), Reason::Fetched)]
+    );
+    assert_eq!(
+        known(&r, "example.com", W + 1),
+        Held::Entry(CacheEntry {
+            policy_id: "b".into(),
+            policy: new,
+            fetched_at_ms: W + 1,
+            checked_at_ms: W + 1,
+        })
     );
 }
 
@@ -156,7 +236,7 @@ fn changed_id_fetches() {
 fn expired_policy_with_same_id_fetches() {
     let mut r = resolver();
     let now = Instant::now();
-    let id = to_txt(&mut r, 1, Some(entry("a", W - DAY, W - 10)), now, W);
+    let id = to_txt(&mut r, 1, Some(entry("a", W - DAY_MS, W - 10 * S)), now, W);
     r.handle_txt(id, TxtResult::Id("a".into()), now, W);
     assert_eq!(drain(&mut r), vec![fetch_action(id, "a")]);
 }
@@ -165,7 +245,7 @@ fn expired_policy_with_same_id_fetches() {
 fn fetch_failure_falls_back_to_unexpired_cache() {
     let mut r = resolver();
     let now = Instant::now();
-    let cached = entry("a", W - 1000, W - 100);
+    let cached = entry("a", W - 1000 * S, W - 100 * S);
     let id = to_txt(&mut r, 1, Some(cached.clone()), now, W);
     r.handle_txt(id, TxtResult::Id("b".into()), now, W);
     drain(&mut r);
@@ -175,17 +255,24 @@ fn fetch_failure_falls_back_to_unexpired_cache() {
         vec![reply(
             1,
             "example.com",
-            Some(cached.policy),
+            Some(cached.policy.clone()),
             Reason::Fallback("HTTP 404".into())
         )]
     );
+    assert_eq!(known(&r, "example.com", W), Held::Entry(cached));
 }
 
 #[test]
 fn fetch_failure_with_expired_cache_gives_no_policy() {
     let mut r = resolver();
     let now = Instant::now();
-    let id = to_txt(&mut r, 1, Some(entry("a", W - DAY - 5, W - 100)), now, W);
+    let id = to_txt(
+        &mut r,
+        1,
+        Some(entry("a", W - DAY_MS - 5 * S, W - 100 * S)),
+        now,
+        W,
+    );
     r.handle_txt(id, TxtResult::Id("a".into()), now, W);
     drain(&mut r);
     r.handle_fetch(id, FetchResult::Error("tls".into()), now, W);
@@ -210,22 +297,24 @@ fn failed_fetch_is_not_retried_for_five_minutes() {
     r.handle_fetch(id, FetchResult::Error("refused".into()), now, W);
     drain(&mut r);
 
-    // Within 300 s: the TXT is checked but the fetch is not retried.
-    let id = to_txt(&mut r, 2, None, now, W + 299);
-    r.handle_txt(id, TxtResult::Id("a".into()), now, W + 299);
+    // Up to the last millisecond of 300 s: the TXT is checked but the fetch
+    // is not retried.
+    let wall = W + 300 * S - 1;
+    let id = to_txt(&mut r, 2, None, now, wall);
+    r.handle_txt(id, TxtResult::Id("a".into()), now, wall);
     assert_eq!(
         drain(&mut r),
         vec![reply(2, "example.com", None, Reason::FailureBackoff)]
     );
     // A different id is fetched at once.
-    let id = to_txt(&mut r, 3, None, now, W + 299);
-    r.handle_txt(id, TxtResult::Id("b".into()), now, W + 299);
+    let id = to_txt(&mut r, 3, None, now, wall);
+    r.handle_txt(id, TxtResult::Id("b".into()), now, wall);
     assert_eq!(drain(&mut r), vec![fetch_action(id, "b")]);
-    r.handle_fetch(id, FetchResult::Error("x".into()), now, W + 299);
+    r.handle_fetch(id, FetchResult::Error("x".into()), now, wall);
     drain(&mut r);
     // After 300 s the first id is retried.
-    let id = to_txt(&mut r, 4, None, now, W + 300);
-    r.handle_txt(id, TxtResult::Id("a".into()), now, W + 300);
+    let id = to_txt(&mut r, 4, None, now, W + 300 * S);
+    r.handle_txt(id, TxtResult::Id("a".into()), now, W + 300 * S);
     assert_eq!(drain(&mut r), vec![fetch_action(id, "a")]);
 }
 
@@ -244,35 +333,62 @@ fn no_policy_is_remembered_for_cache_grace() {
             Reason::NoPolicy("NXDOMAIN".into())
         )]
     );
-    r.handle_request(RequestId(2), d("example.com"), T, now, W + 59);
+    // Noted in the index, where connections find it too.
+    assert!(fresh_no_policy(&r, "example.com", W));
+    r.handle_request(RequestId(2), d("example.com"), T, now, W + 60 * S - 1);
     assert_eq!(
         drain(&mut r),
         vec![reply(2, "example.com", None, Reason::NoPolicyRemembered)]
     );
     assert_eq!(r.in_flight(), 0);
     // Once cache_grace has passed, it is looked up again.
-    start(&mut r, 3, "example.com", now, W + 60);
+    start(&mut r, 3, "example.com", now, W + 60 * S);
 }
 
 #[test]
 fn missing_txt_keeps_unexpired_cached_policy() {
     let mut r = resolver();
     let now = Instant::now();
-    let cached = entry("a", W - 1000, W - 100);
+    let cached = entry("a", W - 1000 * S, W - 100 * S);
     let id = to_txt(&mut r, 1, Some(cached.clone()), now, W);
     r.handle_txt(id, TxtResult::NoPolicy("no STSv1 record".into()), now, W);
-    // No Store, no eviction: the cached policy answers.
+    // No eviction: the cached policy answers.
     assert_eq!(
         drain(&mut r),
         vec![reply(
             1,
             "example.com",
-            Some(cached.policy),
+            Some(cached.policy.clone()),
             Reason::NoPolicy("no STSv1 record".into())
         )]
     );
+    assert_eq!(known(&r, "example.com", W), Held::Entry(cached));
     // And "no policy" is not remembered: the next request looks up again.
     start(&mut r, 2, "example.com", now, W + 1);
+}
+
+#[test]
+fn missing_txt_with_expired_policy_is_remembered_as_no_policy() {
+    let mut r = resolver();
+    let now = Instant::now();
+    let expired = entry("a", W - DAY_MS, W - 100 * S);
+    let id = to_txt(&mut r, 1, Some(expired), now, W);
+    r.handle_txt(id, TxtResult::NoPolicy("NXDOMAIN".into()), now, W);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(
+            1,
+            "example.com",
+            None,
+            Reason::NoPolicy("NXDOMAIN".into())
+        )]
+    );
+    assert_eq!(known(&r, "example.com", W), Held::NoPolicy);
+    r.handle_request(RequestId(2), d("example.com"), T, now, W + 1);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(2, "example.com", None, Reason::NoPolicyRemembered)]
+    );
 }
 
 #[test]
@@ -290,6 +406,7 @@ fn dns_error_is_not_remembered_as_no_policy() {
             Reason::Fallback("SERVFAIL".into())
         )]
     );
+    assert_eq!(known(&r, "example.com", W), Held::Miss);
     start(&mut r, 2, "example.com", now, W + 1);
 }
 
@@ -311,14 +428,15 @@ fn mode_none_policy_is_stored_and_answered() {
         ],
     };
     r.handle_fetch(id, FetchResult::Policy(none.clone()), now, W);
-    let actions = drain(&mut r);
-    assert!(matches!(
-        &actions[..],
-        [Action::Store { .. }, Action::Reply { .. }]
-    ));
     assert_eq!(
-        actions[1],
-        reply(1, "example.com", Some(none), Reason::Fetched)
+        drain(&mut r),
+        vec![reply(1, "example.com", Some(none.clone()), Reason::Fetched)]
+    );
+    // Stored like any policy: the next request is answered from the index.
+    r.handle_request(RequestId(2), d("example.com"), T, now, W + 1);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(2, "example.com", Some(none), Reason::Cached)]
     );
 }
 
@@ -334,21 +452,16 @@ fn concurrent_requests_share_one_lookup() {
     assert_ne!(id, other);
     assert_eq!(r.in_flight(), 2);
 
-    r.handle_cache_loaded(id, None, now, W);
-    assert_eq!(drain(&mut r).len(), 1);
     r.handle_txt(id, TxtResult::Id("a".into()), now, W);
     assert_eq!(drain(&mut r), vec![fetch_action(id, "a")]);
     let p = pol(DAY, "mail.example.com");
     r.handle_fetch(id, FetchResult::Policy(p.clone()), now, W);
-    let actions = drain(&mut r);
-    assert_eq!(actions.len(), 3);
     assert_eq!(
-        actions[1],
-        reply(1, "example.com", Some(p.clone()), Reason::Fetched)
-    );
-    assert_eq!(
-        actions[2],
-        reply(2, "example.com", Some(p), Reason::Fetched)
+        drain(&mut r),
+        vec![
+            reply(1, "example.com", Some(p.clone()), Reason::Fetched),
+            reply(2, "example.com", Some(p), Reason::Fetched),
+        ]
     );
     assert_eq!(r.in_flight(), 1);
 }
@@ -357,6 +470,8 @@ fn concurrent_requests_share_one_lookup() {
 fn shorter_request_timeout_answers_that_request_only() {
     let mut r = resolver();
     let t0 = Instant::now();
+    let cached = entry("a", W - 1000 * S, W - 100 * S);
+    r.index().store(d("example.com"), cached.clone());
     r.handle_request(
         RequestId(1),
         d("example.com"),
@@ -365,12 +480,9 @@ fn shorter_request_timeout_answers_that_request_only() {
         W,
     );
     let id = match drain(&mut r).as_slice() {
-        [Action::LoadCache { lookup, .. }] => *lookup,
+        [Action::QueryTxt { lookup, .. }] => *lookup,
         other => panic!("{other:?}"),
     };
-    let cached = entry("a", W - 1000, W - 100);
-    r.handle_cache_loaded(id, Some(cached.clone()), t0, W);
-    drain(&mut r);
     // A zone with a 2 s timeout joins at t0 + 1 s.
     let t1 = t0 + Duration::from_secs(1);
     r.handle_request(
@@ -378,10 +490,10 @@ fn shorter_request_timeout_answers_that_request_only() {
         d("example.com"),
         Duration::from_secs(2),
         t1,
-        W + 1,
+        W + S,
     );
     assert_eq!(r.poll_timeout(), Some(t1 + Duration::from_secs(2)));
-    r.handle_timeout(t1 + Duration::from_millis(1999));
+    r.handle_timeout(t1 + ms(1999));
     assert_eq!(drain(&mut r), vec![]);
     r.handle_timeout(t1 + Duration::from_secs(2));
     assert_eq!(
@@ -395,12 +507,15 @@ fn shorter_request_timeout_answers_that_request_only() {
     );
     assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(10)));
     // The lookup goes on for request 1.
-    r.handle_txt(id, TxtResult::Id("a".into()), t1, W + 3);
-    let actions = drain(&mut r);
-    assert_eq!(actions.len(), 2);
+    r.handle_txt(id, TxtResult::Id("a".into()), t1, W + 3 * S);
     assert_eq!(
-        actions[1],
-        reply(1, "example.com", Some(cached.policy), Reason::Confirmed)
+        drain(&mut r),
+        vec![reply(
+            1,
+            "example.com",
+            Some(cached.policy),
+            Reason::Confirmed
+        )]
     );
     assert_eq!(r.poll_timeout(), None);
 }
@@ -431,26 +546,38 @@ fn joined_request_with_longer_timeout_ends_with_the_lookup() {
 
 #[test]
 fn lookup_deadline_cancels_and_ignores_late_results() {
-    let mut r = resolver();
-    let t0 = Instant::now();
-    let cached = entry("a", W - 1000, W - 100);
-    let id = to_txt(&mut r, 1, Some(cached.clone()), t0, W);
-    assert_eq!(r.poll_timeout(), Some(t0 + T));
-    r.handle_timeout(t0 + T);
-    assert_eq!(
-        drain(&mut r),
-        vec![
-            Action::Cancel { lookup: id },
-            reply(1, "example.com", Some(cached.policy), Reason::Timeout),
-        ]
-    );
-    assert_eq!(r.in_flight(), 0);
-    assert_eq!(r.poll_timeout(), None);
-    // Late results, and results for lookups that never existed.
-    r.handle_txt(id, TxtResult::Id("b".into()), t0 + T, W + 5);
-    r.handle_cache_loaded(id, None, t0 + T, W + 5);
-    r.handle_fetch(LookupId(999), FetchResult::Error("x".into()), t0 + T, W + 5);
-    assert_eq!(drain(&mut r), vec![]);
+    for persistent in [false, true] {
+        let mut r = resolver_with(settings(persistent), 100);
+        let t0 = Instant::now();
+        let cached = entry("a", W - 1000 * S, W - 100 * S);
+        r.index().store(d("example.com"), cached.clone());
+        let id = if persistent {
+            start_load(&mut r, 1, "example.com", t0, W)
+        } else {
+            start(&mut r, 1, "example.com", t0, W)
+        };
+        assert_eq!(r.poll_timeout(), Some(t0 + T));
+        r.handle_timeout(t0 + T);
+        assert_eq!(
+            drain(&mut r),
+            vec![
+                Action::Cancel { lookup: id },
+                reply(1, "example.com", Some(cached.policy), Reason::Timeout),
+            ]
+        );
+        assert_eq!(r.in_flight(), 0);
+        assert_eq!(r.poll_timeout(), None);
+        // Late results, and results for lookups that never existed.
+        let later = W + 5 * S;
+        r.handle_store_loaded(id, Ok(Some(entry("b", later, later))), t0 + T, later);
+        r.handle_txt(id, TxtResult::Id("b".into()), t0 + T, later);
+        r.handle_fetch(LookupId(999), FetchResult::Error("x".into()), t0 + T, later);
+        assert_eq!(drain(&mut r), vec![]);
+        assert_eq!(
+            known(&r, "example.com", later),
+            Held::Entry(entry("a", W - 1000 * S, W - 100 * S))
+        );
+    }
 }
 
 #[test]
@@ -459,7 +586,7 @@ fn late_driver_still_cancels_before_result() {
     let mut r = resolver();
     let t0 = Instant::now();
     let id = to_txt(&mut r, 1, None, t0, W);
-    r.handle_txt(id, TxtResult::Id("a".into()), t0 + T, W + 4);
+    r.handle_txt(id, TxtResult::Id("a".into()), t0 + T, W + 4 * S);
     assert_eq!(
         drain(&mut r),
         vec![
@@ -471,13 +598,25 @@ fn late_driver_still_cancels_before_result() {
 
 #[test]
 fn results_in_the_wrong_stage_are_ignored() {
-    let mut r = resolver();
     let now = Instant::now();
+    // Waiting for TXT: a store result or a fetch result is ignored.
+    let mut r = resolver();
     let id = start(&mut r, 1, "example.com", now, W);
+    r.handle_store_loaded(id, Ok(Some(entry("a", W, W))), now, W);
+    r.handle_fetch(id, FetchResult::Error("x".into()), now, W);
+    assert_eq!(drain(&mut r), vec![]);
+    assert_eq!(r.in_flight(), 1);
+    assert_eq!(known(&r, "example.com", W), Held::Miss);
+    r.handle_txt(id, TxtResult::Id("a".into()), now, W);
+    assert_eq!(drain(&mut r), vec![fetch_action(id, "a")]);
+    // Waiting for the store: a TXT result or a fetch result is ignored.
+    let mut r = persistent();
+    let id = start_load(&mut r, 1, "example.com", now, W);
     r.handle_txt(id, TxtResult::Id("a".into()), now, W);
     r.handle_fetch(id, FetchResult::Error("x".into()), now, W);
     assert_eq!(drain(&mut r), vec![]);
     assert_eq!(r.in_flight(), 1);
+    assert!(r.failures.map.is_empty());
 }
 
 #[test]
@@ -490,45 +629,441 @@ fn deadline_during_fetch_counts_as_failed_fetch() {
     r.handle_timeout(t0 + T);
     assert_eq!(drain(&mut r)[0], Action::Cancel { lookup: id });
     let t1 = t0 + Duration::from_secs(10);
-    let id = to_txt(&mut r, 2, None, t1, W + 10);
-    r.handle_txt(id, TxtResult::Id("a".into()), t1, W + 10);
+    let id = to_txt(&mut r, 2, None, t1, W + 10 * S);
+    r.handle_txt(id, TxtResult::Id("a".into()), t1, W + 10 * S);
     assert_eq!(
         drain(&mut r),
         vec![reply(2, "example.com", None, Reason::FailureBackoff)]
     );
 }
 
+/// A policy checked at `t` is served from the index until `t + grace - 1`
+/// ms and re-checked from `t + grace` on (RFC 8461 §5.1, `cache_grace`);
+/// "no policy" likewise.
+#[test]
+fn grace_boundaries_to_the_millisecond() {
+    for grace in [Duration::from_secs(2), Duration::from_millis(500)] {
+        for persistent in [false, true] {
+            let g = millis(grace);
+            let settings = ResolverSettings {
+                cache_grace: grace,
+                ..settings(persistent)
+            };
+            let mut r = resolver_with(settings, 100);
+            let now = Instant::now();
+            let t = W;
+            let cached = entry("a", t - 1000 * S, t);
+            r.index().store(d("example.com"), cached.clone());
+
+            r.handle_request(RequestId(1), d("example.com"), T, now, t + g - 1);
+            assert_eq!(
+                drain(&mut r),
+                vec![reply(
+                    1,
+                    "example.com",
+                    Some(cached.policy.clone()),
+                    Reason::Cached
+                )],
+                "grace {grace:?}, persistent {persistent}"
+            );
+            assert_eq!(r.in_flight(), 0);
+
+            let id = if persistent {
+                let id = start_load(&mut r, 2, "example.com", now, t + g);
+                // The store has nothing newer: memory's entry is stale too.
+                r.handle_store_loaded(id, Ok(Some(cached.clone())), now, t + g);
+                assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
+                id
+            } else {
+                start(&mut r, 2, "example.com", now, t + g)
+            };
+            r.handle_txt(id, TxtResult::Id("a".into()), now, t + g);
+            let actions = drain(&mut r);
+            assert_eq!(
+                actions.last(),
+                Some(&reply(
+                    2,
+                    "example.com",
+                    Some(cached.policy.clone()),
+                    Reason::Confirmed
+                ))
+            );
+
+            // "No policy" noted at t.
+            r.index().note_no_policy(d("none.example"), t);
+            r.handle_request(RequestId(3), d("none.example"), T, now, t + g - 1);
+            assert_eq!(
+                drain(&mut r),
+                vec![reply(3, "none.example", None, Reason::NoPolicyRemembered)]
+            );
+            r.handle_request(RequestId(4), d("none.example"), T, now, t + g);
+            let first = drain(&mut r);
+            assert!(
+                matches!(
+                    first.as_slice(),
+                    [Action::QueryTxt { .. }] if !persistent
+                ) || matches!(first.as_slice(), [Action::LoadStore { .. }] if persistent),
+                "{first:?}"
+            );
+
+            // A stored entry checked at t, loaded into an empty index.
+            if persistent {
+                let stored = entry("s", t - 1000 * S, t);
+                let id = start_load(&mut r, 5, "stored.example", now, t + g - 1);
+                r.handle_store_loaded(id, Ok(Some(stored.clone())), now, t + g - 1);
+                assert_eq!(
+                    drain(&mut r),
+                    vec![reply(
+                        5,
+                        "stored.example",
+                        Some(stored.policy.clone()),
+                        Reason::Cached
+                    )]
+                );
+                r.index().remove("stored.example");
+                let id = start_load(&mut r, 6, "stored.example", now, t + g);
+                r.handle_store_loaded(id, Ok(Some(stored)), now, t + g);
+                assert_eq!(drain(&mut r), vec![query_txt(id, "stored.example")]);
+            }
+        }
+    }
+}
+
+/// Poll actions one at a time, as a driver does, until the reply to
+/// `req`; at that moment the index must already answer `fresh` for
+/// example.com. Returns every action polled.
+fn poll_checking_index(
+    r: &mut Resolver,
+    req: u64,
+    wall: u64,
+    fresh: Option<&Policy>,
+) -> Vec<Action> {
+    let mut seen = Vec::new();
+    while let Some(action) = r.poll_action() {
+        if let Action::Reply { request, .. } = &action {
+            if *request == RequestId(req) {
+                match fresh {
+                    Some(p) => assert_eq!(
+                        fresh_entry(r, "example.com", wall)
+                            .map(|e| e.policy)
+                            .as_ref(),
+                        Some(p),
+                        "not in the index at the reply"
+                    ),
+                    None => assert!(fresh_no_policy(r, "example.com", wall)),
+                }
+            }
+        }
+        seen.push(action);
+    }
+    seen
+}
+
+/// What a lookup learns is in the index before the first reply leaves, so
+/// a request that arrives after it needs no lookup (fetch, confirmation,
+/// "no policy"; with and without a store).
+#[test]
+fn result_is_visible_before_the_reply() {
+    for persistent in [false, true] {
+        let new = pol(DAY, "mx.example.com");
+        let now = Instant::now();
+        let begin = |r: &mut Resolver, req: u64, wall: u64| {
+            if persistent {
+                let id = start_load(r, req, "example.com", now, wall);
+                r.handle_store_loaded(id, Ok(None), now, wall);
+                assert_eq!(drain(r), vec![query_txt(id, "example.com")]);
+                id
+            } else {
+                start(r, req, "example.com", now, wall)
+            }
+        };
+
+        // Fetched.
+        let mut r = resolver_with(settings(persistent), 100);
+        let id = begin(&mut r, 1, W);
+        r.handle_txt(id, TxtResult::Id("a".into()), now, W);
+        assert_eq!(drain(&mut r), vec![fetch_action(id, "a")]);
+        r.handle_fetch(id, FetchResult::Policy(new.clone()), now, W + 5);
+        let seen = poll_checking_index(&mut r, 1, W + 5, Some(&new));
+        assert_eq!(
+            seen.last(),
+            Some(&reply(1, "example.com", Some(new.clone()), Reason::Fetched))
+        );
+        r.handle_request(RequestId(2), d("example.com"), T, now, W + 5);
+        assert_eq!(
+            drain(&mut r),
+            vec![reply(2, "example.com", Some(new.clone()), Reason::Cached)]
+        );
+        assert_eq!(r.in_flight(), 0);
+
+        // Confirmed, an hour later.
+        let later = W + 3600 * S;
+        let id = begin(&mut r, 3, later);
+        r.handle_txt(id, TxtResult::Id("a".into()), now, later);
+        let seen = poll_checking_index(&mut r, 3, later, Some(&new));
+        assert_eq!(
+            seen.last(),
+            Some(&reply(
+                3,
+                "example.com",
+                Some(new.clone()),
+                Reason::Confirmed
+            ))
+        );
+        r.handle_request(RequestId(4), d("example.com"), T, now, later);
+        assert_eq!(
+            drain(&mut r),
+            vec![reply(4, "example.com", Some(new.clone()), Reason::Cached)]
+        );
+
+        // No policy.
+        let mut r = resolver_with(settings(persistent), 100);
+        let id = begin(&mut r, 5, W);
+        r.handle_txt(id, TxtResult::NoPolicy("NXDOMAIN".into()), now, W);
+        let seen = poll_checking_index(&mut r, 5, W, None);
+        // "No policy" is not persisted.
+        assert_eq!(
+            seen,
+            vec![reply(
+                5,
+                "example.com",
+                None,
+                Reason::NoPolicy("NXDOMAIN".into())
+            )]
+        );
+        r.handle_request(RequestId(6), d("example.com"), T, now, W);
+        assert_eq!(
+            drain(&mut r),
+            vec![reply(6, "example.com", None, Reason::NoPolicyRemembered)]
+        );
+        assert_eq!(r.in_flight(), 0);
+    }
+}
+
+#[test]
+fn newer_store_entry_wins_over_memory() {
+    let now = Instant::now();
+    let memory = entry("a", W - 1000 * S, W - 100 * S);
+    // Another daemon sharing the store fetched "b" and checked it 10 s ago.
+    let mut stored = entry("b", W - 500 * S, W - 10 * S);
+    stored.policy = pol(DAY, "mx2.example.com");
+    let mut r = persistent();
+    r.index().store(d("example.com"), memory.clone());
+    let id = start_load(&mut r, 1, "example.com", now, W);
+    r.handle_store_loaded(id, Ok(Some(stored.clone())), now, W);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(
+            1,
+            "example.com",
+            Some(stored.policy.clone()),
+            Reason::Cached
+        )]
+    );
+    // The index takes the news, and it is not written back.
+    assert_eq!(known(&r, "example.com", W), Held::Entry(stored.clone()));
+
+    // A newer but stale stored entry is the one the TXT id is compared with.
+    let mut stale = stored;
+    stale.checked_at_ms = W - 200 * S;
+    let mut r = persistent();
+    r.index().store(d("example.com"), memory);
+    let id = start_load(&mut r, 1, "example.com", now, W);
+    r.handle_store_loaded(id, Ok(Some(stale.clone())), now, W);
+    assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
+    assert_eq!(known(&r, "example.com", W), Held::Entry(stale.clone()));
+    r.handle_txt(id, TxtResult::Id("b".into()), now, W);
+    let mut confirmed = stale;
+    confirmed.checked_at_ms = W;
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            persist("example.com", confirmed.clone()),
+            reply(
+                1,
+                "example.com",
+                Some(confirmed.policy.clone()),
+                Reason::Confirmed
+            ),
+        ]
+    );
+    assert_eq!(known(&r, "example.com", W), Held::Entry(confirmed));
+}
+
+#[test]
+fn newer_memory_entry_wins_over_store() {
+    let now = Instant::now();
+    // Newer by fetch time, though the stored one was checked later.
+    let mut memory = entry("b", W - 500 * S, W - 200 * S);
+    memory.policy = pol(DAY, "mx2.example.com");
+    let stored = entry("a", W - 1000 * S, W - 10 * S);
+    let mut r = persistent();
+    r.index().store(d("example.com"), memory.clone());
+    let id = start_load(&mut r, 1, "example.com", now, W);
+    r.handle_store_loaded(id, Ok(Some(stored)), now, W);
+    assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
+    assert_eq!(known(&r, "example.com", W), Held::Entry(memory.clone()));
+    r.handle_txt(id, TxtResult::Id("b".into()), now, W);
+    let actions = drain(&mut r);
+    assert_eq!(
+        actions.last(),
+        Some(&reply(
+            1,
+            "example.com",
+            Some(memory.policy),
+            Reason::Confirmed
+        ))
+    );
+}
+
+#[test]
+fn store_error_goes_on_with_memory() {
+    let now = Instant::now();
+    let memory = entry("a", W - 1000 * S, W - 100 * S);
+    let mut r = persistent();
+    r.index().store(d("example.com"), memory.clone());
+    let id = start_load(&mut r, 1, "example.com", now, W);
+    r.handle_store_loaded(id, Err(StoreError::Backend("down".into())), now, W);
+    assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
+    assert_eq!(known(&r, "example.com", W), Held::Entry(memory.clone()));
+    r.handle_txt(id, TxtResult::Id("a".into()), now, W);
+    let mut confirmed = memory.clone();
+    confirmed.checked_at_ms = W;
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            persist("example.com", confirmed),
+            reply(
+                1,
+                "example.com",
+                Some(memory.policy.clone()),
+                Reason::Confirmed
+            ),
+        ]
+    );
+
+    // The TXT lookup failing too: memory's policy is the fallback.
+    let mut r = persistent();
+    r.index().store(d("example.com"), memory.clone());
+    let id = start_load(&mut r, 1, "example.com", now, W);
+    r.handle_store_loaded(id, Err(StoreError::Timeout(ms(200))), now, W);
+    assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
+    r.handle_txt(id, TxtResult::Error("SERVFAIL".into()), now, W);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(
+            1,
+            "example.com",
+            Some(memory.policy),
+            Reason::Fallback("SERVFAIL".into())
+        )]
+    );
+
+    // Nothing in memory and a store error: the TXT id is checked.
+    let id = start_load(&mut r, 2, "example.net", now, W);
+    r.handle_store_loaded(id, Err(StoreError::Backend("down".into())), now, W);
+    assert_eq!(drain(&mut r), vec![query_txt(id, "example.net")]);
+}
+
+/// With a store, a fetch and a confirmation are written through behind the
+/// index: `Persist` comes after the index holds the entry, before the reply.
+#[test]
+fn persist_follows_fetch_and_confirm_after_the_index() {
+    let mut r = persistent();
+    let now = Instant::now();
+    let p = pol(DAY, "mx.example.com");
+    let id = start_load(&mut r, 1, "example.com", now, W);
+    r.handle_store_loaded(id, Ok(None), now, W);
+    assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
+    r.handle_txt(id, TxtResult::Id("a".into()), now, W);
+    assert_eq!(drain(&mut r), vec![fetch_action(id, "a")]);
+    r.handle_fetch(id, FetchResult::Policy(p.clone()), now, W + 1);
+    let fetched = CacheEntry {
+        policy_id: "a".into(),
+        policy: p.clone(),
+        fetched_at_ms: W + 1,
+        checked_at_ms: W + 1,
+    };
+    assert_eq!(
+        r.poll_action(),
+        Some(persist("example.com", fetched.clone()))
+    );
+    assert_eq!(fresh_entry(&r, "example.com", W + 1), Some(fetched.clone()));
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(1, "example.com", Some(p.clone()), Reason::Fetched)]
+    );
+
+    // An hour later, the id is confirmed.
+    let later = W + 3600 * S;
+    let id = start_load(&mut r, 2, "example.com", now, later);
+    r.handle_store_loaded(id, Ok(Some(fetched.clone())), now, later);
+    assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
+    r.handle_txt(id, TxtResult::Id("a".into()), now, later);
+    let confirmed = CacheEntry {
+        checked_at_ms: later,
+        ..fetched
+    };
+    assert_eq!(
+        r.poll_action(),
+        Some(persist("example.com", confirmed.clone()))
+    );
+    assert_eq!(fresh_entry(&r, "example.com", later), Some(confirmed));
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(2, "example.com", Some(p), Reason::Confirmed)]
+    );
+}
+
 #[test]
 fn refresh_checks_id_within_grace() {
+    for persistent in [false, true] {
+        let mut r = resolver_with(settings(persistent), 100);
+        let now = Instant::now();
+        let fresh = entry("a", W - 10 * S, W - 10 * S);
+        r.index().store(d("example.com"), fresh.clone());
+        r.handle_refresh(d("example.com"), T, now, W);
+        let id = match drain(&mut r).as_slice() {
+            [Action::QueryTxt { lookup, .. }] if !persistent => *lookup,
+            [Action::LoadStore { lookup, .. }] if persistent => *lookup,
+            other => panic!("{other:?}"),
+        };
+        // A second refresh while running does nothing.
+        r.handle_refresh(d("example.com"), T, now, W);
+        assert_eq!(drain(&mut r), vec![]);
+        if persistent {
+            // A fresh stored entry does not end a refresh.
+            r.handle_store_loaded(id, Ok(Some(fresh.clone())), now, W);
+            assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
+        }
+        r.handle_txt(id, TxtResult::Id("a".into()), now, W);
+        let mut confirmed = fresh;
+        confirmed.checked_at_ms = W;
+        // No Reply: the refresh has no request.
+        let expected = if persistent {
+            vec![persist("example.com", confirmed.clone())]
+        } else {
+            vec![]
+        };
+        assert_eq!(drain(&mut r), expected);
+        assert_eq!(known(&r, "example.com", W), Held::Entry(confirmed));
+        assert_eq!(r.in_flight(), 0);
+        assert_eq!(r.poll_timeout(), None);
+    }
+}
+
+#[test]
+fn refresh_does_not_start_beside_a_running_lookup() {
     let mut r = resolver();
     let now = Instant::now();
-    let fresh = entry("a", W - 10, W - 10);
-    r.handle_refresh(d("example.com"), T, now, W);
-    let id = match drain(&mut r).as_slice() {
-        [Action::LoadCache { lookup, .. }] => *lookup,
-        other => panic!("{other:?}"),
-    };
-    // A second refresh while running does nothing.
+    let id = start(&mut r, 1, "example.com", now, W);
     r.handle_refresh(d("example.com"), T, now, W);
     assert_eq!(drain(&mut r), vec![]);
-    r.handle_cache_loaded(id, Some(fresh.clone()), now, W);
+    assert_eq!(r.in_flight(), 1);
+    r.handle_txt(id, TxtResult::NoPolicy("nx".into()), now, W);
     assert_eq!(
         drain(&mut r),
-        vec![Action::QueryTxt {
-            lookup: id,
-            domain: d("example.com")
-        }]
-    );
-    r.handle_txt(id, TxtResult::Id("a".into()), now, W);
-    let mut stored = fresh;
-    stored.checked_at = W;
-    // No Reply: the refresh has no request.
-    assert_eq!(
-        drain(&mut r),
-        vec![Action::Store {
-            domain: d("example.com"),
-            entry: stored
-        }]
+        vec![reply(1, "example.com", None, Reason::NoPolicy("nx".into()))]
     );
     assert_eq!(r.in_flight(), 0);
 }
@@ -539,47 +1074,107 @@ fn request_joins_running_refresh() {
     let now = Instant::now();
     r.handle_refresh(d("example.com"), T, now, W);
     let id = match drain(&mut r).as_slice() {
-        [Action::LoadCache { lookup, .. }] => *lookup,
+        [Action::QueryTxt { lookup, .. }] => *lookup,
         other => panic!("{other:?}"),
     };
     r.handle_request(RequestId(7), d("example.com"), T, now, W);
     assert_eq!(drain(&mut r), vec![]);
-    r.handle_cache_loaded(id, None, now, W);
     r.handle_txt(id, TxtResult::Error("timeout".into()), now, W);
     assert_eq!(
-        drain(&mut r).last(),
-        Some(&reply(
+        drain(&mut r),
+        vec![reply(
             7,
             "example.com",
             None,
             Reason::Fallback("timeout".into())
-        ))
+        )]
     );
+
+    // Even with a fresh policy in the index, a request joins the refresh:
+    // its reply tells the refresher when the TXT id was checked.
+    for persistent in [false, true] {
+        let mut r = resolver_with(settings(persistent), 100);
+        let fresh = entry("a", W - 10 * S, W - 10 * S);
+        r.index().store(d("example.com"), fresh.clone());
+        r.handle_refresh(d("example.com"), T, now, W);
+        r.handle_request(RequestId(8), d("example.com"), T, now, W);
+        let id = match drain(&mut r).as_slice() {
+            [Action::QueryTxt { lookup, .. }] if !persistent => *lookup,
+            [Action::LoadStore { lookup, .. }] if persistent => *lookup,
+            other => panic!("{other:?}"),
+        };
+        if persistent {
+            r.handle_store_loaded(id, Ok(Some(fresh.clone())), now, W);
+            assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
+        }
+        r.handle_txt(id, TxtResult::Id("a".into()), now, W);
+        let actions = drain(&mut r);
+        assert_eq!(
+            actions.last(),
+            Some(&reply(
+                8,
+                "example.com",
+                Some(fresh.policy.clone()),
+                Reason::Confirmed
+            ))
+        );
+        assert_eq!(actions.len(), if persistent { 2 } else { 1 });
+    }
 }
 
 #[test]
 fn memory_maps_stay_bounded() {
-    let mut r = Resolver::new(ResolverSettings {
-        cache_grace: 60,
-        retry_after_failure: 300,
+    let bounded = ResolverSettings {
         memory_limit: 3,
-    });
+        ..settings(false)
+    };
+    let mut r = resolver_with(bounded, 3);
     let now = Instant::now();
+    // Failed fetches: at most memory_limit remembered.
     for i in 0..10u64 {
         let dom = format!("d{i}.example");
-        let id = start(&mut r, i, &dom, now, W + i);
-        r.handle_cache_loaded(id, None, now, W + i);
-        r.handle_txt(id, TxtResult::NoPolicy("NXDOMAIN".into()), now, W + i);
+        let wall = W + i * S;
+        let id = start(&mut r, i, &dom, now, wall);
+        r.handle_txt(id, TxtResult::Id("a".into()), now, wall);
         drain(&mut r);
-        assert!(r.no_policy.map.len() <= 3);
+        r.handle_fetch(id, FetchResult::Error("refused".into()), now, wall);
+        drain(&mut r);
+        assert!(r.failures.map.len() <= 3);
     }
     // The newest are kept, the oldest dropped.
-    r.handle_request(RequestId(100), d("d9.example"), T, now, W + 10);
+    let id = start(&mut r, 100, "d9.example", now, W + 10 * S);
+    r.handle_txt(id, TxtResult::Id("a".into()), now, W + 10 * S);
     assert_eq!(
         drain(&mut r),
-        vec![reply(100, "d9.example", None, Reason::NoPolicyRemembered)]
+        vec![reply(100, "d9.example", None, Reason::FailureBackoff)]
     );
-    start(&mut r, 101, "d0.example", now, W + 10);
+    let id = start(&mut r, 101, "d0.example", now, W + 10 * S);
+    r.handle_txt(id, TxtResult::Id("a".into()), now, W + 10 * S);
+    assert!(matches!(
+        drain(&mut r).as_slice(),
+        [Action::FetchPolicy { .. }]
+    ));
+    r.handle_fetch(id, FetchResult::Error("refused".into()), now, W + 10 * S);
+    drain(&mut r);
+    assert!(r.failures.map.len() <= 3);
+
+    // "No policy" notes: the index holds at most its capacity.
+    for i in 0..10u64 {
+        let dom = format!("n{i}.example");
+        let wall = W + 20 * S + i;
+        let id = start(&mut r, 200 + i, &dom, now, wall);
+        r.handle_txt(id, TxtResult::NoPolicy("NXDOMAIN".into()), now, wall);
+        drain(&mut r);
+        assert!(r.index().len() <= 3);
+    }
+    let wall = W + 30 * S;
+    r.handle_request(RequestId(300), d("n9.example"), T, now, wall);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(300, "n9.example", None, Reason::NoPolicyRemembered)]
+    );
+    start(&mut r, 301, "n0.example", now, wall);
+
     // Lapsed items go first.
     let mut m = Remembered::new(10, 2);
     m.note("old", 0);
@@ -590,24 +1185,31 @@ fn memory_maps_stay_bounded() {
     assert_eq!(m.map.len(), 2);
 }
 
-/// A day and more of requests every hour, with a driver holding a real
-/// MemoryCache: the TXT id is re-checked each hour, the policy is only
-/// re-fetched once it has expired, never extended by confirmations.
-#[test]
-fn hours_of_cache_life() {
-    let mut r = resolver();
-    let mut store = MemoryCache::new(10);
+/// A day and more of requests every hour (RFC 8461 §5.1): the TXT id is
+/// re-checked each hour, the policy is re-fetched only once it has expired,
+/// never extended by confirmations; within `cache_grace` the index answers.
+/// With a store (a map here) behind the index, the daemon also restarts
+/// once with an empty index and goes on from the store.
+fn hours_of_cache_life(persistent: bool) {
+    let settings = settings(persistent);
+    let mut r = resolver_with(settings, 100);
+    let mut store: HashMap<Domain, CacheEntry> = HashMap::new();
     let t0 = Instant::now();
     let mut fetches = Vec::new();
     for hour in 0..50u64 {
-        let wall = W + hour * 3600;
+        let wall = W + hour * 3600 * S;
         let now = t0 + Duration::from_secs(hour * 3600);
+        if persistent && hour == 30 {
+            r = resolver_with(settings, 100);
+        }
         r.handle_request(RequestId(hour), d("example.com"), T, now, wall);
         let mut replies = 0;
         while let Some(action) = r.poll_action() {
             match action {
-                Action::LoadCache { lookup, domain } => {
-                    r.handle_cache_loaded(lookup, store.get(&domain), now, wall)
+                Action::LoadStore { lookup, domain } => {
+                    assert!(persistent);
+                    let stored = Ok(store.get(&domain).cloned());
+                    r.handle_store_loaded(lookup, stored, now, wall);
                 }
                 Action::QueryTxt { lookup, .. } => {
                     r.handle_txt(lookup, TxtResult::Id("a".into()), now, wall)
@@ -617,7 +1219,14 @@ fn hours_of_cache_life() {
                     let p = pol(DAY, "mail.example.com");
                     r.handle_fetch(lookup, FetchResult::Policy(p), now, wall)
                 }
-                Action::Store { domain, entry } => store.put(domain, entry),
+                Action::Persist { domain, entry } => {
+                    assert!(persistent);
+                    assert_eq!(
+                        r.index().known(domain.as_str(), wall),
+                        Held::Entry(entry.clone())
+                    );
+                    store.insert(domain, entry);
+                }
                 Action::Reply { answer, .. } => {
                     assert!(answer.policy.is_some());
                     replies += 1;
@@ -626,19 +1235,60 @@ fn hours_of_cache_life() {
             }
         }
         assert_eq!(replies, 1);
-        let e = store.get(&d("example.com")).unwrap();
-        assert_eq!(e.checked_at, wall);
+        let Held::Entry(e) = known(&r, "example.com", wall) else {
+            panic!("nothing in the index at hour {hour}")
+        };
+        assert_eq!(e.checked_at_ms, wall);
         assert!(!e.is_expired(wall));
+        if persistent {
+            assert_eq!(store.get(&d("example.com")), Some(&e));
+        }
+        // Within cache_grace the index answers with no lookup.
+        let soon = wall + millis(GRACE) - 1;
+        let now = now + GRACE - ms(1);
+        r.handle_request(RequestId(1000 + hour), d("example.com"), T, now, soon);
+        assert_eq!(
+            drain(&mut r),
+            vec![reply(
+                1000 + hour,
+                "example.com",
+                Some(e.policy),
+                Reason::Cached
+            )]
+        );
     }
     assert_eq!(fetches, vec![0, 24, 48]);
 }
 
+#[test]
+fn hours_of_cache_life_in_memory() {
+    hours_of_cache_life(false);
+}
+
+#[test]
+fn hours_of_cache_life_with_store() {
+    hours_of_cache_life(true);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
-    Request { dom: u8, timeout_ms: u64 },
-    Refresh { dom: u8, timeout_ms: u64 },
-    Advance { ms: u64, extra_wall: u64 },
-    Deliver { pick: usize, variant: u8, age: u64 },
+    Request {
+        dom: u8,
+        timeout_ms: u64,
+    },
+    Refresh {
+        dom: u8,
+        timeout_ms: u64,
+    },
+    Advance {
+        ms: u64,
+        extra_wall_s: u64,
+    },
+    Deliver {
+        pick: usize,
+        variant: u8,
+        age_s: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -646,9 +1296,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..3, 0u64..3000).prop_map(|(dom, timeout_ms)| Op::Request { dom, timeout_ms }),
         1 => (0u8..3, 0u64..3000).prop_map(|(dom, timeout_ms)| Op::Refresh { dom, timeout_ms }),
         2 => (0u64..2000, prop_oneof![Just(0u64), 0u64..400, Just(DAY)])
-            .prop_map(|(ms, extra_wall)| Op::Advance { ms, extra_wall }),
+            .prop_map(|(ms, extra_wall_s)| Op::Advance { ms, extra_wall_s }),
         4 => (any::<usize>(), any::<u8>(), 0u64..2000)
-            .prop_map(|(pick, variant, age)| Op::Deliver { pick, variant, age }),
+            .prop_map(|(pick, variant, age_s)| Op::Deliver { pick, variant, age_s }),
     ]
 }
 
@@ -659,121 +1309,288 @@ enum Io {
     Fetch,
 }
 
+/// A test driver: the resolver, the requests not answered yet (with their
+/// deadlines), the IO not delivered yet, and a store behind the index.
+struct Harness {
+    r: Resolver,
+    persistent: bool,
+    open: HashMap<RequestId, Instant>,
+    pending: Vec<(Io, LookupId, Domain)>,
+    store: HashMap<Domain, CacheEntry>,
+}
+
+impl Harness {
+    /// Carry out every action at `now`/`wall`, checking each reply is the
+    /// first for its request, timely, and (for answers that come from
+    /// what was learnt) already visible in the index.
+    fn collect(&mut self, now: Instant, wall: u64) -> Result<(), TestCaseError> {
+        while let Some(action) = self.r.poll_action() {
+            match action {
+                Action::LoadStore { lookup, domain } => {
+                    prop_assert!(self.persistent, "LoadStore without a store");
+                    self.pending.push((Io::Load, lookup, domain));
+                }
+                Action::QueryTxt { lookup, domain } => self.pending.push((Io::Txt, lookup, domain)),
+                Action::FetchPolicy { lookup, domain, .. } => {
+                    self.pending.push((Io::Fetch, lookup, domain))
+                }
+                Action::Persist { domain, entry } => {
+                    prop_assert!(self.persistent, "Persist without a store");
+                    // Written through behind the index.
+                    let held = self.r.index().known(domain.as_str(), wall);
+                    prop_assert_eq!(held, Held::Entry(entry.clone()));
+                    let newer = self
+                        .store
+                        .get(&domain)
+                        .is_some_and(|s| s.is_newer_than(&entry));
+                    if !newer {
+                        self.store.insert(domain, entry);
+                    }
+                }
+                // Late results are still delivered: they must be ignored.
+                Action::Cancel { .. } => {}
+                Action::Reply {
+                    request,
+                    domain,
+                    answer,
+                } => {
+                    let deadline = self.open.remove(&request);
+                    prop_assert!(deadline.is_some(), "unknown or repeated reply {request:?}");
+                    prop_assert!(deadline.is_some_and(|d| now <= d), "reply after deadline");
+                    let index = self.r.index();
+                    match (&answer.reason, &answer.policy) {
+                        (Reason::Cached | Reason::Confirmed | Reason::Fetched, Some(p)) => {
+                            let fresh = match index.fresh(domain.as_str(), wall) {
+                                Fresh::Policy(c) => Some(c.entry().policy.clone()),
+                                _ => None,
+                            };
+                            prop_assert_eq!(fresh.as_ref(), Some(p), "{} not in the index", answer);
+                        }
+                        (Reason::Cached | Reason::Confirmed | Reason::Fetched, None) => {
+                            prop_assert!(false, "{answer} without a policy")
+                        }
+                        (Reason::NoPolicyRemembered | Reason::NoPolicy(_), None) => {
+                            prop_assert!(
+                                matches!(index.fresh(domain.as_str(), wall), Fresh::NoPolicy),
+                                "{} not in the index",
+                                answer
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if let Some(t) = self.r.poll_timeout() {
+            prop_assert!(t >= now, "a passed deadline was not handled");
+        }
+        Ok(())
+    }
+}
+
+/// Random requests, refreshes, clock steps and IO results in any order.
+fn run_ops(persistent: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut h = Harness {
+        r: resolver_with(settings(persistent), 100),
+        persistent,
+        open: HashMap::new(),
+        pending: Vec::new(),
+        store: HashMap::new(),
+    };
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut wall = W;
+    let mut next_req = 0u64;
+    let ids = ["a", "b"];
+    let domains = ["a.example", "b.example", "c.example"];
+
+    for op in ops {
+        match op {
+            Op::Request { dom, timeout_ms } => {
+                let req = RequestId(next_req);
+                next_req += 1;
+                let timeout = ms(timeout_ms);
+                h.open.insert(req, now + timeout);
+                h.r.handle_request(req, d(domains[usize::from(dom)]), timeout, now, wall);
+            }
+            Op::Refresh { dom, timeout_ms } => {
+                let timeout = ms(timeout_ms);
+                h.r.handle_refresh(d(domains[usize::from(dom)]), timeout, now, wall);
+            }
+            Op::Advance {
+                ms: step,
+                extra_wall_s,
+            } => {
+                // A driver that wakes at every poll_timeout on the way.
+                let target = now + ms(step);
+                while let Some(t) = h.r.poll_timeout().filter(|t| *t <= target) {
+                    now = t;
+                    h.r.handle_timeout(now);
+                    h.collect(now, wall)?;
+                }
+                now = target;
+                wall += step + extra_wall_s * S;
+                h.r.handle_timeout(now);
+            }
+            Op::Deliver {
+                pick,
+                variant,
+                age_s,
+            } => {
+                if h.pending.is_empty() {
+                    continue;
+                }
+                let (io, lookup, domain) = h.pending.swap_remove(pick % h.pending.len());
+                let id = ids[usize::from(variant / 8 % 2)].to_owned();
+                match io {
+                    Io::Load => {
+                        let stored = match variant % 4 {
+                            0 => Ok(None),
+                            1 => Ok(h.store.get(&domain).cloned()),
+                            2 => Ok(Some(CacheEntry {
+                                policy_id: id,
+                                policy: pol(1000, "mx.example"),
+                                fetched_at_ms: wall.saturating_sub(age_s * S),
+                                checked_at_ms: wall.saturating_sub(age_s * S / 2),
+                            })),
+                            _ => Err(StoreError::Backend("down".into())),
+                        };
+                        h.r.handle_store_loaded(lookup, stored, now, wall);
+                    }
+                    Io::Txt => {
+                        let res = match variant % 3 {
+                            0 => TxtResult::Id(id),
+                            1 => TxtResult::NoPolicy("nx".into()),
+                            _ => TxtResult::Error("servfail".into()),
+                        };
+                        h.r.handle_txt(lookup, res, now, wall);
+                    }
+                    Io::Fetch => {
+                        let res = if variant % 2 == 0 {
+                            FetchResult::Policy(pol(1000, "mx.example"))
+                        } else {
+                            FetchResult::Error("404".into())
+                        };
+                        h.r.handle_fetch(lookup, res, now, wall);
+                    }
+                }
+            }
+        }
+        h.collect(now, wall)?;
+        // A zero timeout is due at once: the driver's timer fires now.
+        if h.r.poll_timeout().is_some_and(|t| t <= now) {
+            h.r.handle_timeout(now);
+            h.collect(now, wall)?;
+        }
+    }
+    // Past every deadline, waking at each one: nothing open, nothing in flight.
+    while let Some(t) = h.r.poll_timeout() {
+        prop_assert!(t <= t0 + Duration::from_secs(3600), "runaway deadline");
+        now = t;
+        h.r.handle_timeout(now);
+        h.collect(now, wall)?;
+    }
+    prop_assert!(h.open.is_empty(), "requests never answered: {:?}", h.open);
+    prop_assert_eq!(h.r.in_flight(), 0);
+    prop_assert_eq!(h.r.poll_timeout(), None);
+    prop_assert!(h.r.running.is_empty());
+    Ok(())
+}
+
 proptest! {
     #[test]
     fn every_request_gets_exactly_one_timely_reply(ops in proptest::collection::vec(op(), 0..80)) {
-        let mut r = resolver();
-        let t0 = Instant::now();
-        let mut now = t0;
-        let mut wall = W;
-        let mut next_req = 0u64;
-        let mut open: HashMap<RequestId, Instant> = HashMap::new();
-        let mut pending: Vec<(Io, LookupId)> = Vec::new();
-        let ids = ["a", "b"];
-        let domains = ["a.example", "b.example", "c.example"];
+        run_ops(false, ops.clone())?;
+        run_ops(true, ops)?;
+    }
 
-        let collect = |r: &mut Resolver,
-                           now: Instant,
-                           open: &mut HashMap<RequestId, Instant>,
-                           pending: &mut Vec<(Io, LookupId)>|
-         -> Result<(), TestCaseError> {
+    /// N requests for one uncached domain arrive before the TXT answer,
+    /// between it and the fetch result, and after it: one TXT query and one
+    /// fetch in all, every request one reply with the policy, the later
+    /// ones straight from the index.
+    #[test]
+    fn arrivals_around_one_lookup_share_it(
+        persistent in any::<bool>(),
+        mut offsets in proptest::collection::vec(0u64..400, 1..40),
+        (load_delay, txt_delay, fetch_delay) in (0u64..100, 0u64..100, 0u64..100),
+        io_first in any::<bool>(),
+    ) {
+        offsets.sort_unstable();
+        let mut r = resolver_with(settings(persistent), 100);
+        let t0 = Instant::now();
+        let policy = pol(DAY, "mx.example");
+        let mut io: Option<(u64, Io, LookupId)> = None;
+        let mut next = 0usize;
+        let (mut loads, mut txts, mut fetches) = (0, 0, 0);
+        let mut fetched = false;
+        let mut after_fetch = Vec::new();
+        let mut answers: HashMap<RequestId, Answer> = HashMap::new();
+        loop {
+            let take_io = match (offsets.get(next), io.as_ref().map(|x| x.0)) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(&req_at), Some(io_at)) => io_at < req_at || (io_at == req_at && io_first),
+            };
+            let clock = if take_io {
+                let (at, kind, lookup) = io.take().unwrap_or_else(|| unreachable!());
+                let (now, wall) = (t0 + ms(at), W + at);
+                match kind {
+                    Io::Load => r.handle_store_loaded(lookup, Ok(None), now, wall),
+                    Io::Txt => r.handle_txt(lookup, TxtResult::Id("a".into()), now, wall),
+                    Io::Fetch => {
+                        r.handle_fetch(lookup, FetchResult::Policy(policy.clone()), now, wall);
+                        fetched = true;
+                    }
+                }
+                at
+            } else {
+                let at = offsets[next];
+                after_fetch.push(fetched);
+                r.handle_request(RequestId(next as u64), d("example.com"), T, t0 + ms(at), W + at);
+                next += 1;
+                at
+            };
             while let Some(action) = r.poll_action() {
                 match action {
-                    Action::LoadCache { lookup, .. } => pending.push((Io::Load, lookup)),
-                    Action::QueryTxt { lookup, .. } => pending.push((Io::Txt, lookup)),
-                    Action::FetchPolicy { lookup, .. } => pending.push((Io::Fetch, lookup)),
-                    // Late results are still delivered: they must be ignored.
-                    Action::Store { .. } | Action::Cancel { .. } => {}
-                    Action::Reply { request, .. } => {
-                        let deadline = open.remove(&request);
-                        prop_assert!(deadline.is_some(), "unknown or repeated reply {request:?}");
-                        prop_assert!(deadline.is_some_and(|d| now <= d), "reply after deadline");
+                    Action::LoadStore { lookup, .. } => {
+                        loads += 1;
+                        prop_assert!(io.is_none());
+                        io = Some((clock + load_delay, Io::Load, lookup));
                     }
-                }
-            }
-            if let Some(t) = r.poll_timeout() {
-                prop_assert!(t >= now, "a passed deadline was not handled");
-            }
-            Ok(())
-        };
-
-        for op in ops {
-            match op {
-                Op::Request { dom, timeout_ms } => {
-                    let req = RequestId(next_req);
-                    next_req += 1;
-                    let timeout = Duration::from_millis(timeout_ms);
-                    open.insert(req, now + timeout);
-                    r.handle_request(req, d(domains[usize::from(dom)]), timeout, now, wall);
-                }
-                Op::Refresh { dom, timeout_ms } => {
-                    let timeout = Duration::from_millis(timeout_ms);
-                    r.handle_refresh(d(domains[usize::from(dom)]), timeout, now, wall);
-                }
-                Op::Advance { ms, extra_wall } => {
-                    // A driver that wakes at every poll_timeout on the way.
-                    let target = now + Duration::from_millis(ms);
-                    while let Some(t) = r.poll_timeout().filter(|t| *t <= target) {
-                        now = t;
-                        r.handle_timeout(now);
-                        collect(&mut r, now, &mut open, &mut pending)?;
+                    Action::QueryTxt { lookup, .. } => {
+                        txts += 1;
+                        prop_assert!(io.is_none());
+                        io = Some((clock + txt_delay, Io::Txt, lookup));
                     }
-                    now = target;
-                    wall += ms / 1000 + extra_wall;
-                    r.handle_timeout(now);
-                }
-                Op::Deliver { pick, variant, age } => {
-                    if pending.is_empty() {
-                        continue;
+                    Action::FetchPolicy { lookup, .. } => {
+                        fetches += 1;
+                        prop_assert!(io.is_none());
+                        io = Some((clock + fetch_delay, Io::Fetch, lookup));
                     }
-                    let (io, lookup) = pending.swap_remove(pick % pending.len());
-                    let id = ids[usize::from(variant / 8 % 2)].to_owned();
-                    match io {
-                        Io::Load => {
-                            let e = (variant % 3 != 0).then(|| CacheEntry {
-                                policy_id: id,
-                                policy: pol(1000, "mx.example"),
-                                fetched_at: wall.saturating_sub(age),
-                                checked_at: wall.saturating_sub(age / 2),
-                            });
-                            r.handle_cache_loaded(lookup, e, now, wall);
-                        }
-                        Io::Txt => {
-                            let res = match variant % 3 {
-                                0 => TxtResult::Id(id),
-                                1 => TxtResult::NoPolicy("nx".into()),
-                                _ => TxtResult::Error("servfail".into()),
-                            };
-                            r.handle_txt(lookup, res, now, wall);
-                        }
-                        Io::Fetch => {
-                            let res = if variant % 2 == 0 {
-                                FetchResult::Policy(pol(1000, "mx.example"))
-                            } else {
-                                FetchResult::Error("404".into())
-                            };
-                            r.handle_fetch(lookup, res, now, wall);
-                        }
+                    Action::Persist { domain, entry } => {
+                        prop_assert!(persistent);
+                        prop_assert_eq!(known(&r, domain.as_str(), W + clock), Held::Entry(entry));
                     }
+                    Action::Reply { request, answer, .. } => {
+                        // Visible before the reply.
+                        let fresh = fresh_entry(&r, "example.com", W + clock).map(|e| e.policy);
+                        prop_assert_eq!(fresh.as_ref(), Some(&policy));
+                        prop_assert!(answers.insert(request, answer).is_none(), "second reply");
+                    }
+                    Action::Cancel { .. } => prop_assert!(false, "no deadline passes"),
                 }
-            }
-            collect(&mut r, now, &mut open, &mut pending)?;
-            // A zero timeout is due at once: the driver's timer fires now.
-            if r.poll_timeout().is_some_and(|t| t <= now) {
-                r.handle_timeout(now);
-                collect(&mut r, now, &mut open, &mut pending)?;
             }
         }
-        // Past every deadline, waking at each one: nothing open, nothing in flight.
-        while let Some(t) = r.poll_timeout() {
-            prop_assert!(t <= t0 + Duration::from_secs(3600), "runaway deadline");
-            now = t;
-            r.handle_timeout(now);
-            collect(&mut r, now, &mut open, &mut pending)?;
+        prop_assert_eq!((loads, txts, fetches), (usize::from(persistent), 1, 1));
+        prop_assert_eq!(answers.len(), offsets.len());
+        for (i, late) in after_fetch.iter().enumerate() {
+            let answer = &answers[&RequestId(i as u64)];
+            prop_assert_eq!(answer.policy.as_ref(), Some(&policy));
+            let reason = if *late { Reason::Cached } else { Reason::Fetched };
+            prop_assert_eq!(&answer.reason, &reason);
         }
-        prop_assert!(open.is_empty(), "requests never answered: {open:?}");
         prop_assert_eq!(r.in_flight(), 0);
         prop_assert_eq!(r.poll_timeout(), None);
-        prop_assert!(r.running.is_empty());
     }
 }
