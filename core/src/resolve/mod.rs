@@ -10,11 +10,13 @@
 //! leaves, so a later request finds it in memory.
 
 mod machine;
+mod outcome;
 mod remembered;
 #[cfg(test)]
 mod tests;
 
 pub use machine::Resolver;
+pub use outcome::{DnsFailure, Failure, NoPolicy};
 
 use std::fmt;
 use std::time::Duration;
@@ -68,10 +70,10 @@ pub enum TxtResult {
     /// Exactly one valid STSv1 record with this `id`.
     Id(String),
     /// The domain publishes no policy (NXDOMAIN, no STSv1 record, two
-    /// records, invalid record): the reason, for the log.
-    NoPolicy(String),
+    /// records, invalid record).
+    NoPolicy(NoPolicy),
     /// The lookup failed (SERVFAIL, timeout, ...): not "no policy".
-    Error(String),
+    Error(Failure),
 }
 
 /// Outcome of the HTTPS policy fetch (RFC 8461 §3.3).
@@ -79,8 +81,8 @@ pub enum TxtResult {
 pub enum FetchResult {
     /// A valid policy (any mode).
     Policy(Policy),
-    /// Fetch or validation failure, for the log.
-    Error(String),
+    /// Fetch or validation failure.
+    Error(Failure),
 }
 
 /// What the driver must do next (RFC 8461 §3.3 / §5.1).
@@ -157,10 +159,10 @@ pub enum Reason {
     NoPolicyRemembered,
     /// The TXT lookup found no policy (why); the cached policy is used
     /// while unexpired.
-    NoPolicy(String),
+    NoPolicy(NoPolicy),
     /// The TXT lookup or the fetch failed (why); the cached policy is used
     /// while unexpired.
-    Fallback(String),
+    Fallback(Failure),
     /// A fetch for this id failed recently and is not retried yet.
     FailureBackoff,
     /// The deadline passed; the cached policy is used while unexpired.

@@ -1,9 +1,39 @@
 //! Tests of the lookup state machine with the shared index as its cache
 //! (RFC 8461 §3.3, §5.1). Wall-clock values are Unix milliseconds.
 
+use crate::dns::{DnsError, NoRecordsKind};
+use crate::http::HttpError;
+use crate::txt::TxtError;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+fn nx() -> NoPolicy {
+    NoPolicy::NoRecord(NoRecordsKind::NxDomain)
+}
+
+fn no_sts() -> NoPolicy {
+    NoPolicy::Record(TxtError::NoStsRecord)
+}
+
+fn servfail() -> Failure {
+    Failure::Txt(DnsFailure::Server(DnsError::ServFail))
+}
+
+fn dns_timeout() -> Failure {
+    Failure::Txt(DnsFailure::Timeout)
+}
+
+fn http404() -> Failure {
+    Failure::Http(HttpError::Status(404))
+}
+
+fn connect(reason: &str) -> Failure {
+    Failure::Connect {
+        host: "mta-sts.example.com".into(),
+        reason: reason.into(),
+    }
+}
 
 use proptest::prelude::*;
 
@@ -249,14 +279,14 @@ fn fetch_failure_falls_back_to_unexpired_cache() {
     let id = to_txt(&mut r, 1, Some(cached.clone()), now, W);
     r.handle_txt(id, TxtResult::Id("b".into()), now, W);
     drain(&mut r);
-    r.handle_fetch(id, FetchResult::Error("HTTP 404".into()), now, W);
+    r.handle_fetch(id, FetchResult::Error(http404()), now, W);
     assert_eq!(
         drain(&mut r),
         vec![reply(
             1,
             "example.com",
             Some(cached.policy.clone()),
-            Reason::Fallback("HTTP 404".into())
+            Reason::Fallback(http404())
         )]
     );
     assert_eq!(known(&r, "example.com", W), Held::Entry(cached));
@@ -275,14 +305,14 @@ fn fetch_failure_with_expired_cache_gives_no_policy() {
     );
     r.handle_txt(id, TxtResult::Id("a".into()), now, W);
     drain(&mut r);
-    r.handle_fetch(id, FetchResult::Error("tls".into()), now, W);
+    r.handle_fetch(id, FetchResult::Error(connect("tls")), now, W);
     assert_eq!(
         drain(&mut r),
         vec![reply(
             1,
             "example.com",
             None,
-            Reason::Fallback("tls".into())
+            Reason::Fallback(connect("tls"))
         )]
     );
 }
@@ -294,7 +324,7 @@ fn failed_fetch_is_not_retried_for_five_minutes() {
     let id = to_txt(&mut r, 1, None, now, W);
     r.handle_txt(id, TxtResult::Id("a".into()), now, W);
     drain(&mut r);
-    r.handle_fetch(id, FetchResult::Error("refused".into()), now, W);
+    r.handle_fetch(id, FetchResult::Error(connect("refused")), now, W);
     drain(&mut r);
 
     // Up to the last millisecond of 300 s: the TXT is checked but the fetch
@@ -310,7 +340,7 @@ fn failed_fetch_is_not_retried_for_five_minutes() {
     let id = to_txt(&mut r, 3, None, now, wall);
     r.handle_txt(id, TxtResult::Id("b".into()), now, wall);
     assert_eq!(drain(&mut r), vec![fetch_action(id, "b")]);
-    r.handle_fetch(id, FetchResult::Error("x".into()), now, wall);
+    r.handle_fetch(id, FetchResult::Error(connect("x")), now, wall);
     drain(&mut r);
     // After 300 s the first id is retried.
     let id = to_txt(&mut r, 4, None, now, W + 300 * S);
@@ -323,15 +353,10 @@ fn no_policy_is_remembered_for_cache_grace() {
     let mut r = resolver();
     let now = Instant::now();
     let id = to_txt(&mut r, 1, None, now, W);
-    r.handle_txt(id, TxtResult::NoPolicy("NXDOMAIN".into()), now, W);
+    r.handle_txt(id, TxtResult::NoPolicy(nx()), now, W);
     assert_eq!(
         drain(&mut r),
-        vec![reply(
-            1,
-            "example.com",
-            None,
-            Reason::NoPolicy("NXDOMAIN".into())
-        )]
+        vec![reply(1, "example.com", None, Reason::NoPolicy(nx()))]
     );
     // Noted in the index, where connections find it too.
     assert!(fresh_no_policy(&r, "example.com", W));
@@ -351,7 +376,7 @@ fn missing_txt_keeps_unexpired_cached_policy() {
     let now = Instant::now();
     let cached = entry("a", W - 1000 * S, W - 100 * S);
     let id = to_txt(&mut r, 1, Some(cached.clone()), now, W);
-    r.handle_txt(id, TxtResult::NoPolicy("no STSv1 record".into()), now, W);
+    r.handle_txt(id, TxtResult::NoPolicy(no_sts()), now, W);
     // No eviction: the cached policy answers.
     assert_eq!(
         drain(&mut r),
@@ -359,7 +384,7 @@ fn missing_txt_keeps_unexpired_cached_policy() {
             1,
             "example.com",
             Some(cached.policy.clone()),
-            Reason::NoPolicy("no STSv1 record".into())
+            Reason::NoPolicy(no_sts())
         )]
     );
     assert_eq!(known(&r, "example.com", W), Held::Entry(cached));
@@ -373,15 +398,10 @@ fn missing_txt_with_expired_policy_is_remembered_as_no_policy() {
     let now = Instant::now();
     let expired = entry("a", W - DAY_MS, W - 100 * S);
     let id = to_txt(&mut r, 1, Some(expired), now, W);
-    r.handle_txt(id, TxtResult::NoPolicy("NXDOMAIN".into()), now, W);
+    r.handle_txt(id, TxtResult::NoPolicy(nx()), now, W);
     assert_eq!(
         drain(&mut r),
-        vec![reply(
-            1,
-            "example.com",
-            None,
-            Reason::NoPolicy("NXDOMAIN".into())
-        )]
+        vec![reply(1, "example.com", None, Reason::NoPolicy(nx()))]
     );
     assert_eq!(known(&r, "example.com", W), Held::NoPolicy);
     r.handle_request(RequestId(2), d("example.com"), T, now, W + 1);
@@ -396,15 +416,10 @@ fn dns_error_is_not_remembered_as_no_policy() {
     let mut r = resolver();
     let now = Instant::now();
     let id = to_txt(&mut r, 1, None, now, W);
-    r.handle_txt(id, TxtResult::Error("SERVFAIL".into()), now, W);
+    r.handle_txt(id, TxtResult::Error(servfail()), now, W);
     assert_eq!(
         drain(&mut r),
-        vec![reply(
-            1,
-            "example.com",
-            None,
-            Reason::Fallback("SERVFAIL".into())
-        )]
+        vec![reply(1, "example.com", None, Reason::Fallback(servfail()))]
     );
     assert_eq!(known(&r, "example.com", W), Held::Miss);
     start(&mut r, 2, "example.com", now, W + 1);
@@ -571,7 +586,12 @@ fn lookup_deadline_cancels_and_ignores_late_results() {
         let later = W + 5 * S;
         r.handle_store_loaded(id, Ok(Some(entry("b", later, later))), t0 + T, later);
         r.handle_txt(id, TxtResult::Id("b".into()), t0 + T, later);
-        r.handle_fetch(LookupId(999), FetchResult::Error("x".into()), t0 + T, later);
+        r.handle_fetch(
+            LookupId(999),
+            FetchResult::Error(connect("x")),
+            t0 + T,
+            later,
+        );
         assert_eq!(drain(&mut r), vec![]);
         assert_eq!(
             known(&r, "example.com", later),
@@ -603,7 +623,7 @@ fn results_in_the_wrong_stage_are_ignored() {
     let mut r = resolver();
     let id = start(&mut r, 1, "example.com", now, W);
     r.handle_store_loaded(id, Ok(Some(entry("a", W, W))), now, W);
-    r.handle_fetch(id, FetchResult::Error("x".into()), now, W);
+    r.handle_fetch(id, FetchResult::Error(connect("x")), now, W);
     assert_eq!(drain(&mut r), vec![]);
     assert_eq!(r.in_flight(), 1);
     assert_eq!(known(&r, "example.com", W), Held::Miss);
@@ -613,7 +633,7 @@ fn results_in_the_wrong_stage_are_ignored() {
     let mut r = persistent();
     let id = start_load(&mut r, 1, "example.com", now, W);
     r.handle_txt(id, TxtResult::Id("a".into()), now, W);
-    r.handle_fetch(id, FetchResult::Error("x".into()), now, W);
+    r.handle_fetch(id, FetchResult::Error(connect("x")), now, W);
     assert_eq!(drain(&mut r), vec![]);
     assert_eq!(r.in_flight(), 1);
     assert!(r.failures.map.is_empty());
@@ -819,17 +839,12 @@ fn result_is_visible_before_the_reply() {
         // No policy.
         let mut r = resolver_with(settings(persistent), 100);
         let id = begin(&mut r, 5, W);
-        r.handle_txt(id, TxtResult::NoPolicy("NXDOMAIN".into()), now, W);
+        r.handle_txt(id, TxtResult::NoPolicy(nx()), now, W);
         let seen = poll_checking_index(&mut r, 5, W, None);
         // "No policy" is not persisted.
         assert_eq!(
             seen,
-            vec![reply(
-                5,
-                "example.com",
-                None,
-                Reason::NoPolicy("NXDOMAIN".into())
-            )]
+            vec![reply(5, "example.com", None, Reason::NoPolicy(nx()))]
         );
         r.handle_request(RequestId(6), d("example.com"), T, now, W);
         assert_eq!(
@@ -948,14 +963,14 @@ fn store_error_goes_on_with_memory() {
     let id = start_load(&mut r, 1, "example.com", now, W);
     r.handle_store_loaded(id, Err(StoreError::Timeout(ms(200))), now, W);
     assert_eq!(drain(&mut r), vec![query_txt(id, "example.com")]);
-    r.handle_txt(id, TxtResult::Error("SERVFAIL".into()), now, W);
+    r.handle_txt(id, TxtResult::Error(servfail()), now, W);
     assert_eq!(
         drain(&mut r),
         vec![reply(
             1,
             "example.com",
             Some(memory.policy),
-            Reason::Fallback("SERVFAIL".into())
+            Reason::Fallback(servfail())
         )]
     );
 
@@ -1060,10 +1075,10 @@ fn refresh_does_not_start_beside_a_running_lookup() {
     r.handle_refresh(d("example.com"), T, now, W);
     assert_eq!(drain(&mut r), vec![]);
     assert_eq!(r.in_flight(), 1);
-    r.handle_txt(id, TxtResult::NoPolicy("nx".into()), now, W);
+    r.handle_txt(id, TxtResult::NoPolicy(nx()), now, W);
     assert_eq!(
         drain(&mut r),
-        vec![reply(1, "example.com", None, Reason::NoPolicy("nx".into()))]
+        vec![reply(1, "example.com", None, Reason::NoPolicy(nx()))]
     );
     assert_eq!(r.in_flight(), 0);
 }
@@ -1079,14 +1094,14 @@ fn request_joins_running_refresh() {
     };
     r.handle_request(RequestId(7), d("example.com"), T, now, W);
     assert_eq!(drain(&mut r), vec![]);
-    r.handle_txt(id, TxtResult::Error("timeout".into()), now, W);
+    r.handle_txt(id, TxtResult::Error(dns_timeout()), now, W);
     assert_eq!(
         drain(&mut r),
         vec![reply(
             7,
             "example.com",
             None,
-            Reason::Fallback("timeout".into())
+            Reason::Fallback(dns_timeout())
         )]
     );
 
@@ -1137,7 +1152,7 @@ fn memory_maps_stay_bounded() {
         let id = start(&mut r, i, &dom, now, wall);
         r.handle_txt(id, TxtResult::Id("a".into()), now, wall);
         drain(&mut r);
-        r.handle_fetch(id, FetchResult::Error("refused".into()), now, wall);
+        r.handle_fetch(id, FetchResult::Error(connect("refused")), now, wall);
         drain(&mut r);
         assert!(r.failures.map.len() <= 3);
     }
@@ -1154,7 +1169,7 @@ fn memory_maps_stay_bounded() {
         drain(&mut r).as_slice(),
         [Action::FetchPolicy { .. }]
     ));
-    r.handle_fetch(id, FetchResult::Error("refused".into()), now, W + 10 * S);
+    r.handle_fetch(id, FetchResult::Error(connect("refused")), now, W + 10 * S);
     drain(&mut r);
     assert!(r.failures.map.len() <= 3);
 
@@ -1163,7 +1178,7 @@ fn memory_maps_stay_bounded() {
         let dom = format!("n{i}.example");
         let wall = W + 20 * S + i;
         let id = start(&mut r, 200 + i, &dom, now, wall);
-        r.handle_txt(id, TxtResult::NoPolicy("NXDOMAIN".into()), now, wall);
+        r.handle_txt(id, TxtResult::NoPolicy(nx()), now, wall);
         drain(&mut r);
         assert!(r.index().len() <= 3);
     }
@@ -1460,8 +1475,8 @@ fn run_ops(persistent: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Io::Txt => {
                         let res = match variant % 3 {
                             0 => TxtResult::Id(id),
-                            1 => TxtResult::NoPolicy("nx".into()),
-                            _ => TxtResult::Error("servfail".into()),
+                            1 => TxtResult::NoPolicy(nx()),
+                            _ => TxtResult::Error(servfail()),
                         };
                         h.r.handle_txt(lookup, res, now, wall);
                     }
@@ -1469,7 +1484,7 @@ fn run_ops(persistent: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
                         let res = if variant % 2 == 0 {
                             FetchResult::Policy(pol(1000, "mx.example"))
                         } else {
-                            FetchResult::Error("404".into())
+                            FetchResult::Error(http404())
                         };
                         h.r.handle_fetch(lookup, res, now, wall);
                     }

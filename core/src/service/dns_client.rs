@@ -33,6 +33,18 @@ pub enum DnsLookupError {
     NoNameservers,
 }
 
+impl From<DnsLookupError> for crate::resolve::DnsFailure {
+    fn from(e: DnsLookupError) -> Self {
+        use crate::resolve::DnsFailure;
+        match e {
+            DnsLookupError::Timeout => DnsFailure::Timeout,
+            DnsLookupError::Server(e) => DnsFailure::Server(e),
+            DnsLookupError::Io(e) => DnsFailure::Transport(e.to_string()),
+            DnsLookupError::NoNameservers => DnsFailure::NoNameservers,
+        }
+    }
+}
+
 /// A DNS stub client over the driver's [`Transport`].
 pub struct DnsClient<R: Runtime> {
     rt: R,

@@ -7,7 +7,8 @@ use super::{fetch_policy, lookup_txt, with_timeout, DnsClient, Runtime, Transpor
 use crate::cache::{CacheEntry, PolicyIndex, Store, StoreError};
 use crate::domain::Domain;
 use crate::resolve::{
-    Action, Answer, FetchResult, LookupId, Reason, RequestId, Resolver, ResolverSettings, TxtResult,
+    Action, Answer, Failure, FetchResult, LookupId, Reason, RequestId, Resolver, ResolverSettings,
+    TxtResult,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, BoxFuture};
@@ -82,7 +83,7 @@ impl EngineHandle {
         });
         rx.await.unwrap_or(Answer {
             policy: None,
-            reason: Reason::Fallback("resolver stopped".into()),
+            reason: Reason::Fallback(Failure::Local("resolver stopped".into())),
         })
     }
 }
@@ -258,7 +259,7 @@ impl<R: Runtime> Engine<R> {
                         .await;
                         let result = match fetched {
                             Ok(policy) => FetchResult::Policy(policy),
-                            Err(e) => FetchResult::Error(e.to_string()),
+                            Err(e) => FetchResult::Error(e.into()),
                         };
                         Outcome::Fetch { lookup, result }
                     });

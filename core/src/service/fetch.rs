@@ -7,7 +7,7 @@ use crate::dns::{Answer, QueryType};
 use crate::domain::Domain;
 use crate::http::{build_policy_request, HttpError, Progress, ResponseParser, MAX_POLICY_BODY};
 use crate::policy::{parse_policy, Policy, PolicyError};
-use crate::resolve::TxtResult;
+use crate::resolve::{DnsFailure, Failure, NoPolicy, TxtResult};
 use crate::txt::parse_sts_records;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use std::net::{IpAddr, SocketAddr};
@@ -17,13 +17,11 @@ pub async fn lookup_txt<R: Runtime>(dns: &DnsClient<R>, domain: &Domain) -> TxtR
     match dns.query(&domain.txt_name(), QueryType::Txt).await {
         Ok(Answer::Txt(records)) => match parse_sts_records(&records) {
             Ok(record) => TxtResult::Id(record.id),
-            Err(e) => TxtResult::NoPolicy(format!("TXT record: {e}")),
+            Err(e) => TxtResult::NoPolicy(NoPolicy::Record(e)),
         },
-        Ok(Answer::NoRecords(kind)) => TxtResult::NoPolicy(format!("no TXT record ({kind:?})")),
-        Ok(Answer::Addresses(_)) => {
-            TxtResult::Error("unexpected address answer to a TXT query".into())
-        }
-        Err(e) => TxtResult::Error(e.to_string()),
+        Ok(Answer::NoRecords(kind)) => TxtResult::NoPolicy(NoPolicy::NoRecord(kind)),
+        Ok(Answer::Addresses(_)) => TxtResult::Error(Failure::Txt(DnsFailure::UnexpectedAnswer)),
+        Err(e) => TxtResult::Error(Failure::Txt(e.into())),
     }
 }
 
@@ -55,6 +53,24 @@ pub enum FetchError {
     /// The policy file is invalid (§3.2).
     #[error("invalid policy: {0}")]
     Policy(#[from] PolicyError),
+}
+
+impl From<FetchError> for Failure {
+    fn from(e: FetchError) -> Failure {
+        match e {
+            FetchError::Dns { host, source } => Failure::HostDns {
+                host,
+                cause: source.into(),
+            },
+            FetchError::NoAddress(host) => Failure::NoAddress(host),
+            FetchError::Io { host, source } => Failure::Connect {
+                host,
+                reason: source.to_string(),
+            },
+            FetchError::Http(e) => Failure::Http(e),
+            FetchError::Policy(e) => Failure::Policy(e),
+        }
+    }
 }
 
 /// Fetch and validate `https://mta-sts.<domain>/.well-known/mta-sts.txt`,

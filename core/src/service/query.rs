@@ -103,8 +103,8 @@ pub async fn run_query<R: Runtime>(
     };
     let id = match lookup_txt(dns, &domain).await {
         TxtResult::Id(id) => id,
-        TxtResult::NoPolicy(why) => return QueryOutcome::NoPolicy(why),
-        TxtResult::Error(why) => return QueryOutcome::FetchError(why),
+        TxtResult::NoPolicy(why) => return QueryOutcome::NoPolicy(why.to_string()),
+        TxtResult::Error(why) => return QueryOutcome::FetchError(why.to_string()),
     };
     if known_id == Some(id.as_str()) {
         return QueryOutcome::NotChanged { id };

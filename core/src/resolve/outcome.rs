@@ -1,0 +1,95 @@
+//! Why a lookup found no policy or failed, as values: the log line says
+//! `Display`, metrics count by [`Failure::kind`] (RFC 8461 §3.1 "no policy"
+//! versus §3.3 fetch failures, which fall back to a cached policy).
+
+use crate::dns::{DnsError, NoRecordsKind};
+use crate::http::HttpError;
+use crate::policy::PolicyError;
+use crate::txt::TxtError;
+
+/// Why a domain publishes no policy (RFC 8461 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoPolicy {
+    /// NXDOMAIN or no TXT record at `_mta-sts.<domain>`.
+    #[error("no TXT record ({0:?})")]
+    NoRecord(NoRecordsKind),
+    /// TXT records, but not exactly one valid `v=STSv1` record.
+    #[error("TXT record: {0}")]
+    Record(TxtError),
+}
+
+/// Why a DNS lookup gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsFailure {
+    /// No nameserver answered in time.
+    #[error("DNS timeout")]
+    Timeout,
+    /// A nameserver answered with an error (SERVFAIL, REFUSED...) or an
+    /// unusable message.
+    #[error("DNS error: {0}")]
+    Server(DnsError),
+    /// The transport failed (refused, unreachable, no file descriptor).
+    #[error("DNS transport error: {0}")]
+    Transport(String),
+    /// There is no nameserver to ask.
+    #[error("no nameserver configured")]
+    NoNameservers,
+    /// The answer holds records of another type than asked.
+    #[error("unexpected answer type")]
+    UnexpectedAnswer,
+}
+
+/// Why a lookup step failed: not "no policy" (RFC 8461 §5.1: fall back to
+/// the cached policy while it is unexpired).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The `_mta-sts` TXT lookup failed.
+    #[error("TXT lookup: {0}")]
+    Txt(DnsFailure),
+    /// The policy host's address lookup failed.
+    #[error("policy host {host}: {cause}")]
+    HostDns {
+        /// `mta-sts.<domain>`.
+        host: String,
+        /// The DNS failure.
+        cause: DnsFailure,
+    },
+    /// The policy host has no A/AAAA record.
+    #[error("policy host {0} has no address")]
+    NoAddress(String),
+    /// TCP or TLS (certificate validation included) failed, or the stream
+    /// broke.
+    #[error("policy host {host}: {reason}")]
+    Connect {
+        /// `mta-sts.<domain>`.
+        host: String,
+        /// The IO or TLS error's message.
+        reason: String,
+    },
+    /// The HTTP response was refused (status, type, size, framing).
+    #[error("policy fetch: {0}")]
+    Http(HttpError),
+    /// The policy file is invalid (RFC 8461 §3.2).
+    #[error("invalid policy: {0}")]
+    Policy(PolicyError),
+    /// A local fault (resolver stopped, out of resources): never "no policy".
+    #[error("{0}")]
+    Local(String),
+}
+
+impl Failure {
+    /// A short label for metrics and summaries: `dns`, `no_address`,
+    /// `connect`, `http_status`, `too_big`, `http`, `invalid_policy`, `local`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Txt(_) | Failure::HostDns { .. } => "dns",
+            Failure::NoAddress(_) => "no_address",
+            Failure::Connect { .. } => "connect",
+            Failure::Http(HttpError::Status(_) | HttpError::Redirect { .. }) => "http_status",
+            Failure::Http(HttpError::BodyTooLarge { .. }) => "too_big",
+            Failure::Http(_) => "http",
+            Failure::Policy(_) => "invalid_policy",
+            Failure::Local(_) => "local",
+        }
+    }
+}
