@@ -1,5 +1,5 @@
-//! Command lines of `mta-sts-daemon` and `mta-sts-query` (DESIGN.md
-//! "Configuration", "Programs"): the options of the Python
+//! Command lines of `mta-sts-daemon` and `mta-sts-query` (README.md
+//! "Programs"): the options of the Python
 //! postfix-mta-sts-resolver 1.5, parsed with pico-args.
 
 use std::ffi::OsString;
@@ -9,7 +9,7 @@ use std::str::FromStr;
 /// Default daemon configuration file, as in the Python original.
 pub const DEFAULT_CONFIG: &str = "/etc/mta-sts-daemon.yml";
 
-/// `-v/--verbosity` levels of the Python programs (DESIGN.md "Programs").
+/// `-v/--verbosity` levels of the Python programs (README.md "Programs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     /// `debug`.
@@ -52,7 +52,7 @@ impl FromStr for LogLevel {
     }
 }
 
-/// Options of `mta-sts-daemon` (DESIGN.md "Programs").
+/// Options of `mta-sts-daemon` (README.md "Programs").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonArgs {
     /// `-v/--verbosity` (default `info`).
@@ -71,7 +71,7 @@ pub struct DaemonArgs {
     pub disable_uvloop: bool,
 }
 
-/// Arguments of `mta-sts-query` (DESIGN.md "Programs").
+/// Arguments of `mta-sts-query` (README.md "Programs").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryArgs {
     /// `-v/--verbosity` (default `warn`).

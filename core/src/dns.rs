@@ -1,4 +1,4 @@
-//! DNS wire format for the lookups the resolver makes (DESIGN "TXT record",
+//! DNS wire format for the lookups the resolver makes (RFC 8461 §3.1,
 //! "Layout" `dns`): build a TXT/A/AAAA query, frame it for TCP, and parse and
 //! validate the response (RFC 1035 §4, EDNS0 per RFC 6891). hickory-proto is
 //! used for the wire format only; sending, timeouts and retries belong to
@@ -45,7 +45,7 @@ impl QueryType {
 }
 
 /// Why a DNS message could not be built or a response was not usable
-/// (DESIGN "TXT record": server failures are fetch errors, not "no policy").
+/// (RFC 8461 §3.1: server failures are fetch errors, not "no policy").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsError {
     /// The query name is not a valid DNS host name.

@@ -1,4 +1,4 @@
-//! Socketmap key normalisation and domain validity (DESIGN "Key normalisation",
+//! Socketmap key normalisation and domain validity (docs/ARCHITECTURE.md "The path of one request",
 //! RFC 8461 §4.1 for the domain whose policy is looked up, UTS 46 for IDNA).
 
 use std::fmt;
@@ -47,8 +47,7 @@ pub fn is_valid_hostname(name: &str) -> bool {
     })
 }
 
-/// Why a string is not an already-normalised domain name (DESIGN.md
-/// "Key normalisation").
+/// Why a string is not an already-normalised domain name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a normalised domain name: {0:?}")]
 pub struct InvalidDomain(pub String);
@@ -79,14 +78,14 @@ impl Domain {
 impl std::str::FromStr for Domain {
     type Err = InvalidDomain;
 
-    /// Same as [`Domain::new`] (DESIGN.md "Key normalisation").
+    /// Same as [`Domain::new`] (docs/ARCHITECTURE.md "The path of one request").
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Domain::new(s)
     }
 }
 
-/// Why a socketmap key gets `NOTFOUND ` without any lookup (DESIGN.md
-/// "Key normalisation").
+/// Why a socketmap key gets `NOTFOUND ` without any lookup
+/// (docs/ARCHITECTURE.md "The path of one request").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyRejection {
     /// The key starts with `.`: Postfix probing for a parent-domain entry.
@@ -151,7 +150,7 @@ fn looks_like_ipv4(name: &str) -> bool {
 }
 
 /// Normalise a socketmap key to the domain whose MTA-STS policy applies
-/// (DESIGN.md "Key normalisation"; RFC 8461 §4.1; UTS 46 for U-labels).
+/// (docs/ARCHITECTURE.md "The path of one request"; RFC 8461 §4.1; UTS 46 for U-labels).
 /// The result, lowercase A-labels without trailing dot, is the cache key.
 pub fn normalize_key(key: &str) -> Result<Domain, KeyRejection> {
     if key.starts_with('.') {

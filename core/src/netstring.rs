@@ -1,5 +1,5 @@
 //! Netstring framing as used by Postfix socketmap_table(5): `<len>:<bytes>,`
-//! (D. J. Bernstein, "Netstrings"; DESIGN.md "Socketmap").
+//! (D. J. Bernstein, "Netstrings"; socketmap_table(5)).
 //!
 //! [`parse`] is a zero-copy, httparse-style parser over a byte slice;
 //! [`Decoder`] buffers a byte stream on top of it. The length prefix is
@@ -8,8 +8,8 @@
 
 use std::ops::Range;
 
-/// Largest request payload the daemon accepts by default (DESIGN.md
-/// "Socketmap": a request over 10,000 bytes is refused).
+/// Largest request payload the daemon accepts by default: a request
+/// over 10,000 bytes is refused (docs/ARCHITECTURE.md "Connections").
 pub const DEFAULT_MAX_REQUEST: usize = 10_000;
 
 /// Why a byte stream is not a valid netstring (djb "Netstrings").
@@ -71,7 +71,7 @@ fn decimal_digits(mut n: usize) -> usize {
 }
 
 /// Parse the netstring at the start of `buf`, whose payload may be at most
-/// `max_len` bytes (djb "Netstrings"; DESIGN.md "Socketmap").
+/// `max_len` bytes (djb "Netstrings"; socketmap_table(5)).
 ///
 /// Errors are reported as soon as the bytes already present prove them,
 /// without waiting for the rest of the frame.
@@ -159,7 +159,7 @@ pub fn encode(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Incremental netstring decoder over a byte stream (DESIGN.md "Socketmap"):
+/// Incremental netstring decoder over a byte stream (socketmap_table(5)):
 /// accepts the input split anywhere, yields frames in order, and once it has
 /// seen an error keeps returning it.
 #[derive(Debug, Clone)]

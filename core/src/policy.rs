@@ -39,7 +39,7 @@ pub struct Policy {
     pub lines: Vec<String>,
 }
 
-/// Zone options that shape the Postfix reply (DESIGN "Replies for a policy").
+/// Zone options that shape the Postfix reply (docs/ARCHITECTURE.md "Replies").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyOptions {
     /// Treat `testing` like `enforce`.
@@ -69,7 +69,7 @@ impl fmt::Display for Mode {
 
 /// Largest reply value (the text after `OK `) [`render_reply`] produces:
 /// Postfix refuses socketmap replies over 100,000 bytes, and the `OK `
-/// prefix and netstring framing need the rest (DESIGN.md "Socketmap").
+/// prefix and netstring framing need the rest (socketmap_table(5)).
 pub const MAX_REPLY_VALUE: usize = 99_990;
 
 /// Longest piece of policy text quoted in an error message, so a hostile
@@ -113,8 +113,7 @@ pub enum PolicyError {
     BadMx(String),
 }
 
-/// Parses and validates a policy file (RFC 8461 §3.2; DESIGN.md "Policy
-/// file"). Lines end in LF or CRLF; each non-empty line is `key: value`,
+/// Parses and validates a policy file (RFC 8461 §3.2). Lines end in LF or CRLF; each non-empty line is `key: value`,
 /// both trimmed. For repeated `version`, `mode` and `max_age` the first
 /// wins; every `mx` counts; unknown keys are ignored but kept in `lines`.
 pub fn parse_policy(body: &[u8]) -> Result<Policy, PolicyError> {
@@ -211,7 +210,7 @@ pub fn mx_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// The Postfix TLS policy for `policy` (DESIGN.md "Replies for a policy";
+/// The Postfix TLS policy for `policy` (docs/ARCHITECTURE.md "Replies";
 /// Postfix `smtp_tls_policy_maps` syntax, TLSRPT attributes of Postfix
 /// 3.10+ per RFC 8460 §4.3). `None` means answer `NOTFOUND`: mode `none`,
 /// or `testing` without `strict_testing`. Otherwise the value after `OK `,

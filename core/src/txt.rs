@@ -1,4 +1,4 @@
-//! The `_mta-sts` TXT record grammar (RFC 8461 §3.1, DESIGN "TXT record").
+//! The `_mta-sts` TXT record grammar (RFC 8461 §3.1, RFC 8461 §3.1).
 //!
 //! ```text
 //! sts-text-record = sts-version 1*(sts-field-delim sts-field) [sts-field-delim]

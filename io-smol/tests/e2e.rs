@@ -1,4 +1,4 @@
-//! The end-to-end suite (DESIGN.md "Testing") run against the smol programs.
+//! The end-to-end suite (docs/ARCHITECTURE.md "Testing") run against the smol programs.
 
 mta_sts_tests::e2e_suite!(
     env!("CARGO_BIN_EXE_mta-sts-daemon"),

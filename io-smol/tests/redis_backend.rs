@@ -1,5 +1,5 @@
 //! The `redis` cache backend against a real `redis-server` on a loopback
-//! port (DESIGN.md "Cache and refresh"): the real Lua compare-and-set, key
+//! port (docs/ARCHITECTURE.md "Cache"): the real Lua compare-and-set, key
 //! expiry, and surviving a Redis restart without re-creating the backend.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -1,5 +1,5 @@
-//! Handles on the programs under test: `mta-sts-daemon` as a child process (DESIGN.md
-//! "Configuration", "Programs") and one-shot `mta-sts-query` runs.
+//! Handles on the programs under test: `mta-sts-daemon` as a child process (README.md
+//! "Configuration reference", "Programs") and one-shot `mta-sts-query` runs.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The hermetic test world of the end-to-end suites (DESIGN.md "Testing"): a DNS server and
+//! The hermetic test world of the end-to-end suites (docs/ARCHITECTURE.md "Testing"): a DNS server and
 //! HTTPS policy servers on loopback with a CA generated at test time (RFC 8461 §3.1, §3.3),
 //! plus handles on real Postfix `postmap`, `redis-server` and the daemon process.
 //!

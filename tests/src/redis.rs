@@ -1,5 +1,5 @@
 //! A real `redis-server` on a free loopback port, for the daemon's redis cache backend
-//! (DESIGN.md "Configuration": `cache: {type: redis, options: {url: ...}}`).
+//! (README.md "Configuration reference": `cache: {type: redis, options: {url: ...}}`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

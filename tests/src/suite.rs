@@ -1,4 +1,4 @@
-//! The driver-independent end-to-end suite (DESIGN.md "Testing"): one macro listing every
+//! The driver-independent end-to-end suite (docs/ARCHITECTURE.md "Testing"): one macro listing every
 //! case of [`crate::cases`] once, so each driver's `tests/e2e.rs` is a single line.
 
 /// Expands to one `#[test]` per case of [`crate::cases`] (in one module per topic), each

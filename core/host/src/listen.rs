@@ -1,4 +1,4 @@
-//! The listening socket (DESIGN.md "Configuration": `host`/`port` with
+//! The listening socket (README.md "Configuration reference": `host`/`port` with
 //! SO_REUSEPORT, or a Unix socket `path` with `mode`), created with std
 //! and handed to the driver non-blocking.
 

@@ -1,4 +1,4 @@
-//! The `redis` cache backend's connection (DESIGN.md "Configuration",
+//! The `redis` cache backend's connection (README.md "Configuration reference",
 //! `cache.type: redis`): redis-rs's auto-reconnecting [`ConnectionManager`]
 //! under [`RedisBackend`], which holds all the cache logic.
 //!
@@ -20,7 +20,7 @@ const SCAN_COUNT: usize = 1000;
 
 /// [`RedisCommands`] over one multiplexed connection that reconnects by
 /// itself; every command gives up after `socket_timeout`, so a down or slow
-/// Redis never holds a lookup (DESIGN.md "Cache and refresh").
+/// Redis never holds a lookup (docs/ARCHITECTURE.md "Cache").
 #[derive(Clone)]
 pub struct RedisConnection<R: Runtime> {
     rt: R,
@@ -105,7 +105,7 @@ impl<R: Runtime> RedisCommands for RedisConnection<R> {
     }
 }
 
-/// Open the `redis` cache for `options` (DESIGN.md "Configuration", "Cache
+/// Open the `redis` cache for `options` (README.md "Configuration reference", "Cache
 /// and refresh"). Fails only on an unusable URL: an unreachable server is
 /// logged and the connection is retried on use (lookups go on without the
 /// cache meanwhile). `max_connections` bounds

@@ -1,6 +1,6 @@
 //! Why a configuration was rejected: every error names its key path.
 
-/// Why a configuration file was rejected (DESIGN.md "Configuration").
+/// Why a configuration file was rejected (README.md "Configuration reference").
 /// Every variant but `Syntax` carries the key path, e.g. `zones.myzone.timeout`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

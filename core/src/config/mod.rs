@@ -1,4 +1,4 @@
-//! The daemon's YAML configuration (DESIGN.md "Configuration"): the model,
+//! The daemon's YAML configuration (README.md "Configuration reference"): the model,
 //! its defaults and validation with errors that name the key path.
 //!
 //! Files written for the Python `postfix-mta-sts-resolver` 1.5 load
@@ -25,7 +25,7 @@ mod values;
 pub use error::ConfigError;
 use reader::Reader;
 
-/// The whole daemon configuration (DESIGN.md "Configuration").
+/// The whole daemon configuration (README.md "Configuration reference").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// TCP listen address (`host`, default `127.0.0.1`).
@@ -55,7 +55,7 @@ pub struct Config {
     pub resolver: ResolverConfig,
 }
 
-/// Policy cache backend (DESIGN.md "Configuration", `cache.type`).
+/// Policy cache backend (README.md "Configuration reference", `cache.type`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum CacheConfig {
     /// In-memory LRU cache (`type: internal`).
@@ -80,7 +80,7 @@ impl CacheConfig {
     }
 }
 
-/// `cache.options` for `type: sqlite` (DESIGN.md "Configuration").
+/// `cache.options` for `type: sqlite` (README.md "Configuration reference").
 #[derive(Debug, Clone, PartialEq)]
 pub struct SqliteOptions {
     /// Database file (required).
@@ -91,7 +91,7 @@ pub struct SqliteOptions {
     pub timeout: Duration,
 }
 
-/// `cache.options` for `type: redis` (DESIGN.md "Configuration").
+/// `cache.options` for `type: redis` (README.md "Configuration reference").
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisOptions {
     /// Server URL (required): `redis://`, `rediss://` or `unix://`.
@@ -120,7 +120,7 @@ pub struct ProactiveConfig {
     pub grace_ratio: f64,
 }
 
-/// Per-zone options (`default_zone`, `zones.<name>`; DESIGN.md "Replies for a policy").
+/// Per-zone options (`default_zone`, `zones.<name>`; docs/ARCHITECTURE.md "Replies").
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneConfig {
     /// Treat `testing` policies like `enforce` (default false).
@@ -133,7 +133,7 @@ pub struct ZoneConfig {
     pub tlsrpt: bool,
 }
 
-/// Our additive `resolver` section (DESIGN.md "Testing": the programs are
+/// Our additive `resolver` section (docs/ARCHITECTURE.md "Testing": the programs are
 /// pointed at test servers by configuration). Absent means all defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolverConfig {
@@ -223,7 +223,7 @@ impl Default for ResolverConfig {
 }
 
 impl Config {
-    /// Parses and validates a configuration file (DESIGN.md "Configuration").
+    /// Parses and validates a configuration file (README.md "Configuration reference").
     /// An empty document means all defaults; unknown keys become warnings.
     pub fn from_yaml(text: &str) -> Result<Loaded, ConfigError> {
         let root: Value =
@@ -237,14 +237,14 @@ impl Config {
     }
 
     /// The options for socketmap name `name`: its entry in `zones` (exact
-    /// match), else `default_zone` (DESIGN.md "Socketmap").
+    /// match), else `default_zone` (socketmap_table(5)).
     pub fn zone(&self, name: &str) -> &ZoneConfig {
         self.zones.get(name).unwrap_or(&self.default_zone)
     }
 }
 
 impl ZoneConfig {
-    /// The reply shaping options of this zone (DESIGN.md "Replies for a policy").
+    /// The reply shaping options of this zone (docs/ARCHITECTURE.md "Replies").
     pub fn reply_options(&self) -> ReplyOptions {
         ReplyOptions {
             strict_testing: self.strict_testing,

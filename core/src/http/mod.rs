@@ -1,5 +1,4 @@
-//! The HTTPS policy fetch at the HTTP/1.1 layer (RFC 8461 §3.3; DESIGN.md
-//! "Policy fetch"): the `GET` request bytes and an incremental, bounded
+//! The HTTPS policy fetch at the HTTP/1.1 layer (RFC 8461 §3.3): the `GET` request bytes and an incremental, bounded
 //! parser for the response (head via `httparse`, Content-Length, chunked and
 //! close-delimited bodies per RFC 9112 §6–7).
 //!
@@ -17,14 +16,14 @@ mod tests;
 pub use parser::ResponseParser;
 
 /// Largest policy body accepted (RFC 8461 §3.3 suggests senders limit the
-/// policy size; DESIGN.md "Policy fetch" sets 64 KiB).
+/// policy size; RFC 8461 §3.3 sets 64 KiB).
 pub const MAX_POLICY_BODY: usize = 64 * 1024;
 
 /// Path of the policy file on `mta-sts.<domain>` (RFC 8461 §3.2).
 pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
 
 /// Largest response head (status line and headers) accepted, in bytes
-/// (DESIGN.md "Policy fetch": every buffer is bounded).
+/// (RFC 8461 §3.3: every buffer is bounded).
 pub const MAX_HEAD: usize = 16 * 1024;
 
 /// Largest number of header fields accepted in a response head.

@@ -1,5 +1,5 @@
 //! A stand-in daemon for the self-tests of `mta_sts_tests::Daemon`: reads `host`/`port`/`path`
-//! from the `-c` YAML file (DESIGN.md "Configuration"), serves socketmap (socketmap_table(5))
+//! from the `-c` YAML file (README.md "Configuration reference"), serves socketmap (socketmap_table(5))
 //! answering `OK key=<key>`, or `NOTFOUND ` for keys starting with `none`, and exits 0 on SIGTERM.
 
 use std::io::{Read, Write};

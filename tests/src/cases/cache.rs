@@ -1,4 +1,4 @@
-//! The cache and its refresh rules (RFC 8461 §3.3, §5.1; DESIGN.md "Cache and refresh").
+//! The cache and its refresh rules (RFC 8461 §3.3, §5.1; docs/ARCHITECTURE.md "Cache").
 //! Wall-clock time is counted in whole seconds, so a case that must stay within
 //! `cache_grace` uses `cache_grace: 2` (an immediate second request is always within it),
 //! and a case that must pass it sleeps just over the grace.

@@ -1,4 +1,4 @@
-//! The HTTPS policy fetch (RFC 8461 §3.3, DESIGN.md "Policy fetch"): status, redirects,
+//! The HTTPS policy fetch (RFC 8461 §3.3, RFC 8461 §3.3): status, redirects,
 //! content type, framing, size cap, and a policy host that never answers.
 
 use std::time::{Duration, Instant};

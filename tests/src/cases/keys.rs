@@ -1,4 +1,4 @@
-//! Key normalisation (DESIGN.md "Key normalisation"): ports, brackets, case, trailing dots,
+//! Key normalisation (docs/ARCHITECTURE.md "The path of one request"): ports, brackets, case, trailing dots,
 //! IDNA; keys that are not domain names get `NOTFOUND ` with no network traffic.
 
 use super::{expect, expect_notfound, publish_enforce, secure, start, Bins};

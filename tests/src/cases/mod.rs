@@ -1,4 +1,4 @@
-//! The shared end-to-end cases (DESIGN.md "Behaviour"): plain functions, grouped by topic,
+//! The shared end-to-end cases (README.md): plain functions, grouped by topic,
 //! each building its own [`World`] and daemon, so any driver's suite can run them through
 //! [`crate::e2e_suite`]. Replies are asserted exactly; "no network traffic" is asserted with
 //! the DNS query and HTTPS request counters.
@@ -51,7 +51,7 @@ pub fn publish_enforce(world: &World, domain: &str, id: &str, mx: &[&str]) {
 }
 
 /// `OK secure match=<patterns> servername=hostname`, the default zone's reply for an
-/// `enforce` policy (DESIGN.md "Replies for a policy").
+/// `enforce` policy (docs/ARCHITECTURE.md "Replies").
 pub fn secure(matches: &str) -> String {
     format!("OK secure match={matches} servername=hostname")
 }

@@ -1,4 +1,4 @@
-//! Operations: systemd readiness, privilege drop, signals (DESIGN.md
+//! Operations: systemd readiness, privilege drop, signals (README.md
 //! "Programs").
 
 use std::os::unix::net::UnixDatagram;

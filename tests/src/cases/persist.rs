@@ -1,4 +1,4 @@
-//! The persistent caches and the proactive refresh (DESIGN.md "Cache and refresh",
+//! The persistent caches and the proactive refresh (docs/ARCHITECTURE.md "Cache",
 //! "Configuration"; RFC 8461 §5.1): real SQLite files (read and written with the `sqlite3`
 //! CLI in the Python original's layout) and a real `redis-server` (one JSON value per domain
 //! at `<prefix><domain>`, the last refresh round at `<prefix>!proactive_fetch_ts`).

@@ -1,4 +1,4 @@
-//! The policy file (RFC 8461 §3.2) and how each mode is answered (DESIGN.md "Policy file",
+//! The policy file (RFC 8461 §3.2) and how each mode is answered (RFC 8461 §3.2,
 //! "Replies for a policy").
 
 use super::{expect, expect_notfound, publish, publish_enforce, secure, start, Bins};

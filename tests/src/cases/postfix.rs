@@ -1,5 +1,5 @@
 //! Postfix's own socketmap client, `postmap -q`, against the running daemon over TCP and a
-//! Unix socket (socketmap_table(5); DESIGN.md "Socketmap").
+//! Unix socket (socketmap_table(5); socketmap_table(5)).
 
 use super::{publish_enforce, start, Bins};
 use crate::{postmap_query, Daemon, PostmapOutcome, World};

@@ -1,4 +1,4 @@
-//! The socketmap protocol and the daemon program (DESIGN.md "Socketmap", "Replies for a
+//! The socketmap protocol and the daemon program (socketmap_table(5), "Replies for a
 //! policy", "Configuration", "Programs"): zones, TLSRPT attributes, Unix socket, pipelining,
 //! framing errors, signals, config errors, command line options.
 

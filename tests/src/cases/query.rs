@@ -1,4 +1,4 @@
-//! `mta-sts-query` (DESIGN.md "Programs"): status, fields, JSON output and exit codes,
+//! `mta-sts-query` (README.md "Programs"): status, fields, JSON output and exit codes,
 //! pointed at the test world with `-c`.
 
 use super::{publish_enforce, sts_txt, Bins};

@@ -1,4 +1,4 @@
-//! The `_mta-sts` TXT record (RFC 8461 §3.1) and DNS failures (DESIGN.md "TXT record").
+//! The `_mta-sts` TXT record (RFC 8461 §3.1) and DNS failures (RFC 8461 §3.1).
 
 use std::time::{Duration, Instant};
 
