@@ -53,6 +53,41 @@ pub struct Config {
     pub zones: BTreeMap<String, ZoneConfig>,
     /// Our additive `resolver` section: DNS, CA and HTTPS client settings.
     pub resolver: ResolverConfig,
+    /// Ours: the limits that keep one client or a slow network from
+    /// exhausting the daemon.
+    pub limits: Limits,
+}
+
+/// Our additive top-level limits (README.md "Configuration reference").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Open client connections; more wait in the listen backlog
+    /// (`max_connections`, default 1000).
+    pub max_connections: usize,
+    /// Lookups doing network IO at once; more wait in order
+    /// (`max_lookups`, default 1000).
+    pub max_lookups: usize,
+    /// Requests of one connection looked up at once; the connection is not
+    /// read further meanwhile (`max_lookups_per_connection`, default 100).
+    pub max_lookups_per_connection: usize,
+    /// A connection that sent part of a request and nothing more is closed
+    /// after this (`read_timeout`, default 10 s).
+    pub read_timeout: Duration,
+    /// A connection idle between requests is closed after this
+    /// (`idle_timeout`, default 60 s; Postfix reconnects by itself).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1000,
+            max_lookups: 1000,
+            max_lookups_per_connection: 100,
+            read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Policy cache backend (README.md "Configuration reference", `cache.type`).
@@ -177,6 +212,7 @@ impl Default for Config {
             default_zone: ZoneConfig::default(),
             zones: BTreeMap::new(),
             resolver: ResolverConfig::default(),
+            limits: Limits::default(),
         }
     }
 }

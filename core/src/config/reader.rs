@@ -14,6 +14,11 @@ const TOP_KEYS: &[&str] = &[
     "mode",
     "reuse_port",
     "shutdown_timeout",
+    "max_connections",
+    "max_lookups",
+    "max_lookups_per_connection",
+    "read_timeout",
+    "idle_timeout",
     "cache_grace",
     "cache",
     "proactive_policy_fetching",
@@ -89,6 +94,22 @@ impl Reader {
         }
         if let Some(d) = seconds(top.get("shutdown_timeout"), false)? {
             config.shutdown_timeout = d;
+        }
+        let limits = &mut config.limits;
+        if let Some(n) = count(top.get("max_connections"))? {
+            limits.max_connections = n;
+        }
+        if let Some(n) = count(top.get("max_lookups"))? {
+            limits.max_lookups = n;
+        }
+        if let Some(n) = count(top.get("max_lookups_per_connection"))? {
+            limits.max_lookups_per_connection = n;
+        }
+        if let Some(d) = seconds(top.get("read_timeout"), false)? {
+            limits.read_timeout = d;
+        }
+        if let Some(d) = seconds(top.get("idle_timeout"), false)? {
+            limits.idle_timeout = d;
         }
         // Zero is meaningful: re-check the TXT id on every request.
         if let Some(d) = seconds(top.get("cache_grace"), true)? {

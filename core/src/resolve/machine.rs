@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::remembered::Remembered;
 use super::{
-    Action, Answer, FetchResult, LookupId, Reason, RequestId, ResolverSettings, TxtResult,
+    Action, Answer, Failure, FetchResult, LookupId, Reason, RequestId, ResolverSettings, TxtResult,
 };
 use crate::cache::{self, millis, CacheEntry, Held, PolicyIndex, StoreError};
 use crate::domain::Domain;
@@ -17,9 +17,13 @@ use crate::policy::Policy;
 /// Where a lookup is waiting.
 #[derive(Debug)]
 enum Stage {
+    /// Waiting for a free slot under [`ResolverSettings::max_lookups`].
+    Queued,
     LoadingStore,
     QueryingTxt,
-    Fetching { policy_id: String },
+    Fetching {
+        policy_id: String,
+    },
 }
 
 #[derive(Debug)]
@@ -47,6 +51,9 @@ enum Timer {
     Lookup(LookupId),
 }
 
+/// Why a request that waited for a lookup slot until its deadline failed.
+const OVERLOADED: &str = "too many lookups in flight";
+
 /// Longest deadline honoured; guards `Instant + Duration` against overflow.
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
@@ -63,6 +70,13 @@ pub struct Resolver {
     pub(super) running: HashMap<Domain, LookupId>,
     timers: BTreeSet<(Instant, Timer)>,
     pub(super) failures: Remembered<(Domain, String)>,
+    /// Lookups doing IO (not queued).
+    active: usize,
+    /// The latest monotonic time passed in.
+    now: Option<Instant>,
+    /// Lookups waiting for a slot, oldest first (ids of finished ones are
+    /// skipped).
+    queue: VecDeque<LookupId>,
     actions: VecDeque<Action>,
     /// The latest wall clock passed in: `handle_timeout` has none, and a
     /// deadline is at most a zone timeout after the last call that had one.
@@ -80,6 +94,9 @@ impl Resolver {
             running: HashMap::new(),
             timers: BTreeSet::new(),
             failures: Remembered::new(millis(settings.retry_after_failure), settings.memory_limit),
+            active: 0,
+            now: None,
+            queue: VecDeque::new(),
             actions: VecDeque::new(),
             wall_ms: 0,
         }
@@ -284,6 +301,7 @@ impl Resolver {
     /// the fallback answer and leaves its lookup; a lookup past its deadline
     /// is cancelled and all its waiters get the fallback answer.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(self.now.map_or(now, |n| n.max(now)));
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
                 break;
@@ -331,31 +349,59 @@ impl Resolver {
         let id = LookupId(self.next_lookup);
         self.timers.insert((deadline, Timer::Lookup(id)));
         self.running.insert(domain.clone(), id);
-        let (stage, action) = if self.settings.persistent {
-            let action = Action::LoadStore {
-                lookup: id,
-                domain: domain.clone(),
-            };
-            (Stage::LoadingStore, action)
-        } else {
-            let action = Action::QueryTxt {
-                lookup: id,
-                domain: domain.clone(),
-            };
-            (Stage::QueryingTxt, action)
-        };
         self.lookups.insert(
             id,
             Lookup {
                 domain,
                 deadline,
                 refresh,
-                stage,
+                stage: Stage::Queued,
                 entry,
                 waiters,
             },
         );
-        self.actions.push_back(action);
+        self.queue.push_back(id);
+        self.start_queued();
+    }
+
+    /// Give queued lookups their first IO while fewer than `max_lookups`
+    /// are doing IO (oldest first: requests wait in order).
+    fn start_queued(&mut self) {
+        while self.active < self.settings.max_lookups.max(1) {
+            let Some(id) = self.queue.pop_front() else {
+                return;
+            };
+            let persistent = self.settings.persistent;
+            let Some(l) = self.lookups.get_mut(&id) else {
+                continue;
+            };
+            if !matches!(l.stage, Stage::Queued) {
+                continue;
+            }
+            if self.now.is_some_and(|now| l.deadline <= now) {
+                // Its deadline is being processed: starting IO now would
+                // only be cancelled.
+                continue;
+            }
+            let domain = l.domain.clone();
+            let action = if persistent {
+                l.stage = Stage::LoadingStore;
+                Action::LoadStore { lookup: id, domain }
+            } else {
+                l.stage = Stage::QueryingTxt;
+                Action::QueryTxt { lookup: id, domain }
+            };
+            self.active += 1;
+            self.actions.push_back(action);
+        }
+    }
+
+    /// Lookups waiting for a slot (for metrics and tests).
+    pub fn queued(&self) -> usize {
+        self.lookups
+            .values()
+            .filter(|l| matches!(l.stage, Stage::Queued))
+            .count()
     }
 
     /// Make `entry` visible in memory now, and persist it behind.
@@ -385,6 +431,9 @@ impl Resolver {
         let Some(lookup) = self.lookups.remove(&id) else {
             return;
         };
+        if !matches!(lookup.stage, Stage::Queued) {
+            self.active = self.active.saturating_sub(1);
+        }
         if self.running.get(&lookup.domain) == Some(&id) {
             self.running.remove(&lookup.domain);
         }
@@ -399,6 +448,7 @@ impl Resolver {
                 reason.clone(),
             );
         }
+        self.start_queued();
     }
 
     /// End a lookup with the cached policy while unexpired, else no policy.
@@ -426,7 +476,11 @@ impl Resolver {
         };
         lookup.waiters.remove(pos);
         let domain = lookup.domain.clone();
-        self.reply(request, domain, policy, Reason::Timeout);
+        let reason = match lookup.stage {
+            Stage::Queued => Reason::Fallback(Failure::Local(OVERLOADED.into())),
+            _ => Reason::Timeout,
+        };
+        self.reply(request, domain, policy, reason);
     }
 
     fn expire_lookup(&mut self, id: LookupId) {
@@ -437,6 +491,11 @@ impl Resolver {
         if let Stage::Fetching { policy_id } = &lookup.stage {
             let key = (lookup.domain.clone(), policy_id.clone());
             self.failures.note(key, self.wall_ms);
+        }
+        if let Stage::Queued = lookup.stage {
+            // No IO was started: a local overload, not a slow network.
+            self.finish_fallback(id, Reason::Fallback(Failure::Local(OVERLOADED.into())));
+            return;
         }
         self.actions.push_back(Action::Cancel { lookup: id });
         self.finish_fallback(id, Reason::Timeout);

@@ -47,7 +47,12 @@ pub struct ResolverSettings {
     /// A persistent store sits behind the index: read it on a miss, write
     /// through to it ([`Action::LoadStore`], [`Action::Persist`]).
     pub persistent: bool,
+    /// Lookups doing IO at once; more wait in order (config `max_lookups`).
+    pub max_lookups: usize,
 }
+
+/// Default bound on lookups doing IO at once.
+pub const DEFAULT_MAX_LOOKUPS: usize = 1000;
 
 /// How long a failed fetch for a domain and id is not retried (5 minutes).
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(300);
@@ -60,6 +65,7 @@ impl Default for ResolverSettings {
             retry_after_failure: RETRY_AFTER_FAILURE,
             memory_limit: 10_000,
             persistent: false,
+            max_lookups: DEFAULT_MAX_LOOKUPS,
         }
     }
 }

@@ -28,9 +28,12 @@ pub enum DnsFailure {
     /// unusable message.
     #[error("DNS error: {0}")]
     Server(DnsError),
-    /// The transport failed (refused, unreachable, no file descriptor).
+    /// The transport failed (refused, unreachable).
     #[error("DNS transport error: {0}")]
     Transport(String),
+    /// A local resource ran out (file descriptors, buffers, ports).
+    #[error("DNS query not sent: {0}")]
+    Local(String),
     /// There is no nameserver to ask.
     #[error("no nameserver configured")]
     NoNameservers,
@@ -78,6 +81,21 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// True when the failure is ours (resources, overload, shutdown), not
+    /// the network's: Postfix gets `TEMP` and retries, instead of sending
+    /// without the policy.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            Failure::Local(_)
+                | Failure::Txt(DnsFailure::Local(_) | DnsFailure::NoNameservers)
+                | Failure::HostDns {
+                    cause: DnsFailure::Local(_) | DnsFailure::NoNameservers,
+                    ..
+                }
+        )
+    }
+
     /// A short label for metrics and summaries: `dns`, `no_address`,
     /// `connect`, `http_status`, `too_big`, `http`, `invalid_policy`, `local`.
     pub fn kind(&self) -> &'static str {
@@ -91,5 +109,21 @@ impl Failure {
             Failure::Policy(_) => "invalid_policy",
             Failure::Local(_) => "local",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_own_faults_are_local() {
+        assert!(Failure::Local("overloaded".into()).is_local());
+        assert!(Failure::Txt(DnsFailure::Local("EMFILE".into())).is_local());
+        assert!(Failure::Txt(DnsFailure::NoNameservers).is_local());
+        assert!(!Failure::Txt(DnsFailure::Timeout).is_local());
+        assert!(!Failure::Txt(DnsFailure::Server(DnsError::ServFail)).is_local());
+        assert!(!Failure::NoAddress("mta-sts.example".into()).is_local());
+        assert_eq!(Failure::Http(HttpError::Status(404)).kind(), "http_status");
     }
 }

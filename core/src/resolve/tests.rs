@@ -92,6 +92,7 @@ fn settings(persistent: bool) -> ResolverSettings {
         retry_after_failure: RETRY_AFTER_FAILURE,
         memory_limit: 100,
         persistent,
+        max_lookups: crate::resolve::DEFAULT_MAX_LOOKUPS,
     }
 }
 
@@ -1405,9 +1406,13 @@ impl Harness {
 
 /// Random requests, refreshes, clock steps and IO results in any order.
 fn run_ops(persistent: bool, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    run_ops_with(settings(persistent), ops)
+}
+
+fn run_ops_with(settings: ResolverSettings, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut h = Harness {
-        r: resolver_with(settings(persistent), 100),
-        persistent,
+        r: resolver_with(settings, 100),
+        persistent: settings.persistent,
         open: HashMap::new(),
         pending: Vec::new(),
         store: HashMap::new(),
@@ -1516,6 +1521,9 @@ proptest! {
     #[test]
     fn every_request_gets_exactly_one_timely_reply(ops in proptest::collection::vec(op(), 0..80)) {
         run_ops(false, ops.clone())?;
+        // One lookup at a time: the others wait in the queue, and some
+        // reach their deadline there.
+        run_ops_with(ResolverSettings { max_lookups: 1, ..settings(true) }, ops.clone())?;
         run_ops(true, ops)?;
     }
 
@@ -1608,4 +1616,55 @@ proptest! {
         prop_assert_eq!(r.in_flight(), 0);
         prop_assert_eq!(r.poll_timeout(), None);
     }
+}
+
+/// Beyond `max_lookups` lookups doing IO, new ones wait in order and start
+/// as slots free; one that reaches its deadline while waiting answers from
+/// the cache or fails as a local overload (`TEMP` for Postfix), with no IO
+/// to cancel.
+#[test]
+fn lookups_beyond_the_bound_wait_in_order() {
+    let bounded = ResolverSettings {
+        max_lookups: 2,
+        ..settings(false)
+    };
+    let mut r = resolver_with(bounded, 100);
+    let now = Instant::now();
+    for (i, dom) in ["a.example", "b.example", "c.example", "d.example"]
+        .iter()
+        .enumerate()
+    {
+        r.handle_request(RequestId(i as u64), d(dom), T, now, W);
+    }
+    let first = drain(&mut r);
+    let queried: Vec<Domain> = first
+        .iter()
+        .filter_map(|a| match a {
+            Action::QueryTxt { domain, .. } => Some(domain.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(queried, vec![d("a.example"), d("b.example")]);
+    assert_eq!(r.queued(), 2);
+    // a finishes: c starts, d still waits.
+    let Some(Action::QueryTxt { lookup: a, .. }) = first.first().cloned() else {
+        panic!("{first:?}")
+    };
+    r.handle_txt(a, TxtResult::NoPolicy(nx()), now, W);
+    let next = drain(&mut r);
+    assert!(next.contains(&reply(0, "a.example", None, Reason::NoPolicy(nx()))));
+    assert!(next
+        .iter()
+        .any(|a| matches!(a, Action::QueryTxt { domain, .. } if *domain == d("c.example"))));
+    assert_eq!(r.queued(), 1);
+    // d reaches its deadline in the queue: a local failure, no Cancel.
+    r.handle_timeout(now + T);
+    let late = drain(&mut r);
+    assert!(late.contains(&reply(
+        3,
+        "d.example",
+        None,
+        Reason::Fallback(Failure::Local("too many lookups in flight".into()))
+    )));
+    assert_eq!(r.queued(), 0);
 }

@@ -10,7 +10,7 @@ use crate::cache::{Fresh, PolicyIndex};
 use crate::config::Config;
 use crate::domain::{already_normal, normalize_key, Domain};
 use crate::policy::{render_reply, ReplyOptions};
-use crate::resolve::Answer;
+use crate::resolve::{Answer, Reason};
 use crate::socketmap::Reply;
 
 /// Reads the wall clock in Unix milliseconds (the runtime's).
@@ -125,6 +125,13 @@ impl Service {
         } = miss;
         let Answer { policy, reason } = self.engine.lookup(domain.clone(), timeout).await;
         let Some(policy) = policy else {
+            if let Reason::Fallback(failure) = &reason {
+                if failure.is_local() {
+                    // Our fault, not the domain's: Postfix retries later.
+                    log::warn!("{domain} (zone {zone}): TEMP, {reason}");
+                    return Reply::Temp(format!("{domain}: {failure}"));
+                }
+            }
             log::info!("{domain} (zone {zone}): NOTFOUND, no policy ({reason})");
             return Reply::NotFound;
         };

@@ -1,20 +1,16 @@
-//! The stub resolver: UDP with a random ID and source port, TCP on
-//! truncation (RFC 1035 §4.2, RFC 7766), nameservers tried in turn for
-//! `attempts` rounds, as glibc does with /etc/resolv.conf.
+//! The stub resolver: UDP with a random ID over a few shared sockets on
+//! random source ports, TCP on truncation (RFC 1035 §4.2, RFC 7766),
+//! nameservers tried in turn for `attempts` rounds, as glibc does with
+//! /etc/resolv.conf.
 
+use super::udp_pool::UdpPool;
 use super::{with_timeout, Runtime, Transport};
 use crate::dns::{self, Answer, DnsError, QueryType, Response};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+use futures::StreamExt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Largest DNS message we read (EDNS0 payload we advertise is smaller; TCP
-/// messages are bounded by their 16-bit length prefix).
-const MAX_UDP_MESSAGE: usize = 4096;
 
 /// Why a DNS lookup failed (a fetch error, not "no policy": RFC 8461 §3.1).
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +35,9 @@ impl From<DnsLookupError> for crate::resolve::DnsFailure {
         match e {
             DnsLookupError::Timeout => DnsFailure::Timeout,
             DnsLookupError::Server(e) => DnsFailure::Server(e),
+            DnsLookupError::Io(e) if super::is_local_exhaustion(&e) => {
+                DnsFailure::Local(e.to_string())
+            }
             DnsLookupError::Io(e) => DnsFailure::Transport(e.to_string()),
             DnsLookupError::NoNameservers => DnsFailure::NoNameservers,
         }
@@ -52,7 +51,7 @@ pub struct DnsClient<R: Runtime> {
     servers: Vec<SocketAddr>,
     attempts: u32,
     try_timeout: Duration,
-    ids: IdSource,
+    udp: UdpPool<R>,
 }
 
 impl<R: Runtime> DnsClient<R> {
@@ -66,12 +65,12 @@ impl<R: Runtime> DnsClient<R> {
         try_timeout: Duration,
     ) -> Self {
         DnsClient {
+            udp: UdpPool::new(rt.clone(), transport.clone()),
             rt,
             transport,
             servers,
             attempts: attempts.max(1),
             try_timeout,
-            ids: IdSource::new(),
         }
     }
 
@@ -105,8 +104,13 @@ impl<R: Runtime> DnsClient<R> {
 
     /// A query for `name` with a fresh unpredictable id.
     fn new_query(&self, name: &str, qtype: QueryType) -> Result<(u16, Vec<u8>), DnsLookupError> {
-        let id = self.ids.next();
+        let id = self.udp.random_u16();
         Ok((id, dns::build_query(id, name, qtype)?))
+    }
+
+    /// UDP sockets open for queries (bounded: a few per nameserver).
+    pub fn open_sockets(&self) -> usize {
+        self.udp.open_sockets()
     }
 
     async fn exchange(
@@ -115,13 +119,16 @@ impl<R: Runtime> DnsClient<R> {
         name: &str,
         qtype: QueryType,
     ) -> Result<Answer, DnsLookupError> {
-        let (id, query) = self.new_query(name, qtype)?;
-        let socket = self.transport.udp_connect(server).await?;
-        socket.send(&query).await?;
-        let mut buf = vec![0u8; MAX_UDP_MESSAGE];
+        let (_, mut query) = self.new_query(name, qtype)?;
+        let mut pending = self.udp.send(server, &mut query).await?;
+        let id = pending.id();
         loop {
-            let n = socket.recv(&mut buf).await?;
-            match dns::parse_response(buf.get(..n).unwrap_or_default(), id, name, qtype) {
+            let Some(datagram) = pending.answers.next().await else {
+                return Err(DnsLookupError::Io(std::io::Error::other(
+                    "DNS socket closed",
+                )));
+            };
+            match dns::parse_response(&datagram, id, name, qtype) {
                 Ok(Response::Answer(answer)) => return Ok(answer),
                 Ok(Response::Truncated) => return self.exchange_tcp(server, name, qtype).await,
                 // A datagram that is not the answer to our question (late,
@@ -150,27 +157,5 @@ impl<R: Runtime> DnsClient<R> {
             Response::Answer(answer) => Ok(answer),
             Response::Truncated => Err(DnsError::Malformed("truncated TCP response".into()).into()),
         }
-    }
-}
-
-/// Unpredictable 16-bit query IDs (RFC 5452 §4.3) without a clock or an RNG
-/// crate: SipHash with the process's random keys over a counter.
-struct IdSource {
-    keys: RandomState,
-    counter: AtomicU64,
-}
-
-impl IdSource {
-    fn new() -> Self {
-        IdSource {
-            keys: RandomState::new(),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    fn next(&self) -> u16 {
-        let mut h = self.keys.build_hasher();
-        h.write_u64(self.counter.fetch_add(1, Ordering::Relaxed));
-        (h.finish() & 0xffff) as u16
     }
 }

@@ -63,6 +63,9 @@ impl From<FetchError> for Failure {
                 cause: source.into(),
             },
             FetchError::NoAddress(host) => Failure::NoAddress(host),
+            FetchError::Io { host, source } if super::is_local_exhaustion(&source) => {
+                Failure::Local(format!("policy host {host}: {source}"))
+            }
             FetchError::Io { host, source } => Failure::Connect {
                 host,
                 reason: source.to_string(),

@@ -15,6 +15,7 @@ mod query;
 mod server;
 mod stack;
 mod time;
+mod udp_pool;
 
 pub use answer::{Miss, Service, WallClock};
 pub use connection::serve_connection;
@@ -32,6 +33,19 @@ use futures::io::{AsyncRead, AsyncWrite};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// True for errors that say a local resource ran out (file descriptors,
+/// buffers, memory, ephemeral ports), not that the network failed.
+pub fn is_local_exhaustion(e: &io::Error) -> bool {
+    // Linux errno values: EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL
+    // (std has no stable ErrorKind for most of them).
+    #[cfg(target_os = "linux")]
+    const LOCAL: &[i32] = &[24, 23, 105, 12, 99];
+    #[cfg(not(target_os = "linux"))]
+    const LOCAL: &[i32] = &[];
+    e.raw_os_error().is_some_and(|code| LOCAL.contains(&code))
+        || e.kind() == io::ErrorKind::OutOfMemory
+}
 
 /// A byte stream (TCP or TLS) as the core sees it.
 pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -75,4 +89,22 @@ pub trait Transport: Send + Sync + 'static {
     /// A TLS 1.2+ connection to `addr` with SNI and certificate validation
     /// for `server_name` (RFC 8461 §3.3), against the configured roots.
     async fn tls_connect(&self, addr: SocketAddr, server_name: &str) -> io::Result<BoxStream>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_exhaustion_is_local_network_errors_are_not() {
+        #[cfg(target_os = "linux")]
+        assert!(is_local_exhaustion(&io::Error::from_raw_os_error(24)));
+        assert!(is_local_exhaustion(&io::Error::from(
+            io::ErrorKind::OutOfMemory
+        )));
+        assert!(!is_local_exhaustion(&io::Error::from(
+            io::ErrorKind::ConnectionRefused
+        )));
+        assert!(!is_local_exhaustion(&io::Error::from_raw_os_error(111)));
+    }
 }

@@ -65,6 +65,7 @@ pub fn start_stack<R: Runtime>(
             retry_after_failure: RETRY_AFTER_FAILURE,
             memory_limit: cache_size,
             persistent: store.is_some(),
+            max_lookups: config.limits.max_lookups,
         },
         policy_port: config.resolver.policy_port,
         user_agent: config.resolver.user_agent.clone(),
