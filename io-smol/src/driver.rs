@@ -1,6 +1,6 @@
 //! [`Driver`] on smol: listeners from async-net, signals from async-signal.
 
-use crate::{SmolRuntime, SmolTransport};
+use crate::{SmolRuntime, SmolSockets, SmolTransport};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use mta_sts_core::service::{BoxStream, Transport};
@@ -19,11 +19,8 @@ impl Driver for SmolDriver {
         SmolRuntime
     }
 
-    fn transport(
-        &self,
-        tls: native_tls::TlsConnectorBuilder,
-    ) -> Result<Arc<dyn Transport>, String> {
-        Ok(Arc::new(SmolTransport::new(tls)))
+    fn transport(&self, tls: native_tls::TlsConnector) -> Arc<dyn Transport> {
+        Arc::new(SmolTransport::new(SmolSockets, tls))
     }
 
     fn tcp_incoming(&self, listener: std::net::TcpListener) -> io::Result<Connections> {

@@ -1,6 +1,6 @@
-//! The smol driver of the MTA-STS resolver: sockets, timers, TLS and
-//! signals on smol, feeding the runtime-agnostic core
-//! ([`mta_sts_core::service`], [`mta_sts_host`]). The programs are
+//! The smol driver of the MTA-STS resolver: sockets, timers and signals
+//! on smol, feeding the runtime-agnostic core ([`mta_sts_core::service`],
+//! [`mta_sts_host`], which also holds the TLS client both drivers use). The programs are
 //! thin `main`s over [`mta_sts_host::daemon_main`] and
 //! [`mta_sts_host::query_main`] with [`SmolDriver`].
 //!
@@ -30,4 +30,4 @@ mod transport;
 
 pub use driver::SmolDriver;
 pub use runtime::SmolRuntime;
-pub use transport::SmolTransport;
+pub use transport::{SmolSockets, SmolTransport};

@@ -1,21 +1,19 @@
-//! [`Transport`] on async-net and async-native-tls.
+//! The smol sockets under the shared [`SocketTransport`]: async-net's TCP
+//! stream and UDP socket. TLS, the UDP source address and the connect flow
+//! are in `mta-sts-host`, written once for both drivers.
 
 use async_net::{TcpStream, UdpSocket};
-use mta_sts_core::service::{BoxStream, Datagram, Transport};
+use mta_sts_core::service::Datagram;
+use mta_sts_host::{SocketTransport, Sockets};
 use std::io;
 use std::net::SocketAddr;
 
-/// UDP/TCP sockets and TLS connections for DNS and policy fetches.
-pub struct SmolTransport {
-    tls: async_native_tls::TlsConnector,
-}
+/// async-net's sockets.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SmolSockets;
 
-impl SmolTransport {
-    /// A transport validating policy hosts with `tls`.
-    pub fn new(tls: native_tls::TlsConnectorBuilder) -> Self {
-        SmolTransport { tls: tls.into() }
-    }
-}
+/// UDP/TCP sockets and TLS connections for DNS and policy fetches, on smol.
+pub type SmolTransport = SocketTransport<SmolSockets>;
 
 struct SmolDatagram(UdpSocket);
 
@@ -30,31 +28,20 @@ impl Datagram for SmolDatagram {
     }
 }
 
-#[async_trait::async_trait]
-impl Transport for SmolTransport {
-    async fn udp_connect(&self, server: SocketAddr) -> io::Result<Box<dyn Datagram>> {
-        // Port 0: the kernel picks a random source port (RFC 5452 §9.2).
-        let local: SocketAddr = if server.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
+impl Sockets for SmolSockets {
+    type Tcp = TcpStream;
+
+    async fn tcp_connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        TcpStream::connect(addr).await
+    }
+
+    async fn udp_connect(
+        &self,
+        local: SocketAddr,
+        server: SocketAddr,
+    ) -> io::Result<Box<dyn Datagram>> {
         let socket = UdpSocket::bind(local).await?;
         socket.connect(server).await?;
         Ok(Box::new(SmolDatagram(socket)))
-    }
-
-    async fn tcp_connect(&self, addr: SocketAddr) -> io::Result<BoxStream> {
-        Ok(Box::new(TcpStream::connect(addr).await?))
-    }
-
-    async fn tls_connect(&self, addr: SocketAddr, server_name: &str) -> io::Result<BoxStream> {
-        let tcp = TcpStream::connect(addr).await?;
-        let tls = self
-            .tls
-            .connect(server_name, tcp)
-            .await
-            .map_err(io::Error::other)?;
-        Ok(Box::new(tls))
     }
 }

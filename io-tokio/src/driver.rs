@@ -1,6 +1,6 @@
 //! [`Driver`] on tokio: listeners and signals.
 
-use crate::{TokioRuntime, TokioTransport};
+use crate::{TokioRuntime, TokioSockets, TokioTransport};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use mta_sts_core::service::{BoxStream, Transport};
@@ -39,12 +39,8 @@ impl Driver for TokioDriver {
         TokioRuntime::new(self.handle.clone())
     }
 
-    fn transport(
-        &self,
-        tls: native_tls::TlsConnectorBuilder,
-    ) -> Result<Arc<dyn Transport>, String> {
-        let tls = tls.build().map_err(|e| format!("TLS set-up: {e}"))?;
-        Ok(Arc::new(TokioTransport::new(tls)))
+    fn transport(&self, tls: native_tls::TlsConnector) -> Arc<dyn Transport> {
+        Arc::new(TokioTransport::new(TokioSockets, tls))
     }
 
     fn tcp_incoming(&self, listener: std::net::TcpListener) -> io::Result<Connections> {

@@ -1,7 +1,8 @@
 //! The tokio driver of the MTA-STS resolver: the same daemon and query tool
 //! as the smol build, and a library to run the resolver inside a tokio
-//! application. Sockets, timers, TLS and signals on tokio feed the
-//! runtime-agnostic core ([`mta_sts_core::service`], [`mta_sts_host`]).
+//! application. Sockets, timers and signals on tokio feed the
+//! runtime-agnostic core ([`mta_sts_core::service`], [`mta_sts_host`],
+//! which also holds the TLS client both drivers use).
 //!
 //! Running the resolver service on an application's own runtime:
 //!
@@ -36,7 +37,7 @@ mod transport;
 
 pub use driver::TokioDriver;
 pub use runtime::TokioRuntime;
-pub use transport::TokioTransport;
+pub use transport::{TokioSockets, TokioTransport};
 
 /// Run `main` on a new multi-threaded tokio runtime (the programs' entry).
 pub fn block_on<F: std::future::Future>(main: impl FnOnce(TokioDriver) -> F) -> F::Output {

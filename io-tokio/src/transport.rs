@@ -1,22 +1,20 @@
-//! [`Transport`] on tokio's sockets and tokio-native-tls.
+//! The tokio sockets under the shared [`SocketTransport`]: tokio's TCP
+//! stream (as a futures-io stream through tokio-util's compat, so the TLS
+//! code in `mta-sts-host` serves both drivers) and UDP socket.
 
-use mta_sts_core::service::{BoxStream, Datagram, Transport};
+use mta_sts_core::service::Datagram;
+use mta_sts_host::{SocketTransport, Sockets};
 use std::io;
 use std::net::SocketAddr;
 use tokio::net::{TcpStream, UdpSocket};
-use tokio_util::compat::TokioAsyncReadCompatExt;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-/// UDP/TCP sockets and TLS connections for DNS and policy fetches.
-pub struct TokioTransport {
-    tls: tokio_native_tls::TlsConnector,
-}
+/// tokio's sockets (used from tasks on the runtime, where they register).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioSockets;
 
-impl TokioTransport {
-    /// A transport validating policy hosts with `tls`.
-    pub fn new(tls: native_tls::TlsConnector) -> Self {
-        TokioTransport { tls: tls.into() }
-    }
-}
+/// UDP/TCP sockets and TLS connections for DNS and policy fetches, on tokio.
+pub type TokioTransport = SocketTransport<TokioSockets>;
 
 struct TokioDatagram(UdpSocket);
 
@@ -31,31 +29,20 @@ impl Datagram for TokioDatagram {
     }
 }
 
-#[async_trait::async_trait]
-impl Transport for TokioTransport {
-    async fn udp_connect(&self, server: SocketAddr) -> io::Result<Box<dyn Datagram>> {
-        // Port 0: the kernel picks a random source port (RFC 5452 §9.2).
-        let local: SocketAddr = if server.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
+impl Sockets for TokioSockets {
+    type Tcp = Compat<TcpStream>;
+
+    async fn tcp_connect(&self, addr: SocketAddr) -> io::Result<Compat<TcpStream>> {
+        Ok(TcpStream::connect(addr).await?.compat())
+    }
+
+    async fn udp_connect(
+        &self,
+        local: SocketAddr,
+        server: SocketAddr,
+    ) -> io::Result<Box<dyn Datagram>> {
         let socket = UdpSocket::bind(local).await?;
         socket.connect(server).await?;
         Ok(Box::new(TokioDatagram(socket)))
-    }
-
-    async fn tcp_connect(&self, addr: SocketAddr) -> io::Result<BoxStream> {
-        Ok(Box::new(TcpStream::connect(addr).await?.compat()))
-    }
-
-    async fn tls_connect(&self, addr: SocketAddr, server_name: &str) -> io::Result<BoxStream> {
-        let tcp = TcpStream::connect(addr).await?;
-        let tls = self
-            .tls
-            .connect(server_name, tcp)
-            .await
-            .map_err(io::Error::other)?;
-        Ok(Box::new(tls.compat()))
     }
 }

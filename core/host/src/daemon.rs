@@ -27,9 +27,10 @@ pub trait Driver: Send + Sync + 'static {
     type Rt: Runtime;
     /// The runtime.
     fn runtime(&self) -> Self::Rt;
-    /// UDP/TCP/TLS for DNS and policy fetches, validating with `tls`.
-    fn transport(&self, tls: native_tls::TlsConnectorBuilder)
-        -> Result<Arc<dyn Transport>, String>;
+    /// UDP/TCP/TLS for DNS and policy fetches, validating with `tls`, a
+    /// connector built once that every TLS connection reuses
+    /// ([`crate::SocketTransport`] over the runtime's [`crate::Sockets`]).
+    fn transport(&self, tls: native_tls::TlsConnector) -> Arc<dyn Transport>;
     /// Accept loop input for a bound, non-blocking TCP listener.
     fn tcp_incoming(&self, listener: std::net::TcpListener) -> io::Result<Connections>;
     /// Accept loop input for a bound, non-blocking Unix listener.
@@ -119,8 +120,12 @@ struct Network {
 }
 
 impl Network {
+    /// The daemon's one place that builds the policy TLS connector: once
+    /// per start, then shared by every policy fetch. A config reload (not
+    /// implemented yet) should call this again, once per reload, so a new
+    /// `resolver.ca_file` takes effect.
     fn prepare<D: Driver>(driver: &D, config: &Config) -> Result<Network, String> {
-        let transport = driver.transport(policy_tls_connector(config)?)?;
+        let transport = driver.transport(policy_tls_connector(config)?);
         Ok(Network {
             transport,
             dns: dns_settings(config),
@@ -203,8 +208,9 @@ pub async fn query_main<D: Driver>(driver: D, args: QueryArgs) -> i32 {
         },
         None => Config::default(),
     };
-    let transport = match policy_tls_connector(&config).and_then(|tls| driver.transport(tls)) {
-        Ok(transport) => transport,
+    // Built once for the query's fetch(es), as the daemon does per start.
+    let transport = match policy_tls_connector(&config) {
+        Ok(tls) => driver.transport(tls),
         Err(e) => {
             eprintln!("mta-sts-query: {e}");
             return 2;

@@ -2,10 +2,13 @@
 //! daemon's and query tool's main flow over a [`Driver`] (the runtime's
 //! listeners, signals and transport), logging, the config file, pidfile,
 //! privilege drop, systemd readiness, listeners, nameservers, TLS roots,
-//! and the cache stores that do IO (SQLite on the runtime's blocking pool,
-//! the redis-rs connection). Not sans-IO, so not in `mta-sts-core`; no
-//! runtime either: the drivers (`io-smol`, `io-tokio`) supply it.
+//! the transport and TLS client streams both drivers share (over the
+//! runtime's sockets), the wall clock, and the cache stores that do IO
+//! (SQLite on the runtime's blocking pool, the redis-rs connection). Not
+//! sans-IO, so not in `mta-sts-core`; no runtime either: the drivers
+//! (`io-smol`, `io-tokio`) supply it.
 
+mod clock;
 mod daemon;
 mod listen;
 mod logging;
@@ -14,7 +17,10 @@ mod privileges;
 mod redis_conn;
 mod sqlite;
 mod startup;
+pub mod tls;
+mod transport;
 
+pub use clock::unix_ms;
 pub use daemon::{daemon_main, query_args, query_main, start, Connections, Driver};
 pub use listen::{bind_tcp, bind_unix};
 pub use logging::init_logging;
@@ -26,3 +32,4 @@ pub use startup::{
     dns_settings, load_config, parse_or_exit, policy_tls_connector, prepare_daemon, write_pidfile,
     DaemonSetup,
 };
+pub use transport::{SocketTransport, Sockets};

@@ -125,9 +125,11 @@ pub fn dns_settings(config: &Config) -> DnsTargets {
 }
 
 /// The TLS client for policy hosts: TLS 1.2 or newer, the system roots or
-/// only the configured CA file (RFC 8461 §3.3). Returned as a builder
-/// (checked to build) because async-native-tls wants one.
-pub fn policy_tls_connector(config: &Config) -> Result<native_tls::TlsConnectorBuilder, String> {
+/// only the configured CA file (RFC 8461 §3.3). Building it parses the
+/// roots and makes the OpenSSL context, the costly part of a TLS
+/// connection, so it is built once per start and every policy fetch
+/// shares it.
+pub fn policy_tls_connector(config: &Config) -> Result<native_tls::TlsConnector, String> {
     let mut builder = native_tls::TlsConnector::builder();
     builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
     if let Some(path) = &config.resolver.ca_file {
@@ -146,8 +148,7 @@ pub fn policy_tls_connector(config: &Config) -> Result<native_tls::TlsConnectorB
         }
         builder.disable_built_in_roots(true);
     }
-    builder.build().map_err(|e| format!("TLS set-up: {e}"))?;
-    Ok(builder)
+    builder.build().map_err(|e| format!("TLS set-up: {e}"))
 }
 
 /// Write our process id to `path`.
