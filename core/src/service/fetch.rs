@@ -121,10 +121,15 @@ async fn resolve_host<R: Runtime>(
     dns: &DnsClient<R>,
     host: &str,
 ) -> Result<Vec<IpAddr>, FetchError> {
+    // A and AAAA at once: the slower of the two, not the sum.
+    let (v4, v6) = futures::join!(
+        dns.query(host, QueryType::A),
+        dns.query(host, QueryType::Aaaa)
+    );
     let mut addrs = Vec::new();
     let mut first_error = None;
-    for qtype in [QueryType::A, QueryType::Aaaa] {
-        match dns.query(host, qtype).await {
+    for result in [v4, v6] {
+        match result {
             Ok(Answer::Addresses(found)) => addrs.extend(found),
             Ok(_) => {}
             Err(source) => first_error = first_error.or(Some(source)),
