@@ -195,4 +195,3 @@ impl fmt::Display for Answer {
         write!(f, "{}; answer: {mode}", self.reason)
     }
 }
-

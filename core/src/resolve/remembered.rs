@@ -61,4 +61,3 @@ impl<K: Eq + Hash + Clone> Remembered<K> {
         }
     }
 }
-
