@@ -177,9 +177,9 @@ pub fn normalize_key(key: &str) -> Result<Domain, KeyRejection> {
 /// the common case, answered without allocating. `None` means "call
 /// [`normalize_key`]", not "invalid".
 pub fn already_normal(key: &str) -> Option<&str> {
-    let plain = key.bytes().all(|b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
-    });
+    let plain = key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.');
     let normal = plain
         && !key.starts_with('.')
         && !key.ends_with('.')
@@ -334,17 +334,8 @@ mod tests {
     fn already_normal_only_for_plain_names() {
         assert_eq!(already_normal("mail.example.com"), Some("mail.example.com"));
         assert_eq!(already_normal("_sub.example.com"), Some("_sub.example.com"));
-        for key in [
-            "Example.com",
-            "example.com.",
-            ".example.com",
-            "example.com:25",
-            "[example.com]",
-            "1.2.3.4",
-            "xn--bcher-kva.example",
-            "b\u{fc}cher.example",
-            "",
-        ] {
+        for key in ["Example.com", "example.com.", ".example.com", "example.com:25",
+                    "[example.com]", "1.2.3.4", "xn--bcher-kva.example", "b\u{fc}cher.example", ""] {
             assert_eq!(already_normal(key), None, "{key}");
         }
     }

@@ -512,10 +512,7 @@ mod tests {
         );
         let none = policy("version: STSv1\nmode: none\nmax_age: 86400\n").unwrap();
         for strict in [false, true] {
-            assert_eq!(
-                render_reply(&none, "example.com", opts(strict, true, true)),
-                None
-            );
+            assert_eq!(render_reply(&none, "example.com", opts(strict, true, true)), None);
         }
     }
 

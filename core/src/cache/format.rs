@@ -317,10 +317,7 @@ mod tests {
         // Python's integer seconds are read as such.
         let text = r#"{"ts": 1700000000, "pol_id": "abc", "pol_body":
             {"mx": ["m.example"], "version": "STSv1", "mode": "enforce", "max_age": 60}}"#;
-        assert_eq!(
-            entry_from_json(text).unwrap().checked_at_ms,
-            1_700_000_000_000
-        );
+        assert_eq!(entry_from_json(text).unwrap().checked_at_ms, 1_700_000_000_000);
         assert_eq!(e.policy.mode, Mode::Testing);
         // pol_body as a JSON string is accepted too.
         let text = r#"{"ts": 5, "pol_id": "abc", "pol_body":

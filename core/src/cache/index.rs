@@ -104,8 +104,7 @@ impl PolicyIndex {
         let mut map = self.lock();
         match map.get(domain) {
             Some(Known::Policy(c))
-                if c.entry
-                    .is_fresh(now_ms, Duration::from_millis(self.grace_ms)) =>
+                if c.entry.is_fresh(now_ms, Duration::from_millis(self.grace_ms)) =>
             {
                 Fresh::Policy(c.clone())
             }
@@ -227,10 +226,7 @@ mod tests {
     fn fresh_until_exactly_grace_after_the_check() {
         let index = PolicyIndex::new(10, Duration::from_millis(2_000));
         index.store(d("example.com"), entry("a", 1_000, 1_000));
-        assert!(matches!(
-            index.fresh("example.com", 2_999),
-            Fresh::Policy(_)
-        ));
+        assert!(matches!(index.fresh("example.com", 2_999), Fresh::Policy(_)));
         assert!(matches!(index.fresh("example.com", 3_000), Fresh::Miss));
         assert_eq!(
             index.known("example.com", 3_000),
@@ -284,10 +280,7 @@ mod tests {
     fn no_policy_is_remembered_for_grace_and_never_hides_a_policy() {
         let index = PolicyIndex::new(10, Duration::from_secs(1));
         index.note_no_policy(d("none.example"), 10_000);
-        assert!(matches!(
-            index.fresh("none.example", 10_999),
-            Fresh::NoPolicy
-        ));
+        assert!(matches!(index.fresh("none.example", 10_999), Fresh::NoPolicy));
         assert!(matches!(index.fresh("none.example", 11_000), Fresh::Miss));
         assert_eq!(index.known("none.example", 11_000), Held::Miss);
         index.store(d("p.example"), entry("a", 1_000, 1_000));
@@ -295,10 +288,7 @@ mod tests {
         assert!(matches!(index.known("p.example", 2_000), Held::Entry(_)));
         // A policy replaces the note.
         index.store(d("none.example"), entry("a", 12_000, 12_000));
-        assert!(matches!(
-            index.fresh("none.example", 12_000),
-            Fresh::Policy(_)
-        ));
+        assert!(matches!(index.fresh("none.example", 12_000), Fresh::Policy(_)));
     }
 
     #[test]

@@ -233,10 +233,7 @@ impl<C: RedisCommands> Store for RedisBackend<C> {
 
     async fn set_proactive_ts(&self, ts_ms: u64) -> Result<(), StoreError> {
         self.commands
-            .set(
-                &self.proactive_key(),
-                &millis_to_f64_secs(ts_ms).to_string(),
-            )
+            .set(&self.proactive_key(), &millis_to_f64_secs(ts_ms).to_string())
             .await
     }
 }
@@ -448,11 +445,7 @@ mod tests {
     fn lists_domains_checked_before_the_limit() {
         let b = backend();
         block_on(b.set(&d("old.example"), &entry("a", NOW - 500 * S, NOW - 300 * S))).unwrap();
-        block_on(b.set(
-            &d("edge.example"),
-            &entry("a", NOW - 500 * S, NOW - 200 * S),
-        ))
-        .unwrap();
+        block_on(b.set(&d("edge.example"), &entry("a", NOW - 500 * S, NOW - 200 * S))).unwrap();
         block_on(b.set(&d("new.example"), &entry("a", NOW - 500 * S, NOW - 100 * S))).unwrap();
         block_on(b.set_proactive_ts(NOW)).unwrap();
         // Keys of others and junk under our prefix are left alone.

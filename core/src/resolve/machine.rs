@@ -79,7 +79,10 @@ impl Resolver {
             lookups: HashMap::new(),
             running: HashMap::new(),
             timers: BTreeSet::new(),
-            failures: Remembered::new(millis(settings.retry_after_failure), settings.memory_limit),
+            failures: Remembered::new(
+                millis(settings.retry_after_failure),
+                settings.memory_limit,
+            ),
             actions: VecDeque::new(),
             wall_ms: 0,
         }
@@ -133,13 +136,7 @@ impl Resolver {
     /// Proactive refresh (RFC 8461 §5.1, `proactive_policy_fetching`): a
     /// lookup with no request that checks the TXT id even within
     /// `cache_grace`. Does nothing if a lookup for the domain is running.
-    pub fn handle_refresh(
-        &mut self,
-        domain: Domain,
-        timeout: Duration,
-        now: Instant,
-        wall_ms: u64,
-    ) {
+    pub fn handle_refresh(&mut self, domain: Domain, timeout: Duration, now: Instant, wall_ms: u64) {
         self.advance(now, wall_ms);
         if self.running.contains_key(&domain) {
             return;
@@ -175,10 +172,7 @@ impl Resolver {
             // Another daemon sharing the store may have news: keep it.
             self.index.store(l.domain.clone(), e.clone());
         }
-        if let Some(e) = entry
-            .as_ref()
-            .filter(|e| !l.refresh && e.is_fresh(wall_ms, grace))
-        {
+        if let Some(e) = entry.as_ref().filter(|e| !l.refresh && e.is_fresh(wall_ms, grace)) {
             let policy = e.policy.clone();
             self.finish(lookup, Some(policy), Reason::Cached);
             return;
@@ -215,10 +209,7 @@ impl Resolver {
                     let policy = entry.policy.clone();
                     self.keep(domain, entry);
                     self.finish(lookup, Some(policy), Reason::Confirmed);
-                } else if self
-                    .failures
-                    .is_active(&(domain.clone(), id.clone()), wall_ms)
-                {
+                } else if self.failures.is_active(&(domain.clone(), id.clone()), wall_ms) {
                     self.finish_fallback(lookup, Reason::FailureBackoff);
                 } else {
                     l.stage = Stage::Fetching {
@@ -245,13 +236,7 @@ impl Resolver {
     /// The result of [`Action::FetchPolicy`] (RFC 8461 §3.3): a policy is
     /// kept and answered (mode `none` too); a failure is remembered for
     /// `retry_after_failure` and falls back to the cache.
-    pub fn handle_fetch(
-        &mut self,
-        lookup: LookupId,
-        result: FetchResult,
-        now: Instant,
-        wall_ms: u64,
-    ) {
+    pub fn handle_fetch(&mut self, lookup: LookupId, result: FetchResult, now: Instant, wall_ms: u64) {
         self.advance(now, wall_ms);
         let Some(l) = self.lookups.get(&lookup) else {
             return;

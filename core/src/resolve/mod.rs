@@ -195,3 +195,4 @@ impl fmt::Display for Answer {
         write!(f, "{}; answer: {mode}", self.reason)
     }
 }
+

@@ -61,3 +61,4 @@ impl<K: Eq + Hash + Clone> Remembered<K> {
         }
     }
 }
+

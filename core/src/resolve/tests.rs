@@ -64,7 +64,13 @@ fn start(r: &mut Resolver, req: u64, dom: &str, now: Instant, wall: u64) -> Look
 }
 
 /// Drive a request through LoadCache(entry) to QueryTxt.
-fn to_txt(r: &mut Resolver, req: u64, e: Option<CacheEntry>, now: Instant, wall: u64) -> LookupId {
+fn to_txt(
+    r: &mut Resolver,
+    req: u64,
+    e: Option<CacheEntry>,
+    now: Instant,
+    wall: u64,
+) -> LookupId {
     let id = start(r, req, "example.com", now, wall);
     r.handle_cache_loaded(id, e, now, wall);
     assert_eq!(

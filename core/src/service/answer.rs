@@ -94,9 +94,7 @@ impl Service {
             Fresh::Policy(cached) => {
                 let mode = cached.entry().policy.mode;
                 log::debug!("{domain} (zone {name}): cached {mode} policy");
-                Ok(cached
-                    .reply(domain, opts)
-                    .map_or(Reply::NotFound, Reply::Ok))
+                Ok(cached.reply(domain, opts).map_or(Reply::NotFound, Reply::Ok))
             }
             Fresh::NoPolicy => {
                 log::debug!("{domain} (zone {name}): NOTFOUND, no policy (remembered)");
@@ -134,10 +132,7 @@ impl Service {
                 Reply::Ok(value.into())
             }
             None => {
-                log::info!(
-                    "{domain} (zone {zone}): NOTFOUND, {} policy ({reason})",
-                    policy.mode
-                );
+                log::info!("{domain} (zone {zone}): NOTFOUND, {} policy ({reason})", policy.mode);
                 Reply::NotFound
             }
         }

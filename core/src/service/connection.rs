@@ -42,9 +42,7 @@ where
         while let Some((seq, request)) = conn.poll_request() {
             match service.answer_now(request.name, request.key) {
                 Ok(reply) => conn.handle_reply(seq, reply),
-                Err(miss) => {
-                    misses.push(async move { (seq, service.answer_miss(miss).await) }.boxed())
-                }
+                Err(miss) => misses.push(async move { (seq, service.answer_miss(miss).await) }.boxed()),
             }
         }
         if conn.failed() && !warned {

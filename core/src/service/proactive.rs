@@ -23,8 +23,7 @@ pub async fn run_proactive_refresh<R: Runtime>(
     shutdown: Shutdown,
 ) {
     let interval_ms = millis(settings.interval).max(1000);
-    let min_age_ms =
-        (settings.interval.as_secs_f64() * 1000.0 / settings.grace_ratio).max(0.0) as u64;
+    let min_age_ms = (settings.interval.as_secs_f64() * 1000.0 / settings.grace_ratio).max(0.0) as u64;
     // The internal cache keeps the round's time in memory.
     let memory_ts: Mutex<Option<u64>> = Mutex::new(None);
     loop {

@@ -222,10 +222,7 @@ mod tests {
         c.handle_input(&encode(b"postfix b.example"));
         let reqs = take(&mut c);
         assert_eq!(reqs.len(), 2);
-        assert_eq!(
-            (reqs[0].1.as_str(), reqs[0].2.as_str()),
-            ("postfix", "a.example")
-        );
+        assert_eq!((reqs[0].1.as_str(), reqs[0].2.as_str()), ("postfix", "a.example"));
         // The second answers first: nothing goes out until the first does.
         c.handle_reply(reqs[1].0, ok("b"));
         assert!(c.transmit().is_empty());
@@ -296,10 +293,7 @@ mod tests {
         c.handle_input(b"10001:");
         assert!(take(&mut c).is_empty());
         let bytes = String::from_utf8(out(&mut c)).unwrap();
-        assert!(
-            bytes.contains("PERM malformed request") && bytes.contains("10001"),
-            "{bytes}"
-        );
+        assert!(bytes.contains("PERM malformed request") && bytes.contains("10001"), "{bytes}");
         // Nothing more is read.
         c.handle_input(&encode(b"p a.example"));
         assert!(take(&mut c).is_empty());
