@@ -7,10 +7,10 @@ use crate::cache::{CacheEntry, Held, Store};
 use crate::config::Config;
 use crate::netstring::{self, Decoder};
 use crate::service::{
-    serve_connection, start_stack, DnsTargets, Runtime, Shutdown, ShutdownTrigger, Stack,
+    serve_connection, Service, start_stack, DnsTargets, Runtime, Shutdown, ShutdownTrigger, Stack,
 };
 use crate::socketmap::Reply;
-use futures::io::AsyncReadExt;
+use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,17 +121,16 @@ impl Harness {
     /// Open a socketmap connection served by `serve_connection` on the
     /// sim; the returned end is the client's.
     pub fn connect(&self) -> PipeEnd {
-        let (client, server) = duplex(PIPE_CAPACITY);
-        let service = self.stack.service.clone();
-        let shutdown = self.shutdown.clone();
-        self.sim.spawn(
-            async move {
-                // A framing error or a vanished client just ends the connection.
-                let _ = serve_connection(server, &service, shutdown).await;
-            }
-            .boxed(),
-        );
-        client
+        self.connector().connect()
+    }
+
+    /// What tasks need to open connections themselves.
+    pub fn connector(&self) -> Connector {
+        Connector {
+            sim: self.sim.clone(),
+            service: self.stack.service.clone(),
+            shutdown: self.shutdown.clone(),
+        }
     }
 
     /// Fire the shutdown signal (SIGTERM).
@@ -148,6 +147,51 @@ impl Harness {
             Held::NoPolicy | Held::Miss => None,
         }
     }
+}
+
+/// Opens socketmap connections to a [`Harness`]'s service from any task.
+#[derive(Clone)]
+pub struct Connector {
+    sim: Sim,
+    service: Arc<Service>,
+    shutdown: Shutdown,
+}
+
+impl Connector {
+    /// A connection served by `serve_connection` on the sim; the returned
+    /// end is the client's.
+    pub fn connect(&self) -> PipeEnd {
+        let (client, server) = duplex(PIPE_CAPACITY);
+        let service = self.service.clone();
+        let shutdown = self.shutdown.clone();
+        self.sim.spawn(
+            async move {
+                // A framing error or a vanished client just ends the connection.
+                let _ = serve_connection(server, &service, shutdown).await;
+            }
+            .boxed(),
+        );
+        client
+    }
+}
+
+/// Send `input` on `stream` (then close the sending side) while reading
+/// every reply until the server closes.
+pub async fn exchange(stream: PipeEnd, input: Vec<u8>) -> Vec<String> {
+    let (mut rd, mut wr) = stream.split();
+    let write = async move {
+        // The server may stop reading first (shutdown, framing error).
+        let _ = wr.write_all(&input).await;
+        let _ = wr.close().await;
+    };
+    let read = async move {
+        let mut bytes = Vec::new();
+        rd.read_to_end(&mut bytes)
+            .await
+            .expect("sim: pipe reads do not fail");
+        decode_replies(&bytes)
+    };
+    futures::join!(write, read).1
 }
 
 /// The netstring of the socketmap request `name key`.
@@ -168,8 +212,14 @@ pub async fn read_replies(stream: &mut PipeEnd) -> Vec<String> {
         .read_to_end(&mut bytes)
         .await
         .expect("sim: pipe reads do not fail");
+    decode_replies(&bytes)
+}
+
+/// Split `bytes` into reply payloads; panics on bytes that are not
+/// netstrings or a partial reply at the end.
+pub fn decode_replies(bytes: &[u8]) -> Vec<String> {
     let mut decoder = Decoder::new(1 << 20);
-    decoder.push(&bytes);
+    decoder.push(bytes);
     let mut replies = Vec::new();
     while let Some(frame) = decoder.next_frame().expect("sim: replies are netstrings") {
         replies.push(String::from_utf8(frame).expect("sim: replies are UTF-8"));

@@ -11,16 +11,13 @@
 //! or netstrings over `Harness::connect`), moves time with
 //! [`Sim::advance`] or [`Sim::block_on`], and reads the counters:
 //!
-//! ```ignore
-//! # use mta_sts_core::sim::{Harness, policy_text};
-//! # use std::time::Duration;
+//! ```text
 //! let h = Harness::new("cache_grace: 60");
 //! let body = policy_text("enforce", &["mx.example.com"], 86400);
 //! h.world.publish("example.com", "id1", &body, Duration::from_millis(500));
 //! let reply = h.answer("example.com");
 //! assert_eq!(h.world.fetches("example.com"), 1);
 //! assert_eq!(h.sim.elapsed(), Duration::from_millis(500));
-//! # let _ = reply;
 //! ```
 
 mod dns;
@@ -36,7 +33,9 @@ mod tests;
 
 pub use dns::{DnsAnswer, DnsRule, DnsServer, QueryLog, Via};
 pub use executor::{Sim, Sleep, TaskHandle, DEFAULT_UNIX_MS};
-pub use harness::{config, dns_targets, read_replies, reply_text, request, Harness, ZONE};
+pub use harness::{
+    config, decode_replies, dns_targets, exchange, read_replies, reply_text, request, Connector, Harness, ZONE,
+};
 pub use https::{policy_text, FetchLog, HostBehaviour, HttpsReply, HttpsServers};
 pub use net::{duplex, DatagramPeer, Inbox, InboxHandle, PipeEnd, SimDatagram, PIPE_CAPACITY};
 pub use store::SimStore;
