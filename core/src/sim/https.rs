@@ -96,6 +96,8 @@ struct Host {
 #[derive(Default)]
 struct State {
     hosts: HashMap<String, Host>,
+    /// Addresses whose connections never complete (packets dropped).
+    blackholes: Vec<IpAddr>,
     next_addr: u8,
     log: Vec<FetchLog>,
     requests: Vec<String>,
@@ -145,6 +147,12 @@ impl HttpsServers {
         }
     }
 
+    /// Connections to `addr` never complete, as when a firewall drops
+    /// the packets (the caller's deadline must end the attempt).
+    pub fn blackhole(&self, addr: IpAddr) {
+        self.state().blackholes.push(addr);
+    }
+
     /// Connection attempts to `host` (each is one policy fetch).
     pub fn fetches(&self, host: &str) -> usize {
         let host = norm(host);
@@ -162,20 +170,27 @@ impl HttpsServers {
     }
 
     /// `tls_connect(addr, server_name)` as the scripted world answers it.
-    pub(super) fn connect(
+    pub(super) async fn connect(
         &self,
         sim: &Sim,
         addr: IpAddr,
         server_name: &str,
     ) -> io::Result<BoxStream> {
         let name = norm(server_name);
-        let behaviour = {
+        let blackholed = {
             let mut st = self.state();
             st.log.push(FetchLog {
                 at: sim.elapsed(),
                 host: name.clone(),
                 addr,
             });
+            st.blackholes.contains(&addr)
+        };
+        if blackholed {
+            futures::future::pending::<()>().await;
+        }
+        let behaviour = {
+            let st = self.state();
             let Some((host, h)) = st.hosts.iter().find(|(_, h)| h.addr == addr) else {
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,

@@ -134,6 +134,6 @@ impl Transport for World {
 
     async fn tls_connect(&self, addr: SocketAddr, server_name: &str) -> io::Result<BoxStream> {
         let ip: IpAddr = addr.ip();
-        self.https.connect(&self.sim, ip, server_name)
+        self.https.connect(&self.sim, ip, server_name).await
     }
 }

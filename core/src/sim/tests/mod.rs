@@ -5,6 +5,7 @@
 mod burst;
 mod connection;
 mod dns_client;
+mod fetch;
 mod grace;
 mod lifetime;
 mod proactive;
