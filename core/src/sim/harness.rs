@@ -7,7 +7,7 @@ use crate::cache::{CacheEntry, Held, Store};
 use crate::config::Config;
 use crate::netstring::{self, Decoder};
 use crate::service::{
-    serve_connection, Service, start_stack, DnsTargets, Runtime, Shutdown, ShutdownTrigger, Stack,
+    serve_connection, start_stack, DnsTargets, Runtime, Service, Shutdown, ShutdownTrigger, Stack,
 };
 use crate::socketmap::Reply;
 use futures::io::{AsyncReadExt, AsyncWriteExt};

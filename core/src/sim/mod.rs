@@ -34,7 +34,8 @@ mod tests;
 pub use dns::{DnsAnswer, DnsRule, DnsServer, QueryLog, Via};
 pub use executor::{Sim, Sleep, TaskHandle, DEFAULT_UNIX_MS};
 pub use harness::{
-    config, decode_replies, dns_targets, exchange, read_replies, reply_text, request, Connector, Harness, ZONE,
+    config, decode_replies, dns_targets, exchange, read_replies, reply_text, request, Connector,
+    Harness, ZONE,
 };
 pub use https::{policy_text, FetchLog, HostBehaviour, HttpsReply, HttpsServers};
 pub use net::{duplex, DatagramPeer, Inbox, InboxHandle, PipeEnd, SimDatagram, PIPE_CAPACITY};

@@ -126,7 +126,6 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netstring::{encode, DEFAULT_MAX_REQUEST};
     use proptest::prelude::*;
 
     fn req(name: &str, key: &str) -> Request {

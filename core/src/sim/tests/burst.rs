@@ -25,8 +25,12 @@ fn burst(offsets: &[u64], with_store: bool) {
         store.set_latency(STORE_LATENCY);
     }
     h.world.dns.set_default_latency(DNS_LATENCY);
-    h.world
-        .publish(DOMAIN, "id1", &enforce("mx.example.com", 86400), POLICY_LATENCY);
+    h.world.publish(
+        DOMAIN,
+        "id1",
+        &enforce("mx.example.com", 86400),
+        POLICY_LATENCY,
+    );
 
     let clients: Vec<_> = offsets
         .iter()
@@ -45,12 +49,20 @@ fn burst(offsets: &[u64], with_store: bool) {
     assert_eq!(h.world.fetches(DOMAIN), 1, "one policy fetch");
     // The lookup's answer comes when the policy server answers.
     let fetched = h.world.fetch_times(DOMAIN)[0] + POLICY_LATENCY;
-    let before = if with_store { STORE_LATENCY } else { Duration::ZERO };
+    let before = if with_store {
+        STORE_LATENCY
+    } else {
+        Duration::ZERO
+    };
     let first = ms(*offsets.iter().min().expect("some requests"));
     assert_eq!(fetched, first + before + DNS_LATENCY * 3 + POLICY_LATENCY);
     for client in clients {
         let (at, replies, done) = client.take().expect("every client finished");
-        assert_eq!(replies, vec![ok_reply("mx.example.com")], "request at {at} ms");
+        assert_eq!(
+            replies,
+            vec![ok_reply("mx.example.com")],
+            "request at {at} ms"
+        );
         // Joined requests are answered with the lookup; later ones at once.
         assert_eq!(done, ms(at).max(fetched), "request at {at} ms");
     }

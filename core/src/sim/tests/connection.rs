@@ -43,8 +43,11 @@ fn world(h: &Harness) {
         "id1",
         HostBehaviour::TlsFailure("unknown issuer".into()),
     );
-    w.dns
-        .set("_mta-sts.servfail.example", QueryType::Txt, DnsAnswer::ServFail);
+    w.dns.set(
+        "_mta-sts.servfail.example",
+        QueryType::Txt,
+        DnsAnswer::ServFail,
+    );
     w.dns
         .set("_mta-sts.dnsdrop.example", QueryType::Txt, DnsAnswer::Drop);
     w.dns
@@ -86,7 +89,9 @@ fn pipelined(requests: &[(bool, usize)], sizes: &[usize], gaps: &[u64]) {
         while !rest.is_empty() {
             let n = sizes[i % sizes.len()].min(rest.len());
             let (chunk, tail) = rest.split_at(n);
-            wr.write_all(chunk).await.expect("the server reads every request");
+            wr.write_all(chunk)
+                .await
+                .expect("the server reads every request");
             rest = tail;
             sim.sleep_for(ms(gaps[i % gaps.len()])).await;
             i += 1;

@@ -18,9 +18,21 @@ fn second_ns() -> SocketAddr {
     "10.0.0.54:53".parse().expect("address")
 }
 
-fn client(sim: &Sim, world: &World, servers: Vec<SocketAddr>, attempts: u32, try_timeout: Duration) -> DnsClient<Sim> {
+fn client(
+    sim: &Sim,
+    world: &World,
+    servers: Vec<SocketAddr>,
+    attempts: u32,
+    try_timeout: Duration,
+) -> DnsClient<Sim> {
     world.dns.set_default_latency(LATENCY);
-    DnsClient::new(sim.clone(), world.transport(), servers, attempts, try_timeout)
+    DnsClient::new(
+        sim.clone(),
+        world.transport(),
+        servers,
+        attempts,
+        try_timeout,
+    )
 }
 
 fn domain(s: &str) -> Domain {
@@ -68,7 +80,10 @@ fn silent_servers_time_out_after_every_attempt() {
     assert!(matches!(got, Err(DnsLookupError::Timeout)), "{got:?}");
     // 3 rounds over 2 servers, 1.5 s each.
     assert_eq!(sim.elapsed(), ms(9000));
-    assert_eq!(world.dns.queries("_mta-sts.silent.example", QueryType::Txt), 6);
+    assert_eq!(
+        world.dns.queries("_mta-sts.silent.example", QueryType::Txt),
+        6
+    );
     // A timeout is a lookup error, not "no policy".
     let txt = sim.block_on(lookup_txt(&dns, &domain("silent.example")));
     assert!(matches!(txt, TxtResult::Error(_)), "{txt:?}");
@@ -90,7 +105,13 @@ fn a_dead_first_server_costs_one_try_timeout() {
 fn servfail_is_an_error_not_no_policy() {
     let sim = Sim::new();
     let world = World::with_nameservers(&sim, vec![NAMESERVER, second_ns()]);
-    let dns = client(&sim, &world, vec![NAMESERVER, second_ns()], 2, Duration::from_secs(1));
+    let dns = client(
+        &sim,
+        &world,
+        vec![NAMESERVER, second_ns()],
+        2,
+        Duration::from_secs(1),
+    );
     let name = "_mta-sts.broken.example";
     world.dns.set(name, QueryType::Txt, DnsAnswer::ServFail);
     let got = sim.block_on(dns.query(name, QueryType::Txt));
@@ -102,7 +123,10 @@ fn servfail_is_an_error_not_no_policy() {
     assert_eq!(world.dns.queries(name, QueryType::Txt), 4);
     assert_eq!(sim.elapsed(), LATENCY * 4);
     let txt = sim.block_on(lookup_txt(&dns, &domain("broken.example")));
-    assert!(matches!(&txt, TxtResult::Error(why) if why.contains("SERVFAIL")), "{txt:?}");
+    assert!(
+        matches!(&txt, TxtResult::Error(why) if why.contains("SERVFAIL")),
+        "{txt:?}"
+    );
     // NXDOMAIN, by contrast, is "no policy".
     world
         .dns
@@ -115,8 +139,12 @@ fn servfail_is_an_error_not_no_policy() {
 fn servfail_through_the_service_keeps_the_cached_policy_and_is_not_remembered() {
     let h = Harness::new("cache_grace: 60");
     h.world.dns.set_default_latency(LATENCY);
-    h.world
-        .publish("example.com", "id1", &enforce("mx.example.com", 86400), ms(10));
+    h.world.publish(
+        "example.com",
+        "id1",
+        &enforce("mx.example.com", 86400),
+        ms(10),
+    );
     assert_eq!(text(&h.answer("example.com")), ok_reply("mx.example.com"));
     let entry = h.cached("example.com").expect("cached");
 

@@ -15,8 +15,12 @@ const DNS_LATENCY: Duration = Duration::from_millis(5);
 fn two_addresses(first: IpAddr, latency: Duration) -> Harness {
     let h = Harness::new("");
     h.world.dns.set_default_latency(DNS_LATENCY);
-    h.world
-        .publish("example.com", "id1", &enforce("mx.example.com", 86400), latency);
+    h.world.publish(
+        "example.com",
+        "id1",
+        &enforce("mx.example.com", 86400),
+        latency,
+    );
     let live = h.world.https.addr_of("mta-sts.example.com");
     h.world.dns.set(
         "mta-sts.example.com",
@@ -49,7 +53,11 @@ fn a_blackholed_address_does_not_hide_the_next() {
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(log[0].addr, dead());
     // Well within the zone timeout (4 s).
-    assert!(h.sim.elapsed() < Duration::from_secs(3), "{:?}", h.sim.elapsed());
+    assert!(
+        h.sim.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        h.sim.elapsed()
+    );
 }
 
 #[test]

@@ -4,10 +4,10 @@
 //! (RFC 8461 §5.1; docs/ARCHITECTURE.md "Time").
 
 use super::{enforce, ms, ok_reply, text};
-use crate::sim::{Harness, DEFAULT_UNIX_MS};
 use crate::dns::QueryType;
 use crate::service::Runtime;
 use crate::sim::DnsAnswer;
+use crate::sim::{Harness, DEFAULT_UNIX_MS};
 use std::time::Duration;
 
 const DNS_LATENCY: Duration = Duration::from_millis(7);
@@ -24,8 +24,12 @@ fn harness(yaml: &str, with_store: bool) -> Harness {
 
 fn policy_within_grace(yaml: &str, grace: Duration, with_store: bool) {
     let h = harness(yaml, with_store);
-    h.world
-        .publish("example.com", "id1", &enforce("mx.example.com", 86400), ms(40));
+    h.world.publish(
+        "example.com",
+        "id1",
+        &enforce("mx.example.com", 86400),
+        ms(40),
+    );
     let want = ok_reply("mx.example.com");
 
     assert_eq!(text(&h.answer("example.com")), want);
@@ -35,7 +39,13 @@ fn policy_within_grace(yaml: &str, grace: Duration, with_store: bool) {
     let t_ms = u64::try_from(t.as_millis()).expect("small");
     assert_eq!(entry.fetched_at_ms, DEFAULT_UNIX_MS + t_ms);
     assert_eq!(entry.checked_at_ms, DEFAULT_UNIX_MS + t_ms);
-    assert_eq!((h.world.txt_queries("example.com"), h.world.fetches("example.com")), (1, 1));
+    assert_eq!(
+        (
+            h.world.txt_queries("example.com"),
+            h.world.fetches("example.com")
+        ),
+        (1, 1)
+    );
 
     h.sim.advance_to(t + grace - ms(1));
     assert_eq!(text(&h.answer("example.com")), want);
@@ -44,11 +54,23 @@ fn policy_within_grace(yaml: &str, grace: Duration, with_store: bool) {
 
     h.sim.advance_to(t + grace);
     assert_eq!(text(&h.answer("example.com")), want);
-    assert_eq!(h.world.txt_queries("example.com"), 2, "one TXT query at cache_grace");
-    assert_eq!(h.world.fetches("example.com"), 1, "the id is unchanged: no fetch");
+    assert_eq!(
+        h.world.txt_queries("example.com"),
+        2,
+        "one TXT query at cache_grace"
+    );
+    assert_eq!(
+        h.world.fetches("example.com"),
+        1,
+        "the id is unchanged: no fetch"
+    );
     assert_eq!(h.sim.elapsed(), t + grace + DNS_LATENCY);
     let entry = h.cached("example.com").expect("still cached");
-    assert_eq!(entry.fetched_at_ms, DEFAULT_UNIX_MS + t_ms, "lifetime not extended");
+    assert_eq!(
+        entry.fetched_at_ms,
+        DEFAULT_UNIX_MS + t_ms,
+        "lifetime not extended"
+    );
     assert_eq!(h.sim.unix_ms(), entry.checked_at_ms, "checked now");
     if let Some(store) = &h.store {
         assert_eq!(store.entry("example.com"), Some(entry));
@@ -67,10 +89,18 @@ fn no_policy_within_grace(yaml: &str, grace: Duration) {
     assert_eq!(t, DNS_LATENCY);
     h.sim.advance_to(t + grace - ms(1));
     assert_eq!(text(&h.answer("none.example")), "NOTFOUND ");
-    assert_eq!(h.world.txt_queries("none.example"), 1, "remembered within cache_grace");
+    assert_eq!(
+        h.world.txt_queries("none.example"),
+        1,
+        "remembered within cache_grace"
+    );
     h.sim.advance_to(t + grace);
     assert_eq!(text(&h.answer("none.example")), "NOTFOUND ");
-    assert_eq!(h.world.txt_queries("none.example"), 2, "asked again at cache_grace");
+    assert_eq!(
+        h.world.txt_queries("none.example"),
+        2,
+        "asked again at cache_grace"
+    );
 }
 
 #[test]

@@ -17,8 +17,12 @@ fn fifty_hours(latency: Duration, with_store: bool) -> (Harness, Vec<Duration>) 
         Harness::new(yaml)
     };
     h.world.dns.set_default_latency(latency);
-    h.world
-        .publish("example.com", "id1", &enforce("mx.example.com", 86400), latency);
+    h.world.publish(
+        "example.com",
+        "id1",
+        &enforce("mx.example.com", 86400),
+        latency,
+    );
     for hour in 0..50 {
         h.sim.advance_to(hours(hour));
         assert_eq!(
@@ -27,7 +31,11 @@ fn fifty_hours(latency: Duration, with_store: bool) -> (Harness, Vec<Duration>) 
             "hour {hour}"
         );
     }
-    assert_eq!(h.world.txt_queries("example.com"), 50, "one TXT check an hour");
+    assert_eq!(
+        h.world.txt_queries("example.com"),
+        50,
+        "one TXT check an hour"
+    );
     let fetches = h.world.fetch_times("example.com");
     (h, fetches)
 }

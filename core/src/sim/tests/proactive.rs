@@ -43,8 +43,12 @@ fn start_refresh(h: &Harness) -> (ShutdownTrigger, TaskHandle<()>) {
 fn publish_all(h: &Harness) {
     h.world.dns.set_default_latency(DNS_LATENCY);
     for d in ["a.example", "b.example", "busy.example"] {
-        h.world
-            .publish(d, "id1", &enforce(&format!("mx.{d}"), 86400), POLICY_LATENCY);
+        h.world.publish(
+            d,
+            "id1",
+            &enforce(&format!("mx.{d}"), 86400),
+            POLICY_LATENCY,
+        );
         assert_eq!(text(&h.answer(d)), ok_reply(&format!("mx.{d}")));
     }
 }
@@ -76,11 +80,13 @@ fn rounds_pick_up_a_changed_id_without_requests() {
     h.sim.advance_to(start + Duration::from_secs(90 * 60));
     assert_eq!(h.world.txt_queries("a.example"), 2, "first round at 1 h");
     h.world.dns.set_sts_id("a.example", "id2");
-    h.world
-        .set_policy("a.example", crate::sim::HostBehaviour::Serve(crate::sim::HttpsReply::ok(
+    h.world.set_policy(
+        "a.example",
+        crate::sim::HostBehaviour::Serve(crate::sim::HttpsReply::ok(
             enforce("mx2.a.example", 86400),
             POLICY_LATENCY,
-        )));
+        )),
+    );
     h.sim.advance_to(start + hours(2) + Duration::from_secs(1));
     let entry = h.cached("a.example").expect("cached");
     assert_eq!(entry.policy_id, "id2", "picked up by the 2 h round");
@@ -108,7 +114,10 @@ fn rounds_pick_up_a_changed_id_without_requests() {
         let round = start + hours(k);
         let (ta, tb) = (a[k as usize], b[k as usize]);
         assert_eq!(ta.min(tb), round, "round {k}");
-        assert!(ta.max(tb) > round && ta.max(tb) < round + ms(100), "round {k}: {ta:?} {tb:?}");
+        assert!(
+            ta.max(tb) > round && ta.max(tb) < round + ms(100),
+            "round {k}: {ta:?} {tb:?}"
+        );
     }
 }
 
@@ -119,9 +128,11 @@ fn store_keeps_the_round_time_across_a_restart() {
     publish_all(&h);
     let start = h.sim.elapsed();
     let (trigger, first) = start_refresh(&h);
-    h.sim.advance_to(start + hours(2) + Duration::from_secs(30 * 60));
+    h.sim
+        .advance_to(start + hours(2) + Duration::from_secs(30 * 60));
     // Rounds at 0, 1 h and 2 h; the last one is recorded in the store.
-    let round_ms = |t: Duration| crate::sim::DEFAULT_UNIX_MS + u64::try_from(t.as_millis()).expect("small");
+    let round_ms =
+        |t: Duration| crate::sim::DEFAULT_UNIX_MS + u64::try_from(t.as_millis()).expect("small");
     assert_eq!(store.proactive_time(), Some(round_ms(start + hours(2))));
     assert_eq!(store.lists(), 3);
     trigger.fire();
@@ -132,14 +143,26 @@ fn store_keeps_the_round_time_across_a_restart() {
     let checked = h.world.txt_queries("b.example");
     let (_trigger, _second) = start_refresh(&h);
     h.sim.advance_to(start + hours(3) - ms(1));
-    assert_eq!(h.world.txt_queries("b.example"), checked, "no round on restart");
+    assert_eq!(
+        h.world.txt_queries("b.example"),
+        checked,
+        "no round on restart"
+    );
     h.sim.advance_to(start + hours(3) + Duration::from_secs(1));
-    assert_eq!(h.world.txt_queries("b.example"), checked + 1, "the 3 h round");
+    assert_eq!(
+        h.world.txt_queries("b.example"),
+        checked + 1,
+        "the 3 h round"
+    );
     // concurrency_limit 10: every due domain is checked at once.
     for d in ["a.example", "b.example", "busy.example"] {
         assert_eq!(txt_times(&h, d).last(), Some(&(start + hours(3))), "{d}");
         let stored = store.entry(d).expect("persisted");
-        assert_eq!(stored.checked_at_ms, round_ms(start + hours(3) + DNS_LATENCY), "{d}");
+        assert_eq!(
+            stored.checked_at_ms,
+            round_ms(start + hours(3) + DNS_LATENCY),
+            "{d}"
+        );
     }
     assert_eq!(store.proactive_time(), Some(round_ms(start + hours(3))));
 }

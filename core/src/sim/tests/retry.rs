@@ -21,12 +21,24 @@ fn check_backoff(h: &Harness, domain: &str, t_fail: Duration, want: &str) {
     for (i, offset) in offsets.iter().enumerate() {
         h.sim.advance_to(t_fail + *offset);
         assert_eq!(text(&h.answer(domain)), want, "at failure + {offset:?}");
-        assert_eq!(h.world.fetches(domain), fetches, "no fetch at failure + {offset:?}");
-        assert_eq!(h.world.txt_queries(domain), txt + i + 1, "the id is still checked");
+        assert_eq!(
+            h.world.fetches(domain),
+            fetches,
+            "no fetch at failure + {offset:?}"
+        );
+        assert_eq!(
+            h.world.txt_queries(domain),
+            txt + i + 1,
+            "the id is still checked"
+        );
     }
     h.sim.advance_to(t_fail + RETRY_AFTER_FAILURE - DNS_LATENCY);
     let _ = h.answer(domain);
-    assert_eq!(h.world.fetches(domain), fetches + 1, "retried after 5 minutes");
+    assert_eq!(
+        h.world.fetches(domain),
+        fetches + 1,
+        "retried after 5 minutes"
+    );
 }
 
 #[test]
@@ -54,8 +66,12 @@ fn failing_host_is_not_retried_for_five_minutes() {
 fn new_id_on_a_failing_host_falls_back_to_the_cached_policy() {
     let h = Harness::new("cache_grace: 60");
     h.world.dns.set_default_latency(DNS_LATENCY);
-    h.world
-        .publish("example.com", "id1", &enforce("mx1.example.com", 86400), ms(20));
+    h.world.publish(
+        "example.com",
+        "id1",
+        &enforce("mx1.example.com", 86400),
+        ms(20),
+    );
     assert_eq!(text(&h.answer("example.com")), ok_reply("mx1.example.com"));
 
     // An hour later the id changes but the new certificate does not validate.
@@ -71,10 +87,15 @@ fn new_id_on_a_failing_host_falls_back_to_the_cached_policy() {
     check_backoff(&h, "example.com", t_fail, &ok_reply("mx1.example.com"));
 
     // Healed: the next retry (5 minutes after the last failure) gets id2.
-    h.world
-        .set_policy("example.com", HostBehaviour::Serve(HttpsReply::ok(enforce("mx2.example.com", 86400), ms(20))));
+    h.world.set_policy(
+        "example.com",
+        HostBehaviour::Serve(HttpsReply::ok(enforce("mx2.example.com", 86400), ms(20))),
+    );
     let t_fail = h.sim.elapsed();
     h.sim.advance_to(t_fail + RETRY_AFTER_FAILURE);
     assert_eq!(text(&h.answer("example.com")), ok_reply("mx2.example.com"));
-    assert_eq!(h.cached("example.com").map(|e| e.policy_id), Some("id2".into()));
+    assert_eq!(
+        h.cached("example.com").map(|e| e.policy_id),
+        Some("id2".into())
+    );
 }

@@ -5,7 +5,9 @@
 
 use super::{enforce, ms, ok_reply};
 use crate::service::serve;
-use crate::sim::{decode_replies, duplex, request, Harness, PipeEnd, TaskHandle, PIPE_CAPACITY, ZONE};
+use crate::sim::{
+    decode_replies, duplex, request, Harness, PipeEnd, TaskHandle, PIPE_CAPACITY, ZONE,
+};
 use futures::channel::mpsc;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use std::io;
@@ -18,7 +20,9 @@ fn connect(
     incoming: &mpsc::UnboundedSender<io::Result<PipeEnd>>,
 ) -> (futures::io::WriteHalf<PipeEnd>, TaskHandle<Vec<String>>) {
     let (client, server) = duplex(PIPE_CAPACITY);
-    incoming.unbounded_send(Ok(server)).expect("accept loop alive");
+    incoming
+        .unbounded_send(Ok(server))
+        .expect("accept loop alive");
     let (mut rd, wr) = client.split();
     let reader = h.sim.spawn_task(async move {
         let mut bytes = Vec::new();
@@ -28,7 +32,13 @@ fn connect(
     (wr, reader)
 }
 
-fn start(h: &Harness, grace: Duration) -> (mpsc::UnboundedSender<io::Result<PipeEnd>>, TaskHandle<(bool, Duration)>) {
+fn start(
+    h: &Harness,
+    grace: Duration,
+) -> (
+    mpsc::UnboundedSender<io::Result<PipeEnd>>,
+    TaskHandle<(bool, Duration)>,
+) {
     let (tx, incoming) = mpsc::unbounded();
     let (sim, service, shutdown) = (h.sim.clone(), h.stack.service.clone(), h.shutdown.clone());
     let served = h.sim.spawn_task(async move {
@@ -73,7 +83,11 @@ fn in_flight_requests_are_answered() {
             ok_reply("mx.slow2.example"),
         ]
     );
-    assert_eq!(late_reader.take(), Some(vec![]), "a connection after the signal gets nothing");
+    assert_eq!(
+        late_reader.take(),
+        Some(vec![]),
+        "a connection after the signal gets nothing"
+    );
     let (drained, at) = served.take().expect("serve returned");
     assert!(drained, "finished within the grace period");
     assert_eq!(at, t0 + ms(1000), "as soon as the last reply was written");
@@ -83,8 +97,12 @@ fn in_flight_requests_are_answered() {
 #[test]
 fn grace_period_bounds_the_wait() {
     let mut h = Harness::new("");
-    h.world
-        .publish("slow.example", "id1", &enforce("mx.slow.example", 86400), ms(3000));
+    h.world.publish(
+        "slow.example",
+        "id1",
+        &enforce("mx.slow.example", 86400),
+        ms(3000),
+    );
     let (tx, served) = start(&h, Duration::from_secs(1));
     let (mut wr, reader) = connect(&h, &tx);
     h.sim
