@@ -19,6 +19,7 @@ struct State {
     reads: usize,
     writes: usize,
     lists: usize,
+    ops: usize,
 }
 
 /// The sim's store. Every operation waits the scripted latency, then fails
@@ -78,6 +79,11 @@ impl SimStore {
         self.state().lists
     }
 
+    /// Calls of any kind so far.
+    pub fn ops(&self) -> usize {
+        self.state().ops
+    }
+
     /// The recorded proactive round time.
     pub fn proactive_time(&self) -> Option<u64> {
         self.state().proactive_ts
@@ -85,7 +91,11 @@ impl SimStore {
 
     /// Wait the latency, then fail if the switch is on.
     async fn act(&self) -> Result<(), StoreError> {
-        let latency = self.state().latency;
+        let latency = {
+            let mut st = self.state();
+            st.ops += 1;
+            st.latency
+        };
         if !latency.is_zero() {
             self.sim.sleep(latency).await;
         }

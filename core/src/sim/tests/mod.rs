@@ -12,6 +12,7 @@ mod proactive;
 mod retry;
 mod shutdown;
 mod smoke;
+mod store;
 
 use super::{policy_text, reply_text};
 use crate::socketmap::Reply;

@@ -166,3 +166,22 @@ fn store_keeps_the_round_time_across_a_restart() {
     }
     assert_eq!(store.proactive_time(), Some(round_ms(start + hours(3))));
 }
+
+#[test]
+fn a_failing_store_does_not_spin_the_loop() {
+    let h = Harness::with_store(&yaml(10));
+    let store = h.store.clone().expect("store");
+    publish_all(&h);
+    store.set_latency(ms(10));
+    store.set_failing(true);
+    let start = h.sim.elapsed();
+    let (_trigger, _refresh) = start_refresh(&h);
+    h.sim.advance(Duration::from_secs(60));
+    // One round at start (nothing listed: the store is down), then a wait
+    // for the next interval: not a round every few milliseconds.
+    assert_eq!(store.lists(), 1, "rounds in the first minute");
+    assert!(store.ops() <= 3, "{} store calls in a minute", store.ops());
+    // The next round comes an interval later and asks the store again.
+    h.sim.advance_to(start + hours(1) + Duration::from_secs(1));
+    assert_eq!(store.lists(), 2);
+}

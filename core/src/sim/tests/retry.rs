@@ -4,23 +4,29 @@
 //! and answer NOTFOUND or the cached policy (§5.1).
 
 use super::{enforce, ms, ok_reply, text};
+use crate::dns::QueryType;
 use crate::resolve::RETRY_AFTER_FAILURE;
 use crate::sim::{Harness, HostBehaviour, HttpsReply};
 use std::time::Duration;
 
 const DNS_LATENCY: Duration = Duration::from_millis(5);
 
-/// Requests at `t_fail + offset` for each offset must fetch nothing;
-/// the one at `t_fail + RETRY_AFTER_FAILURE - DNS_LATENCY` (its TXT answer
-/// arrives exactly 5 minutes after the failure) fetches again.
+/// Requests at `t_fail + offset` for each offset up to 5 minutes - 1 ms
+/// must fetch nothing; the one at exactly 5 minutes fetches again. The TXT
+/// answer comes at once here, so each request is decided when it is made.
 fn check_backoff(h: &Harness, domain: &str, t_fail: Duration, want: &str) {
+    let txt_name = format!("_mta-sts.{domain}");
+    h.world
+        .dns
+        .set_latency(&txt_name, QueryType::Txt, Duration::ZERO);
     let fetches = h.world.fetches(domain);
     let txt = h.world.txt_queries(domain);
     let mut offsets: Vec<Duration> = (1..10).map(|k| Duration::from_secs(30 * k)).collect();
-    offsets.push(RETRY_AFTER_FAILURE - DNS_LATENCY - ms(1));
+    offsets.push(RETRY_AFTER_FAILURE - ms(1));
     for (i, offset) in offsets.iter().enumerate() {
         h.sim.advance_to(t_fail + *offset);
         assert_eq!(text(&h.answer(domain)), want, "at failure + {offset:?}");
+        assert_eq!(h.sim.elapsed(), t_fail + *offset, "answered at once");
         assert_eq!(
             h.world.fetches(domain),
             fetches,
@@ -32,13 +38,20 @@ fn check_backoff(h: &Harness, domain: &str, t_fail: Duration, want: &str) {
             "the id is still checked"
         );
     }
-    h.sim.advance_to(t_fail + RETRY_AFTER_FAILURE - DNS_LATENCY);
+    h.sim.advance_to(t_fail + RETRY_AFTER_FAILURE);
     let _ = h.answer(domain);
     assert_eq!(
         h.world.fetches(domain),
         fetches + 1,
         "retried after 5 minutes"
     );
+    assert_eq!(
+        h.world.fetch_times(domain).last(),
+        Some(&(t_fail + RETRY_AFTER_FAILURE + DNS_LATENCY * 2))
+    );
+    h.world
+        .dns
+        .set_latency(&txt_name, QueryType::Txt, DNS_LATENCY);
 }
 
 #[test]
