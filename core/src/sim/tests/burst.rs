@@ -91,7 +91,7 @@ fn fixed_schedule_with_store() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn any_schedule_is_one_lookup(

@@ -130,7 +130,7 @@ fn every_kind_byte_by_byte() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn replies_are_in_request_order(
