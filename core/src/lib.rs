@@ -15,5 +15,7 @@ pub mod netstring;
 pub mod policy;
 pub mod resolve;
 pub mod service;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod socketmap;
 pub mod txt;

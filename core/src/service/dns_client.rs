@@ -74,6 +74,11 @@ impl<R: Runtime> DnsClient<R> {
         }
     }
 
+    /// The runtime the client runs on (for the fetch's timers).
+    pub(super) fn runtime(&self) -> &R {
+        &self.rt
+    }
+
     /// Look `name` up; NXDOMAIN and NODATA are answers (`Answer::NoRecords`),
     /// SERVFAIL/REFUSED/timeouts are errors.
     pub async fn query(&self, name: &str, qtype: QueryType) -> Result<Answer, DnsLookupError> {

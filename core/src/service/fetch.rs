@@ -2,7 +2,7 @@
 //! and the HTTPS policy fetch (§3.3), turned into the resolve state
 //! machine's inputs.
 
-use super::{DnsClient, DnsLookupError, Runtime, Transport};
+use super::{with_timeout, DnsClient, DnsLookupError, Runtime, Transport};
 use crate::dns::{Answer, QueryType};
 use crate::domain::Domain;
 use crate::http::{build_policy_request, HttpError, Progress, ResponseParser, MAX_POLICY_BODY};
@@ -11,6 +11,7 @@ use crate::resolve::{DnsFailure, Failure, NoPolicy, TxtResult};
 use crate::txt::parse_sts_records;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 /// Query the `_mta-sts` TXT record of `domain` and classify the outcome.
 pub async fn lookup_txt<R: Runtime>(dns: &DnsClient<R>, domain: &Domain) -> TxtResult {
@@ -76,6 +77,11 @@ impl From<FetchError> for Failure {
     }
 }
 
+/// How long connecting to one of several addresses of a policy host may
+/// take before the next is tried; the last address has whatever is left of
+/// the lookup's time.
+const CONNECT_ATTEMPT_LIMIT: Duration = Duration::from_secs(1);
+
 /// Fetch and validate `https://mta-sts.<domain>/.well-known/mta-sts.txt`,
 /// connecting to `port` (443 outside tests).
 pub async fn fetch_policy<R: Runtime>(
@@ -87,12 +93,20 @@ pub async fn fetch_policy<R: Runtime>(
 ) -> Result<Policy, FetchError> {
     let host = domain.policy_host();
     let addrs = resolve_host(dns, &host).await?;
+    let last = addrs.len().saturating_sub(1);
     let mut last_io = None;
-    for ip in addrs {
-        match transport
-            .tls_connect(SocketAddr::new(ip, port), &host)
-            .await
-        {
+    for (i, ip) in addrs.into_iter().enumerate() {
+        let connect = transport.tls_connect(SocketAddr::new(ip, port), &host);
+        // All but the last address get a bounded slice: an address that
+        // drops packets must not hold the fetch until the lookup deadline.
+        let connected = if i < last {
+            with_timeout(dns.runtime(), CONNECT_ATTEMPT_LIMIT, connect)
+                .await
+                .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into()))
+        } else {
+            connect.await
+        };
+        match connected {
             Ok(stream) => {
                 let body = exchange(stream, &host, user_agent)
                     .await

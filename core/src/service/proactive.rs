@@ -25,18 +25,23 @@ pub async fn run_proactive_refresh<R: Runtime>(
     let interval_ms = millis(settings.interval).max(1000);
     let min_age_ms =
         (settings.interval.as_secs_f64() * 1000.0 / settings.grace_ratio).max(0.0) as u64;
-    // The internal cache keeps the round's time in memory.
+    // The round's time is kept in memory too: the internal cache has no
+    // other place for it, and a store that is down must not make every
+    // turn look like the first (a round after round with no wait).
     let memory_ts: Mutex<Option<u64>> = Mutex::new(None);
     loop {
         let now_ms = rt.unix_ms();
+        let remembered = *memory_ts.lock().unwrap_or_else(|p| p.into_inner());
         let last = match &caches.store {
             Some(store) => store.proactive_ts().await,
-            None => Ok(*memory_ts.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Ok(remembered),
         };
-        let last = last.unwrap_or_else(|e| {
-            log::warn!("proactive refresh: cannot read the last round's time: {e}");
-            None
-        });
+        let last = last
+            .unwrap_or_else(|e| {
+                log::warn!("proactive refresh: cannot read the last round's time: {e}");
+                None
+            })
+            .max(remembered);
         let due = last.unwrap_or(0).saturating_add(interval_ms);
         if now_ms < due {
             let wait = Duration::from_millis(due - now_ms);
@@ -68,12 +73,10 @@ pub async fn run_proactive_refresh<R: Runtime>(
         if let Either::Right(_) = select(Box::pin(round), shutdown.clone()).await {
             return;
         }
+        *memory_ts.lock().unwrap_or_else(|p| p.into_inner()) = Some(now_ms);
         let recorded = match &caches.store {
             Some(store) => store.set_proactive_ts(now_ms).await,
-            None => {
-                *memory_ts.lock().unwrap_or_else(|p| p.into_inner()) = Some(now_ms);
-                Ok(())
-            }
+            None => Ok(()),
         };
         if let Err(e) = recorded {
             log::warn!("proactive refresh: cannot record the round's time: {e}");

@@ -1,0 +1,189 @@
+//! Proactive refresh rounds (RFC 8461 §5.1 pre-fetch,
+//! `proactive_policy_fetching`): every `interval` the domains not checked
+//! for `interval / grace_ratio` are re-checked with no client request, so a
+//! changed id is picked up in the background; a persistent store keeps the
+//! round's time across a restart.
+
+use super::{enforce, hours, ms, ok_reply, text};
+use crate::service::{run_proactive_refresh, ShutdownTrigger};
+use crate::sim::{Harness, TaskHandle};
+use std::time::Duration;
+
+const DNS_LATENCY: Duration = Duration::from_millis(5);
+const POLICY_LATENCY: Duration = Duration::from_millis(20);
+
+fn yaml(concurrency: usize) -> String {
+    format!(
+        "cache_grace: 60
+proactive_policy_fetching:
+  enabled: true
+  interval: 3600
+  concurrency_limit: {concurrency}
+  grace_ratio: 2
+"
+    )
+}
+
+/// Start the refresh loop now; fire the trigger to stop it.
+fn start_refresh(h: &Harness) -> (ShutdownTrigger, TaskHandle<()>) {
+    let (trigger, shutdown) = ShutdownTrigger::new();
+    let settings = h.config.proactive_policy_fetching.clone();
+    assert!(settings.enabled);
+    let task = h.sim.spawn_task(run_proactive_refresh(
+        h.sim.clone(),
+        h.stack.engine.clone(),
+        h.stack.caches.clone(),
+        settings,
+        h.config.default_zone.timeout,
+        shutdown,
+    ));
+    (trigger, task)
+}
+
+fn publish_all(h: &Harness) {
+    h.world.dns.set_default_latency(DNS_LATENCY);
+    for d in ["a.example", "b.example", "busy.example"] {
+        h.world.publish(
+            d,
+            "id1",
+            &enforce(&format!("mx.{d}"), 86400),
+            POLICY_LATENCY,
+        );
+        assert_eq!(text(&h.answer(d)), ok_reply(&format!("mx.{d}")));
+    }
+}
+
+/// Virtual times of the TXT queries for `_mta-sts.<domain>`.
+fn txt_times(h: &Harness, domain: &str) -> Vec<Duration> {
+    let name = format!("_mta-sts.{domain}");
+    h.world
+        .dns
+        .log()
+        .into_iter()
+        .filter(|q| q.name == name)
+        .map(|q| q.at)
+        .collect()
+}
+
+#[test]
+fn rounds_pick_up_a_changed_id_without_requests() {
+    let h = Harness::new(&yaml(1));
+    publish_all(&h);
+    let start = h.sim.elapsed();
+    let (_trigger, refresh) = start_refresh(&h);
+    // busy.example is asked every 10 minutes: never due for a refresh.
+    let busy: Vec<_> = (1..=30)
+        .map(|k| h.spawn_answer(Duration::from_secs(600 * k), "busy.example"))
+        .collect();
+
+    // The id of a.example changes between two rounds.
+    h.sim.advance_to(start + Duration::from_secs(90 * 60));
+    assert_eq!(h.world.txt_queries("a.example"), 2, "first round at 1 h");
+    h.world.dns.set_sts_id("a.example", "id2");
+    h.world.set_policy(
+        "a.example",
+        crate::sim::HostBehaviour::Serve(crate::sim::HttpsReply::ok(
+            enforce("mx2.a.example", 86400),
+            POLICY_LATENCY,
+        )),
+    );
+    h.sim.advance_to(start + hours(2) + Duration::from_secs(1));
+    let entry = h.cached("a.example").expect("cached");
+    assert_eq!(entry.policy_id, "id2", "picked up by the 2 h round");
+    let queries = h.world.dns.total();
+    assert_eq!(text(&h.answer("a.example")), ok_reply("mx2.a.example"));
+    assert_eq!(h.world.dns.total(), queries, "served from memory, no query");
+
+    h.sim.advance_to(start + hours(5) + Duration::from_secs(60));
+    assert!(!refresh.is_finished(), "the loop runs until shutdown");
+    // One initial check plus one per round (1 h .. 5 h).
+    assert_eq!(h.world.txt_queries("a.example"), 6);
+    assert_eq!(h.world.txt_queries("b.example"), 6);
+    assert_eq!(h.world.fetches("a.example"), 2);
+    assert_eq!(h.world.fetches("b.example"), 1);
+    // busy.example: one check per client request, none from the rounds.
+    assert_eq!(h.world.txt_queries("busy.example"), 31);
+    for b in busy {
+        let (reply, _) = b.take().expect("answered");
+        assert_eq!(text(&reply), ok_reply("mx.busy.example"));
+    }
+    // concurrency_limit 1: each round checks one domain after the other,
+    // the first exactly on the hour.
+    let (a, b) = (txt_times(&h, "a.example"), txt_times(&h, "b.example"));
+    for k in 1..=5 {
+        let round = start + hours(k);
+        let (ta, tb) = (a[k as usize], b[k as usize]);
+        assert_eq!(ta.min(tb), round, "round {k}");
+        assert!(
+            ta.max(tb) > round && ta.max(tb) < round + ms(100),
+            "round {k}: {ta:?} {tb:?}"
+        );
+    }
+}
+
+#[test]
+fn store_keeps_the_round_time_across_a_restart() {
+    let h = Harness::with_store(&yaml(10));
+    let store = h.store.clone().expect("store");
+    publish_all(&h);
+    let start = h.sim.elapsed();
+    let (trigger, first) = start_refresh(&h);
+    h.sim
+        .advance_to(start + hours(2) + Duration::from_secs(30 * 60));
+    // Rounds at 0, 1 h and 2 h; the last one is recorded in the store.
+    let round_ms =
+        |t: Duration| crate::sim::DEFAULT_UNIX_MS + u64::try_from(t.as_millis()).expect("small");
+    assert_eq!(store.proactive_time(), Some(round_ms(start + hours(2))));
+    assert_eq!(store.lists(), 3);
+    trigger.fire();
+    h.sim.run_until_idle();
+    assert!(first.is_finished(), "stopped by its shutdown signal");
+
+    // A restart at 2.5 h waits for the 3 h round instead of running at once.
+    let checked = h.world.txt_queries("b.example");
+    let (_trigger, _second) = start_refresh(&h);
+    h.sim.advance_to(start + hours(3) - ms(1));
+    assert_eq!(
+        h.world.txt_queries("b.example"),
+        checked,
+        "no round on restart"
+    );
+    h.sim.advance_to(start + hours(3) + Duration::from_secs(1));
+    assert_eq!(
+        h.world.txt_queries("b.example"),
+        checked + 1,
+        "the 3 h round"
+    );
+    // concurrency_limit 10: every due domain is checked at once.
+    for d in ["a.example", "b.example", "busy.example"] {
+        assert_eq!(txt_times(&h, d).last(), Some(&(start + hours(3))), "{d}");
+        let stored = store.entry(d).expect("persisted");
+        assert_eq!(
+            stored.checked_at_ms,
+            round_ms(start + hours(3) + DNS_LATENCY),
+            "{d}"
+        );
+    }
+    assert_eq!(store.proactive_time(), Some(round_ms(start + hours(3))));
+}
+
+#[test]
+fn a_failing_store_does_not_spin_the_loop() {
+    let h = Harness::with_store(&yaml(10));
+    let store = h.store.clone().expect("store");
+    publish_all(&h);
+    store.set_latency(ms(10));
+    store.set_failing(true);
+    let start = h.sim.elapsed();
+    let ops = store.ops();
+    let (_trigger, _refresh) = start_refresh(&h);
+    h.sim.advance(Duration::from_secs(60));
+    // One round at start (nothing listed: the store is down), then a wait
+    // for the next interval: not a round every few milliseconds. Calls:
+    // read the round time, list, record the round time, read it again.
+    assert_eq!(store.lists(), 1, "rounds in the first minute");
+    assert_eq!(store.ops() - ops, 4, "store calls in the first minute");
+    // The next round comes an interval later and asks the store again.
+    h.sim.advance_to(start + hours(1) + Duration::from_secs(1));
+    assert_eq!(store.lists(), 2);
+}

@@ -1,0 +1,81 @@
+//! The persistent store behind the index (docs/ARCHITECTURE.md "Cache"): a
+//! slow store costs a lookup at most its read limit (1 s), a failing one
+//! costs neither answers nor fetches, and news another daemon wrote to the
+//! shared store is used.
+
+use super::{enforce, ms, ok_reply, text};
+use crate::cache::CacheEntry;
+use crate::policy::parse_policy;
+use crate::service::Runtime;
+use crate::sim::Harness;
+use std::time::Duration;
+
+fn harness() -> Harness {
+    let h = Harness::with_store("cache_grace: 60");
+    h.world.dns.set_default_latency(ms(5));
+    h.world.publish(
+        "example.com",
+        "id1",
+        &enforce("mx.example.com", 86400),
+        ms(20),
+    );
+    h
+}
+
+#[test]
+fn a_slow_store_costs_at_most_its_read_limit() {
+    let h = harness();
+    let store = h.store.clone().expect("store");
+    store.set_latency(Duration::from_secs(30));
+    assert_eq!(text(&h.answer("example.com")), ok_reply("mx.example.com"));
+    assert_eq!(h.sim.elapsed(), Duration::from_secs(1) + ms(2 * 5 + 20));
+    // The write lands when the store gets to it.
+    assert_eq!(store.entry("example.com"), None);
+    h.sim.advance(Duration::from_secs(30));
+    assert_eq!(store.entry("example.com"), h.cached("example.com"));
+}
+
+#[test]
+fn a_failing_store_costs_no_answer_and_no_fetch() {
+    let h = harness();
+    let store = h.store.clone().expect("store");
+    store.set_failing(true);
+    for _ in 0..5 {
+        assert_eq!(text(&h.answer("example.com")), ok_reply("mx.example.com"));
+        h.sim.advance(Duration::from_secs(120));
+    }
+    assert_eq!(h.world.fetches("example.com"), 1);
+    assert_eq!(h.world.txt_queries("example.com"), 5);
+    assert_eq!((store.reads(), store.writes()), (5, 5));
+    assert_eq!(store.entry("example.com"), None);
+}
+
+#[test]
+fn news_from_the_shared_store_is_used() {
+    let h = harness();
+    assert_eq!(text(&h.answer("example.com")), ok_reply("mx.example.com"));
+    let store = h.store.clone().expect("store");
+    // Later, another daemon fetched id2 and wrote it to the shared store.
+    h.sim.advance(Duration::from_secs(120));
+    h.world.dns.set_sts_id("example.com", "id2");
+    let now = h.sim.unix_ms();
+    let policy = parse_policy(enforce("mx2.example.com", 86400).as_bytes()).expect("valid");
+    store.insert(
+        "example.com",
+        CacheEntry {
+            policy_id: "id2".into(),
+            policy,
+            fetched_at_ms: now,
+            checked_at_ms: now,
+        },
+    );
+    // Fresh in the store: answered from it with no traffic at all.
+    let queries = h.world.dns.total();
+    assert_eq!(text(&h.answer("example.com")), ok_reply("mx2.example.com"));
+    assert_eq!(h.world.dns.total(), queries);
+    assert_eq!(h.world.fetches("example.com"), 1);
+    assert_eq!(
+        h.cached("example.com").map(|e| e.policy_id),
+        Some("id2".into())
+    );
+}
