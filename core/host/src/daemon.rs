@@ -2,6 +2,7 @@
 //! runtime must supply (listeners, signals, transport, Redis connection).
 //! The drivers implement the trait and call [`daemon_main`]/[`query_main`].
 
+use crate::serve::{Listener, Server};
 use crate::{
     dns_settings, load_config, parse_or_exit, policy_tls_connector, sd_notify, DaemonSetup,
 };
@@ -12,8 +13,8 @@ use mta_sts_core::cache::Store;
 use mta_sts_core::cli::{parse_query_args, QueryArgs};
 use mta_sts_core::config::{CacheConfig, Config};
 use mta_sts_core::service::{
-    run_proactive_refresh, run_query, serve, start_stack, with_timeout, BoxStream, DnsClient,
-    DnsTargets, QueryOutcome, Runtime, Shutdown, ShutdownTrigger, Stack, Transport,
+    run_proactive_refresh, run_query, start_stack, with_timeout, BoxStream, DnsClient, DnsTargets,
+    QueryOutcome, Runtime, Shutdown, ShutdownTrigger, Stack, Transport,
 };
 use std::io;
 use std::sync::Arc;
@@ -67,37 +68,54 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     }));
     // Files only root may read (CA bundle) are read before dropping privileges.
     let network = Network::prepare(driver, &config)?;
-    let (incoming, place) = match &config.path {
-        Some(path) => {
-            let listener = crate::bind_unix(path, config.mode)?;
-            let incoming = driver
-                .unix_incoming(listener)
-                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-            (incoming, path.display().to_string())
-        }
-        None => {
-            let listener = crate::bind_tcp(&config.host, config.port, config.reuse_port)?;
-            let place = format!("{}:{}", config.host, config.port);
-            let incoming = driver
-                .tcp_incoming(listener)
-                .map_err(|e| format!("cannot listen on {place}: {e}"))?;
-            (incoming, place)
-        }
+    let (listener, place) = match &config.path {
+        Some(path) => (
+            Listener::Unix(crate::bind_unix(path, config.mode)?),
+            path.display().to_string(),
+        ),
+        None => (
+            Listener::Tcp(crate::bind_tcp(
+                &config.host,
+                config.port,
+                config.reuse_port,
+            )?),
+            format!("{}:{}", config.host, config.port),
+        ),
     };
     setup.after_bind()?;
     let stack = start_with(driver, config.clone(), network, shutdown.clone()).await?;
-    log::info!("listening on {place}");
-    setup.ready();
-    serve(
-        rt,
-        incoming,
-        stack.service,
-        shutdown,
+    let server = Server::start(
+        vec![listener],
+        stack.service.clone(),
+        config.limits.clone(),
         config.shutdown_timeout,
     )
-    .await;
+    .map_err(|e| format!("cannot serve on {place}: {e}"))?;
+    log::info!("listening on {place}");
+    setup.ready();
+    shutdown.await;
+    let grace = config.shutdown_timeout;
+    let drained = unblock(&rt, move || server.stop(grace)).await;
+    if !drained {
+        log::warn!("shutdown timeout: closing connections with requests in flight");
+    }
     log::info!("stopped");
     Ok(())
+}
+
+/// Run blocking `work` on the runtime's blocking pool and await it.
+async fn unblock<R: Runtime, T: Send + 'static>(
+    rt: &R,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T
+where
+    T: Default,
+{
+    let (tx, rx) = futures::channel::oneshot::channel();
+    rt.spawn_blocking(Box::new(move || {
+        let _ = tx.send(work());
+    }));
+    rx.await.unwrap_or_default()
 }
 
 /// Start the resolver for `config` on `driver`'s runtime: cache backend,

@@ -15,6 +15,7 @@ mod logging;
 mod notify;
 mod privileges;
 mod redis_conn;
+pub mod serve;
 mod sqlite;
 mod startup;
 pub mod tls;

@@ -166,6 +166,12 @@ impl Connection {
             && self.outbox.unwritten().len() < MAX_UNWRITTEN
     }
 
+    /// True when part of a request has arrived and the rest has not (the
+    /// driver's read timeout applies, not its idle timeout).
+    pub fn has_partial_request(&self) -> bool {
+        !self.input_done && self.decoder.buffered() > 0
+    }
+
     /// Requests taken and not yet answered.
     pub fn pending(&self) -> usize {
         self.outbox.slots.len()
