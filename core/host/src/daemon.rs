@@ -104,13 +104,10 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
 }
 
 /// Run blocking `work` on the runtime's blocking pool and await it.
-async fn unblock<R: Runtime, T: Send + 'static>(
+async fn unblock<R: Runtime, T: Send + Default + 'static>(
     rt: &R,
     work: impl FnOnce() -> T + Send + 'static,
-) -> T
-where
-    T: Default,
-{
+) -> T {
     let (tx, rx) = futures::channel::oneshot::channel();
     rt.spawn_blocking(Box::new(move || {
         let _ = tx.send(work());
