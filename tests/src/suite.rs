@@ -69,6 +69,13 @@ macro_rules! e2e_suite {
                 expired_certificate,
                 valid_certificate,
             ],
+            limits: [
+                idle_connection_closed,
+                stalled_partial_request_closed,
+                max_connections_bounds_open_connections,
+                stop_answers_requests_already_sent,
+                overload_answers_temp,
+            ],
             request_path: [
                 staggered_burst_internal,
                 staggered_burst_sqlite,

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod fetch;
 pub mod keys;
+pub mod limits;
 pub mod ops;
 pub mod persist;
 pub mod policy;

@@ -1,0 +1,151 @@
+//! Limits, timeouts and a clean stop (README.md "Configuration reference":
+//! `idle_timeout`, `read_timeout`, `max_connections`, `max_lookups`,
+//! `shutdown_timeout`): one client cannot hold the daemon, and a stop loses
+//! no request that was sent.
+
+use std::time::{Duration, Instant};
+
+use super::{expect, lookup, pause, publish_enforce, secure, start, sts_txt, Bins};
+use crate::socketmap_client::ReadOutcome;
+use crate::{Behaviour, World};
+
+/// A connection idle between requests is closed after `idle_timeout`; one
+/// that keeps asking stays open.
+pub fn idle_connection_closed(bins: &Bins) {
+    let world = World::new();
+    let d = start(bins, &world, "idle_timeout: 1\n");
+    let mut idle = d.client();
+    let mut busy = d.client();
+    assert_eq!(idle.query("postfix", "1.2.3.4"), "NOTFOUND ");
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(1800) {
+        assert_eq!(busy.query("postfix", "1.2.3.4"), "NOTFOUND ");
+        pause(300);
+    }
+    idle.set_timeout(Duration::from_secs(3));
+    assert!(
+        idle.wait_closed(),
+        "idle connection still open; log:\n{}",
+        d.log()
+    );
+    assert_eq!(busy.query("postfix", "1.2.3.4"), "NOTFOUND ");
+}
+
+/// A client that sends part of a request and stalls is closed after
+/// `read_timeout`, well before `idle_timeout`.
+pub fn stalled_partial_request_closed(bins: &Bins) {
+    let world = World::new();
+    let d = start(bins, &world, "read_timeout: 1\nidle_timeout: 60\n");
+    let mut slow = d.client();
+    slow.send_raw(b"20:postfix exa");
+    slow.set_timeout(Duration::from_secs(4));
+    let t0 = Instant::now();
+    assert!(
+        slow.wait_closed(),
+        "stalled connection kept; log:\n{}",
+        d.log()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    // Others are served meanwhile and after.
+    assert_eq!(lookup(&d, "postfix", "1.2.3.4"), "NOTFOUND ");
+}
+
+/// Beyond `max_connections` open connections, a new one waits (in the
+/// listen backlog) until one closes, then is served.
+pub fn max_connections_bounds_open_connections(bins: &Bins) {
+    let world = World::new();
+    let d = start(bins, &world, "max_connections: 2\n");
+    let mut a = d.client();
+    let mut b = d.client();
+    assert_eq!(a.query("postfix", "1.2.3.4"), "NOTFOUND ");
+    assert_eq!(b.query("postfix", "1.2.3.4"), "NOTFOUND ");
+    let mut c = d.client();
+    c.set_timeout(Duration::from_millis(700));
+    c.send_request("postfix", "1.2.3.4");
+    assert!(
+        matches!(c.read_outcome(), ReadOutcome::Timeout),
+        "a third connection was served; log:\n{}",
+        d.log()
+    );
+    drop(a);
+    c.set_timeout(Duration::from_secs(5));
+    assert_eq!(c.read_reply().as_deref(), Some("NOTFOUND "));
+    assert_eq!(b.query("postfix", "1.2.3.4"), "NOTFOUND ");
+}
+
+/// SIGTERM: requests sent before the signal, and requests sent on an open
+/// connection right after it, are all answered; then the daemon closes the
+/// connections and exits 0.
+pub fn stop_answers_requests_already_sent(bins: &Bins) {
+    let world = World::new();
+    publish_enforce(&world, "stop.example", "1", &["mx.stop.example"]);
+    world.add_policy_domain(
+        "slowstop.example",
+        &sts_txt("1"),
+        Behaviour::Delayed(
+            Duration::from_millis(400),
+            Box::new(Behaviour::policy(&crate::policy_body(
+                "enforce",
+                86400,
+                &["mx.slowstop.example"],
+            ))),
+        ),
+    );
+    let mut d = start(bins, &world, "");
+    expect(&d, "postfix", "stop.example", &secure("mx.stop.example"));
+    let mut clients: Vec<_> = (0..8).map(|_| d.client()).collect();
+    for c in &mut clients {
+        // One slow lookup and one cached answer in flight on each.
+        c.send_request("postfix", "slowstop.example");
+        c.send_request("postfix", "stop.example");
+    }
+    pause(50);
+    d.signal(libc::SIGTERM);
+    pause(50);
+    for c in &mut clients {
+        // Sent after the signal, on a connection that is still open.
+        c.send_request("postfix", "stop.example");
+    }
+    for c in &mut clients {
+        c.set_timeout(Duration::from_secs(5));
+        let replies: Vec<Option<String>> = (0..3).map(|_| c.read_reply()).collect();
+        assert_eq!(
+            replies,
+            vec![
+                Some(secure("mx.slowstop.example")),
+                Some(secure("mx.stop.example")),
+                Some(secure("mx.stop.example")),
+            ],
+            "log:\n{}",
+            d.log()
+        );
+        assert!(c.wait_closed(), "connection not closed after the stop");
+    }
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "log:\n{}", d.log());
+}
+
+/// With `max_lookups: 1`, a lookup waiting for the one slot past its zone's
+/// timeout answers `TEMP` (a local overload), not `NOTFOUND`: Postfix
+/// retries instead of sending without the policy.
+pub fn overload_answers_temp(bins: &Bins) {
+    let world = World::new();
+    world.add_policy_domain("hang.example", &sts_txt("1"), Behaviour::Hang);
+    publish_enforce(&world, "wait.example", "1", &["mx.wait.example"]);
+    let d = start(
+        bins,
+        &world,
+        "max_lookups: 1\nzones:\n  slow:\n    timeout: 3\n  fast:\n    timeout: 1\n",
+    );
+    let mut slow = d.client();
+    slow.send_request("slow", "hang.example");
+    pause(200);
+    let t0 = Instant::now();
+    let reply = lookup(&d, "fast", "wait.example");
+    assert!(reply.starts_with("TEMP "), "{reply:?}; log:\n{}", d.log());
+    assert!(t0.elapsed() < Duration::from_millis(2500));
+    slow.set_timeout(Duration::from_secs(5));
+    assert_eq!(slow.read_reply().as_deref(), Some("NOTFOUND "));
+    // The slot is free again: the waiting domain now resolves.
+    expect(&d, "fast", "wait.example", &secure("mx.wait.example"));
+}
