@@ -30,11 +30,12 @@ pub enum NetstringError {
         /// Digits needed to write the limit.
         max_digits: usize,
     },
-    /// The announced length exceeds the limit (`len` is what was read so far).
-    #[error("netstring length {len} exceeds limit {max}")]
+    /// The announced length exceeds the limit.
+    #[error("netstring length {announced} exceeds limit {max}")]
     TooLong {
-        /// Announced length (or the prefix of it read so far).
-        len: usize,
+        /// The length prefix as received (every digit already buffered, at
+        /// most 20, then `...`), not cut where the limit was passed.
+        announced: String,
         /// The limit in force.
         max: usize,
     },
@@ -70,6 +71,18 @@ fn decimal_digits(mut n: usize) -> usize {
     digits
 }
 
+/// The digits at the start of `buf` for an error message: at most 20, then
+/// `...` when more digits follow.
+fn announced(buf: &[u8]) -> String {
+    let digits = buf.iter().take_while(|b| b.is_ascii_digit()).count();
+    let shown = buf.get(..digits.min(20)).unwrap_or_default();
+    let mut text = String::from_utf8_lossy(shown).into_owned();
+    if digits > 20 {
+        text.push_str("...");
+    }
+    text
+}
+
 /// Parse the netstring at the start of `buf`, whose payload may be at most
 /// `max_len` bytes (djb "Netstrings"; socketmap_table(5)).
 ///
@@ -92,7 +105,10 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Parsed, NetstringError> {
                     .saturating_mul(10)
                     .saturating_add(usize::from(byte - b'0'));
                 if len > max_len {
-                    return Err(NetstringError::TooLong { len, max: max_len });
+                    return Err(NetstringError::TooLong {
+                        announced: announced(buf),
+                        max: max_len,
+                    });
                 }
             }
             b':' if digits == 0 => return Err(NetstringError::EmptyLength),
@@ -283,11 +299,17 @@ mod tests {
         // 101 > 100 is known after the third digit, before ':' arrives.
         assert_eq!(
             parse(b"101", 100),
-            Err(NetstringError::TooLong { len: 101, max: 100 })
+            Err(NetstringError::TooLong {
+                announced: "101".into(),
+                max: 100
+            })
         );
         assert_eq!(
             parse(b"999", 100),
-            Err(NetstringError::TooLong { len: 999, max: 100 })
+            Err(NetstringError::TooLong {
+                announced: "999".into(),
+                max: 100
+            })
         );
         // Leading zeros cannot stretch the prefix indefinitely.
         assert_eq!(
@@ -297,10 +319,21 @@ mod tests {
         assert_eq!(
             parse(b"10001:", DEFAULT_MAX_REQUEST),
             Err(NetstringError::TooLong {
-                len: 10001,
+                announced: "10001".into(),
                 max: DEFAULT_MAX_REQUEST
             })
         );
+        // The whole announced length is reported, not where it passed the limit.
+        assert_eq!(
+            parse(b"999999999:", DEFAULT_MAX_REQUEST)
+                .unwrap_err()
+                .to_string(),
+            "netstring length 999999999 exceeds limit 10000"
+        );
+        assert!(parse(&[b'9'; 40], DEFAULT_MAX_REQUEST)
+            .unwrap_err()
+            .to_string()
+            .contains("99999999999999999999... exceeds"));
     }
 
     #[test]

@@ -120,6 +120,7 @@ macro_rules! e2e_suite {
                 disable_uvloop_accepted,
                 pidfile_written,
                 logfile_receives_lookups,
+                log_lines_cannot_be_forged,
             ],
             postfix: [
                 postmap_over_tcp,

@@ -46,8 +46,7 @@ pub async fn daemon_main<D: Driver>(driver: D, setup: DaemonSetup) -> i32 {
     match run_daemon(&driver, &setup).await {
         Ok(()) => 0,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("mta-sts-daemon: {e}");
+            crate::startup::fatal(setup.args.logfile.is_some(), &e);
             1
         }
     }

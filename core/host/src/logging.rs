@@ -22,7 +22,9 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!("{} {:<5} {}\n", timestamp(), record.level(), record.args());
+        let raw = record.args().to_string();
+        let message = escape_controls(&raw);
+        let line = format!("{} {:<5} {message}\n", timestamp(), record.level());
         match &self.file {
             Some(file) => {
                 if let Ok(mut f) = file.lock() {
@@ -36,6 +38,29 @@ impl Log for Logger {
     }
 
     fn flush(&self) {}
+}
+
+/// `text` with every control character (and the Unicode bidirectional
+/// overrides) written as an escape: log messages quote keys, zone names,
+/// TXT records, policy lines and server errors that came from outside, and
+/// none of them may start a forged line or drive a terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if bad(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Install the logger at `level`, appending to `logfile` when given.
@@ -85,7 +110,16 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::civil_from_days;
+    use super::{civil_from_days, escape_controls};
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain zone"), "plain zone");
+        assert_eq!(
+            escape_controls("z\nINFO forged\r\u{1b}[31m\u{202e}x\u{7f}"),
+            "z\\nINFO forged\\r\\u{1b}[31m\\u{202e}x\\u{7f}"
+        );
+    }
 
     #[test]
     fn civil_dates() {

@@ -36,8 +36,7 @@ pub fn prepare_daemon() -> DaemonSetup {
     let config = match load_config(&args.config) {
         Ok(config) => config,
         Err(e) => {
-            log::error!("{e}");
-            eprintln!("mta-sts-daemon: {e}");
+            fatal(args.logfile.is_some(), &e);
             std::process::exit(EXIT_FAILURE);
         }
     };
@@ -45,6 +44,15 @@ pub fn prepare_daemon() -> DaemonSetup {
         args,
         config: Arc::new(config),
     }
+}
+
+/// Report a fatal start-up error once on stderr, and in the log file too
+/// when there is one (without a file the log is stderr: said once).
+pub fn fatal(logs_to_file: bool, error: &str) {
+    if logs_to_file {
+        log::error!("{error}");
+    }
+    eprintln!("mta-sts-daemon: {error}");
 }
 
 impl DaemonSetup {

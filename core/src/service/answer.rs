@@ -22,6 +22,34 @@ pub struct Service {
     index: Arc<PolicyIndex>,
     engine: EngineHandle,
     wall_ms: WallClock,
+    failure_log: FailureLog,
+}
+
+/// At most one info line per domain per minute for failed lookups: a
+/// failing domain asked often cannot fill the disk (the rest go to debug).
+struct FailureLog {
+    last: std::sync::Mutex<std::collections::HashMap<Domain, u64>>,
+}
+
+/// Interval between two failure lines for one domain.
+const FAILURE_LOG_INTERVAL_MS: u64 = 60_000;
+/// Domains remembered by [`FailureLog`] before it starts over.
+const FAILURE_LOG_DOMAINS: usize = 10_000;
+
+impl FailureLog {
+    fn allow(&self, domain: &Domain, now_ms: u64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() >= FAILURE_LOG_DOMAINS {
+            last.clear();
+        }
+        match last.get(domain) {
+            Some(&at) if now_ms < at.saturating_add(FAILURE_LOG_INTERVAL_MS) => false,
+            _ => {
+                last.insert(domain.clone(), now_ms);
+                true
+            }
+        }
+    }
 }
 
 /// A key as a domain, borrowed when it already was one.
@@ -69,6 +97,9 @@ impl Service {
             index,
             engine,
             wall_ms,
+            failure_log: FailureLog {
+                last: Default::default(),
+            },
         }
     }
 
@@ -124,30 +155,35 @@ impl Service {
             opts,
         } = miss;
         let Answer { policy, reason } = self.engine.lookup(domain.clone(), timeout).await;
-        let Some(policy) = policy else {
-            if let Reason::Fallback(failure) = &reason {
-                if failure.is_local() {
-                    // Our fault, not the domain's: Postfix retries later.
-                    log::warn!("{domain} (zone {zone}): TEMP, {reason}");
-                    return Reply::Temp(format!("{domain}: {failure}"));
-                }
-            }
-            log::info!("{domain} (zone {zone}): NOTFOUND, no policy ({reason})");
-            return Reply::NotFound;
+        let (reply, outcome) = match &policy {
+            None => match &reason {
+                // Our fault, not the domain's: Postfix retries later.
+                Reason::Fallback(failure) if failure.is_local() => (
+                    Reply::Temp(format!("{domain}: {failure}")),
+                    "TEMP".to_owned(),
+                ),
+                _ => (Reply::NotFound, "NOTFOUND, no policy".to_owned()),
+            },
+            Some(policy) => match render_reply(policy, domain.as_str(), opts) {
+                Some(value) => (Reply::Ok(value.into()), format!("{} policy", policy.mode)),
+                None => (Reply::NotFound, format!("NOTFOUND, {} policy", policy.mode)),
+            },
         };
-        match render_reply(&policy, domain.as_str(), opts) {
-            Some(value) => {
-                log::info!("{domain} (zone {zone}): {} policy ({reason})", policy.mode);
-                Reply::Ok(value.into())
+        let level = match &reason {
+            // Answered from memory or the store: no traffic.
+            Reason::Cached | Reason::NoPolicyRemembered | Reason::FailureBackoff => {
+                log::Level::Debug
             }
-            None => {
-                log::info!(
-                    "{domain} (zone {zone}): NOTFOUND, {} policy ({reason})",
-                    policy.mode
-                );
-                Reply::NotFound
+            Reason::Fallback(failure) if failure.is_local() => log::Level::Warn,
+            Reason::Fallback(_) | Reason::Timeout
+                if !self.failure_log.allow(&domain, (self.wall_ms)()) =>
+            {
+                log::Level::Debug
             }
-        }
+            _ => log::Level::Info,
+        };
+        log::log!(level, "{domain} (zone {zone}): {outcome} ({reason})");
+        reply
     }
 
     /// Answer one request, whichever way it goes.

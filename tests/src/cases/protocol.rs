@@ -303,7 +303,8 @@ fn run_with_config(bins: &Bins, config: &str) -> (i32, String, String) {
     run_bounded(cmd, Duration::from_secs(15))
 }
 
-/// A config error (`port: abc`, `cache: {type: foo}`): non-zero exit, stderr names the key.
+/// A config error (`port: abc`, `cache: {type: foo}`): non-zero exit, stderr names the key,
+/// once.
 pub fn config_error_exits_nonzero(bins: &Bins) {
     for (config, key) in [
         ("host: 127.0.0.1\nport: abc\n", "port"),
@@ -322,6 +323,8 @@ pub fn config_error_exits_nonzero(bins: &Bins) {
             err.contains(key),
             "{config:?}: stderr does not name {key}: {err}"
         );
+        let lines = err.lines().filter(|l| l.contains(key)).count();
+        assert_eq!(lines, 1, "{config:?}: error not said exactly once: {err}");
     }
 }
 
@@ -423,4 +426,23 @@ pub fn logfile_receives_lookups(bins: &Bins) {
         "lookups logged to stderr too:\n{}",
         d.log()
     );
+}
+
+/// Anything from outside that reaches the log (here a zone name with a newline and an
+/// escape sequence) is escaped: no forged log line, no terminal control.
+pub fn log_lines_cannot_be_forged(bins: &Bins) {
+    let world = World::new();
+    let d = start(bins, &world, "");
+    let mut c = d.client();
+    c.send_raw(&crate::socketmap_client::netstring(
+        b"evil\nFORGED-LINE\x1b[31m 1.2.3.4",
+    ));
+    assert_eq!(c.read_reply().as_deref(), Some("NOTFOUND "));
+    let log = d.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED-LINE")),
+        "forged line in the log:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "raw escape in the log:\n{log}");
+    assert!(log.contains("evil\\nFORGED-LINE\\u{1b}[31m"), "{log}");
 }
