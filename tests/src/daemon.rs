@@ -1,13 +1,13 @@
 //! Handles on the programs under test: `mta-sts-daemon` as a child process (README.md
 //! "Configuration reference", "Programs") and one-shot `mta-sts-query` runs.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::run_bounded;
 use crate::socketmap_client::SocketmapClient;
-use crate::{free_port, run_bounded};
 
 /// How long the daemon gets to start accepting connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -32,12 +32,48 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `bin -c <dir>/config.yml <args>` listening on a free TCP port of 127.0.0.1.
-    /// `config` is the rest of the YAML (e.g. `World::config_yaml(..)`) and must not set
-    /// `host`, `port` or `path`. Waits until the port accepts connections; panics with the
-    /// captured output if the daemon exits or does not come up.
+    /// Starts `bin -c <dir>/config.yml <args>` on a TCP listener of 127.0.0.1 that the test
+    /// binds itself (port 0) and hands over by socket activation (`LISTEN_FDS`), so parallel
+    /// tests never race for a port. `config` is the rest of the YAML (e.g.
+    /// `World::config_yaml(..)`) and must not set `host`, `port` or `path`. Waits until the
+    /// port accepts connections; panics with the captured output if the daemon exits or does
+    /// not come up.
     pub fn start(bin: impl AsRef<Path>, config: &str, args: &[&str]) -> Daemon {
-        Self::start_on(bin.as_ref(), Listen::Tcp(free_port()), config, args)
+        let dir = tempfile::tempdir().expect("temp dir for daemon");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        Self::launch(
+            bin.as_ref(),
+            dir,
+            Listen::Tcp(port),
+            config,
+            args,
+            &[],
+            Some(listener),
+            None,
+        )
+    }
+
+    /// As [`Daemon::start`] with the daemon's soft and hard `RLIMIT_NOFILE` set to `nofile`.
+    pub fn start_with_nofile(
+        bin: impl AsRef<Path>,
+        config: &str,
+        args: &[&str],
+        nofile: u64,
+    ) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir for daemon");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        Self::launch(
+            bin.as_ref(),
+            dir,
+            Listen::Tcp(port),
+            config,
+            args,
+            &[],
+            Some(listener),
+            Some(nofile),
+        )
     }
 
     /// As [`Daemon::start`], listening on a Unix socket in the daemon's temp dir.
@@ -61,13 +97,17 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir for daemon");
-        Self::start_full(
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        Self::launch(
             bin.as_ref(),
             dir,
-            Listen::Tcp(free_port()),
+            Listen::Tcp(port),
             config,
             args,
             env,
+            Some(listener),
+            None,
         )
     }
 
@@ -78,16 +118,22 @@ impl Daemon {
         config: &str,
         args: &[&str],
     ) -> Daemon {
-        Self::start_full(bin, dir, listen, config, args, &[])
+        Self::launch(bin, dir, listen, config, args, &[], None, None)
     }
 
-    fn start_full(
+    /// Spawns the daemon. With `listener`, it is passed as descriptor 3 with
+    /// `LISTEN_FDS=1` and `LISTEN_PID` set to the daemon's own pid (through `sh`, whose
+    /// `exec` keeps the pid). The daemon gets SIGKILL if the test process dies.
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
         bin: &Path,
         dir: tempfile::TempDir,
         listen: Listen,
         config: &str,
         args: &[&str],
         env: &[(&str, &str)],
+        listener: Option<std::net::TcpListener>,
+        nofile: Option<u64>,
     ) -> Daemon {
         let head = match &listen {
             Listen::Tcp(port) => format!("host: 127.0.0.1\nport: {port}\n"),
@@ -96,7 +142,45 @@ impl Daemon {
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, format!("{head}{config}")).expect("write daemon config");
         let file = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
-        let child = Command::new(bin)
+        let mut cmd = match &listener {
+            Some(_) => {
+                let mut cmd = Command::new("/bin/sh");
+                cmd.arg("-c")
+                    .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+                    .arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
+        let listen_fd = listener.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(fd) = listen_fd {
+                    // dup2 onto itself keeps close-on-exec: clear it then.
+                    let moved = if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, 3)
+                    };
+                    if moved < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(n) = nofile {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("-c")
             .arg(&config_path)
             .args(args)
@@ -106,6 +190,8 @@ impl Daemon {
             .stderr(file("stderr.log"))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        // The daemon has its own descriptor for the listener now.
+        drop(listener);
         let mut daemon = Daemon {
             child: Some(child),
             listen,
@@ -135,15 +221,23 @@ impl Daemon {
         );
     }
 
+    /// True once the daemon answers a request that needs no lookup (`ready .`, a
+    /// parent-domain probe): its signal handlers and server are up. A socket that only
+    /// accepts (socket activation: the kernel queues connections before the daemon runs)
+    /// is not enough.
     fn connectable(&self) -> bool {
-        match &self.listen {
-            Listen::Tcp(port) => TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], *port)),
-                Duration::from_millis(200),
-            )
-            .is_ok(),
-            Listen::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
-        }
+        let client = match &self.listen {
+            Listen::Tcp(port) => {
+                SocketmapClient::connect_tcp(SocketAddr::from(([127, 0, 0, 1], *port)))
+            }
+            Listen::Unix(path) => SocketmapClient::connect_unix(path),
+        };
+        let Ok(mut client) = client else {
+            return false;
+        };
+        client.set_timeout(Duration::from_millis(200));
+        let ping = crate::socketmap_client::netstring(b"ready .");
+        client.try_send_raw(&ping).is_ok() && client.read_reply().is_some()
     }
 
     /// Where the daemon listens.

@@ -9,9 +9,9 @@ use crate::{
 use crate::{open_redis, SqliteBackend};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
-use mta_sts_core::cache::Store;
+use mta_sts_core::cache::{Store, StoreError};
 use mta_sts_core::cli::{parse_query_args, QueryArgs};
-use mta_sts_core::config::{CacheConfig, Config};
+use mta_sts_core::config::{CacheConfig, Config, SqliteOptions};
 use mta_sts_core::service::{
     run_proactive_refresh, run_query, start_stack, with_timeout, BoxStream, DnsClient, DnsTargets,
     QueryOutcome, Runtime, Shutdown, ShutdownTrigger, Stack, Transport,
@@ -67,24 +67,30 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     }));
     // Files only root may read (CA bundle) are read before dropping privileges.
     let network = Network::prepare(driver, &config)?;
-    let (listener, place) = match &config.path {
-        Some(path) => (
-            Listener::Unix(crate::bind_unix(path, config.mode)?),
-            path.display().to_string(),
-        ),
-        None => (
-            Listener::Tcp(crate::bind_tcp(
-                &config.host,
-                config.port,
-                config.reuse_port,
-            )?),
-            format!("{}:{}", config.host, config.port),
-        ),
+    let (listeners, place) = match crate::listen::activated_listeners()? {
+        Some(listeners) => {
+            let place = format!("{} socket(s) from the service manager", listeners.len());
+            (listeners, place)
+        }
+        None => match &config.path {
+            Some(path) => (
+                vec![Listener::Unix(crate::bind_unix(path, config.mode)?)],
+                path.display().to_string(),
+            ),
+            None => (
+                vec![Listener::Tcp(crate::bind_tcp(
+                    &config.host,
+                    config.port,
+                    config.reuse_port,
+                )?)],
+                format!("{}:{}", config.host, config.port),
+            ),
+        },
     };
     setup.after_bind()?;
     let stack = start_with(driver, config.clone(), network, shutdown.clone()).await?;
     let server = Server::start(
-        vec![listener],
+        listeners,
         stack.service.clone(),
         config.limits.clone(),
         config.shutdown_timeout,
@@ -177,6 +183,55 @@ async fn start_with<D: Driver>(
     Ok(stack)
 }
 
+/// The SQLite store, or, when the file cannot be used, a stand-in that
+/// retries it: the daemon starts anyway and answers from memory and the
+/// network. A corrupt file is moved aside (never deleted) and a new one made.
+async fn open_sqlite<R: Runtime>(rt: R, options: &SqliteOptions) -> Arc<dyn Store> {
+    let file = options.filename.display().to_string();
+    let first = match SqliteBackend::open(rt.clone(), options).await {
+        Err(StoreError::CorruptFile { path, reason }) => {
+            let aside = crate::sqlite::move_aside(&options.filename, crate::unix_ms());
+            match aside {
+                Ok(moved) => log::error!(
+                    "sqlite cache {path} is corrupt ({reason}): moved to {}, starting a new one",
+                    moved.display()
+                ),
+                Err(e) => log::error!(
+                    "sqlite cache {path} is corrupt ({reason}), cannot move it aside: {e}"
+                ),
+            }
+            SqliteBackend::open(rt.clone(), options).await
+        }
+        other => other,
+    };
+    match first {
+        Ok(backend) => {
+            log::info!("cache: sqlite {file}");
+            Arc::new(backend)
+        }
+        Err(e) => {
+            log::error!(
+                "{e}; serving from memory and the network, retrying the file every {} s",
+                crate::reopen::RETRY_OPEN_MS / 1000
+            );
+            let options = options.clone();
+            let opener_rt = rt.clone();
+            let open: crate::reopen::Opener = Box::new(move || {
+                let (rt, options) = (opener_rt.clone(), options.clone());
+                Box::pin(async move {
+                    let store = SqliteBackend::open(rt, &options).await?;
+                    Ok(Arc::new(store) as Arc<dyn Store>)
+                })
+            });
+            Arc::new(crate::reopen::Reopening::closed(
+                format!("sqlite cache {file}"),
+                open,
+                Box::new(move || rt.unix_ms()),
+            ))
+        }
+    }
+}
+
 /// The persistent store named by the config (`None` for `internal`).
 async fn open_store<D: Driver>(
     driver: &D,
@@ -184,13 +239,7 @@ async fn open_store<D: Driver>(
 ) -> Result<Option<Arc<dyn Store>>, String> {
     Ok(match &config.cache {
         CacheConfig::Internal { .. } => None,
-        CacheConfig::Sqlite(options) => {
-            let backend = SqliteBackend::open(driver.runtime(), options)
-                .await
-                .map_err(|e| e.to_string())?;
-            log::info!("cache: sqlite {}", options.filename.display());
-            Some(Arc::new(backend))
-        }
+        CacheConfig::Sqlite(options) => Some(open_sqlite(driver.runtime(), options).await),
         CacheConfig::Redis(options) => {
             let backend = open_redis(driver.runtime(), options)
                 .await

@@ -10,20 +10,22 @@
 
 mod clock;
 mod daemon;
+pub mod fdlimit;
 mod listen;
 mod logging;
 mod notify;
 mod privileges;
 mod redis_conn;
+pub mod reopen;
 pub mod serve;
-mod sqlite;
+pub mod sqlite;
 mod startup;
 pub mod tls;
 mod transport;
 
 pub use clock::unix_ms;
 pub use daemon::{daemon_main, query_args, query_main, start, Connections, Driver};
-pub use listen::{bind_tcp, bind_unix};
+pub use listen::{activated_listeners, bind_tcp, bind_unix};
 pub use logging::init_logging;
 pub use notify::sd_notify;
 pub use privileges::drop_privileges;

@@ -33,13 +33,19 @@ pub fn prepare_daemon() -> DaemonSetup {
         eprintln!("mta-sts-daemon: cannot open log file: {e}");
         std::process::exit(EXIT_FAILURE);
     }
-    let config = match load_config(&args.config) {
+    let mut config = match load_config(&args.config) {
         Ok(config) => config,
         Err(e) => {
             fatal(args.logfile.is_some(), &e);
             std::process::exit(EXIT_FAILURE);
         }
     };
+    if let Some(nofile) = crate::fdlimit::raise_nofile() {
+        log::debug!("file descriptor limit: {nofile}");
+        if let Some(warning) = crate::fdlimit::fit(&mut config.limits, nofile) {
+            log::warn!("{warning}");
+        }
+    }
     DaemonSetup {
         args,
         config: Arc::new(config),

@@ -16,6 +16,15 @@ pub enum StoreError {
     /// The store did not answer in time.
     #[error("cache store did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The store's file is not a usable database (garbled pages, not a
+    /// database at all): it may be moved aside and recreated.
+    #[error("cache file {path} is corrupt: {reason}")]
+    CorruptFile {
+        /// The file.
+        path: String,
+        /// What the database engine said (first line).
+        reason: String,
+    },
     /// A stored entry could not be decoded.
     #[error("cache entry for {domain}: {reason}")]
     Corrupt {

@@ -355,48 +355,96 @@ pub fn redis_down_at_start(bins: &Bins) {
     stop(&mut d);
 }
 
-/// Runs the daemon on a config with an SQLite cache at `file`, expecting a start-up failure
-/// (non-zero exit, not killed) whose stderr names the file.
-fn expect_sqlite_start_failure(bins: &Bins, dir: &Path, file: &Path, what: &str) {
-    let config = dir.join(format!("{what}.yml"));
-    let yaml = format!(
-        "host: 127.0.0.1\nport: {}\n{}",
-        free_port(),
-        sqlite_cache(file)
+/// Starts the daemon on an SQLite cache at `file` that cannot be used: it starts anyway,
+/// logs one error line naming the file, and answers from the network.
+fn expect_sqlite_degraded_start(bins: &Bins, world: &World, file: &Path, what: &str) -> Daemon {
+    let d = start(bins, world, &sqlite_cache(file));
+    expect(
+        &d,
+        "postfix",
+        "degraded.example",
+        &secure("mx.degraded.example"),
     );
-    std::fs::write(&config, yaml).expect("write config");
-    let mut cmd = Command::new(bins.daemon);
-    cmd.arg("-c").arg(&config);
-    let (status, out, err) = run_bounded(cmd, Duration::from_secs(15));
+    let log = d.log();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains(&file.display().to_string()))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "{what}: want one error line naming the file:\n{log}"
+    );
     assert!(
-        status != 0 && status != -1,
-        "{what}: exit {status}; {out}{err}"
+        log.lines().filter(|l| l.contains("ERROR")).count() == 1,
+        "{what}: more than one error line:\n{log}"
     );
-    assert!(
-        err.contains(&file.display().to_string()),
-        "{what}: stderr does not name {}: {err}",
-        file.display()
-    );
+    d
 }
 
-/// An unusable SQLite cache file stops the start-up with a message naming it: a directory
-/// that does not exist, a directory instead of a file, a garbage file, a file another
-/// process holds locked.
+/// An unusable SQLite cache file does not stop the daemon: a directory that does not exist,
+/// a directory instead of a file, a file another process holds locked; each gives one error
+/// line and lookups go on. A garbage file is moved aside (kept) and a new cache made.
 pub fn sqlite_file_unusable(bins: &Bins) {
+    let world = World::new();
+    publish_enforce(&world, "degraded.example", "1", &["mx.degraded.example"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
-    expect_sqlite_start_failure(bins, d, &d.join("no-such-dir").join("cache.db"), "nodir");
+    drop(expect_sqlite_degraded_start(
+        bins,
+        &world,
+        &d.join("no-such-dir").join("cache.db"),
+        "nodir",
+    ));
     let subdir = d.join("a-directory");
     std::fs::create_dir(&subdir).expect("mkdir");
-    expect_sqlite_start_failure(bins, d, &subdir, "directory");
-    let garbage = d.join("garbage.db");
-    std::fs::write(&garbage, vec![0x5a; 8192]).expect("write garbage");
-    expect_sqlite_start_failure(bins, d, &garbage, "garbage");
+    drop(expect_sqlite_degraded_start(
+        bins,
+        &world,
+        &subdir,
+        "directory",
+    ));
     let locked = d.join("locked.db");
     sqlite3(&locked, "create table t (x)");
     let lock = SqliteLock::hold(&locked);
-    expect_sqlite_start_failure(bins, d, &locked, "locked");
+    drop(expect_sqlite_degraded_start(
+        bins, &world, &locked, "locked",
+    ));
     drop(lock);
+
+    let garbage = d.join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).expect("write garbage");
+    let daemon = start(bins, &world, &sqlite_cache(&garbage));
+    expect(
+        &daemon,
+        "postfix",
+        "degraded.example",
+        &secure("mx.degraded.example"),
+    );
+    let moved: Vec<PathBuf> = std::fs::read_dir(d)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.display().to_string().contains("garbage.db.corrupt-"))
+        .collect();
+    assert_eq!(
+        moved.len(),
+        1,
+        "corrupt file not moved aside; log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(
+        std::fs::read(&moved[0]).expect("read moved"),
+        vec![0x5a; 8192]
+    );
+    // The new file holds the policy just fetched.
+    assert!(
+        wait_until(Duration::from_secs(3), || sqlite3(
+            &garbage,
+            "select pol_id from sts_policy_cache where domain = 'degraded.example'"
+        ) == "1"),
+        "policy not written to the new cache; log:\n{}",
+        daemon.log()
+    );
 }
 
 /// The cache file becomes unwritable at run time (another process holds its write lock):

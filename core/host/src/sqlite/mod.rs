@@ -35,6 +35,26 @@ mod schema;
 mod tests;
 
 use pool::{run_blocking, Pool};
+
+/// Move a corrupt cache file (and its `-wal`/`-shm` companions) aside to
+/// `<file>.corrupt-<unix ms>`, so a new one can be made and nothing of the
+/// user's is deleted. Returns the new name of the main file.
+pub fn move_aside(path: &std::path::Path, now_ms: u64) -> std::io::Result<std::path::PathBuf> {
+    let with_suffix = |p: &std::path::Path, suffix: &str| {
+        let mut name = p.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    let target = with_suffix(path, &format!(".corrupt-{now_ms}"));
+    std::fs::rename(path, &target)?;
+    for companion in ["-wal", "-shm"] {
+        let from = with_suffix(path, companion);
+        if from.exists() {
+            std::fs::rename(&from, with_suffix(&target, companion))?;
+        }
+    }
+    Ok(target)
+}
 use schema::UPSERT;
 
 /// The SQLite cache: a file in the Python original's layout, accessed

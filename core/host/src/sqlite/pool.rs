@@ -42,7 +42,21 @@ pub(super) struct Pool {
 impl Pool {
     pub(super) fn open(path: &Path, timeout: Duration, threads: usize) -> Result<Pool, StoreError> {
         let fail = |e: rusqlite::Error| {
-            StoreError::Backend(format!("sqlite cache file {}: {e}", path.display()))
+            // One line, not SQLite's whole integrity report.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default().to_owned();
+            let corrupt = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            );
+            if corrupt {
+                StoreError::CorruptFile {
+                    path: path.display().to_string(),
+                    reason: first,
+                }
+            } else {
+                StoreError::Backend(format!("sqlite cache file {}: {first}", path.display()))
+            }
         };
         let mut first = connect(path, timeout).map_err(fail)?;
         prepare_file(&mut first).map_err(fail)?;

@@ -36,9 +36,10 @@ pub(super) fn prepare_file(conn: &mut Connection) -> rusqlite::Result<()> {
     // A garbled page would otherwise show up as errors on some lookups only.
     let check: String = conn.query_row("pragma quick_check", [], |r| r.get(0))?;
     if check != "ok" {
+        let first = check.lines().next().unwrap_or_default();
         return Err(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-            Some(format!("integrity check failed: {check}")),
+            Some(format!("integrity check failed: {first}")),
         ));
     }
     if conn.is_readonly(rusqlite::MAIN_DB)? {
