@@ -6,9 +6,7 @@
 //! `socketmap server temporary error: <r>` / `permanent error: <r>` and a `fatal: ... query
 //! error` on stderr.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use std::time::Duration;
 
@@ -74,26 +72,24 @@ pub fn unix_map(path: &std::path::Path, name: &str) -> String {
     format!("socketmap:unix:{}:{name}", path.display())
 }
 
-/// A minimal Postfix config dir (`main.cf` only), created once per test process.
-fn config_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("postmap-conf")
-            .tempdir()
-            .expect("temp dir for postfix config")
-            .keep();
-        std::fs::write(dir.join("main.cf"), "compatibility_level = 3.6\n").expect("write main.cf");
-        dir
-    })
+/// A minimal Postfix config dir (`main.cf` only), removed when dropped.
+fn config_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("postmap-conf")
+        .tempdir()
+        .expect("temp dir for postfix config");
+    std::fs::write(dir.path().join("main.cf"), "compatibility_level = 3.6\n")
+        .expect("write main.cf");
+    dir
 }
 
 /// Runs `postmap -c <minimal config> -q KEY MAP` (killed after 60 s). Panics if Postfix is not installed.
 pub fn postmap_query(key: &str, map: &str) -> PostmapResult {
     let program =
         find_program("postmap").unwrap_or_else(|| panic!("postmap not found: install postfix"));
+    let conf = config_dir();
     let mut cmd = Command::new(program);
-    cmd.arg("-c").arg(config_dir()).args(["-q", key, map]);
+    cmd.arg("-c").arg(conf.path()).args(["-q", key, map]);
     let (status, stdout, stderr) = run_bounded(cmd, Duration::from_secs(60));
     PostmapResult {
         status,
