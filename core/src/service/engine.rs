@@ -30,13 +30,12 @@ pub struct EngineSettings {
     pub user_agent: String,
 }
 
-enum Request {
-    Lookup {
-        domain: Domain,
-        timeout: Duration,
-        refresh: bool,
-        reply: oneshot::Sender<Answer>,
-    },
+/// A request that missed the index, or a proactive refresh.
+struct Request {
+    domain: Domain,
+    timeout: Duration,
+    refresh: bool,
+    reply: oneshot::Sender<Answer>,
 }
 
 enum Outcome {
@@ -75,7 +74,7 @@ impl EngineHandle {
         let (reply, rx) = oneshot::channel();
         // If the engine is gone the request (and its reply sender) is
         // dropped, so `rx` fails below: one fallback for both cases.
-        let _ = self.tx.unbounded_send(Request::Lookup {
+        let _ = self.tx.unbounded_send(Request {
             domain,
             timeout,
             refresh,
@@ -172,7 +171,7 @@ impl<R: Runtime> Engine<R> {
             let now = self.rt.now();
             let wall = self.rt.unix_ms();
             match event {
-                Event::Request(Some(Request::Lookup {
+                Event::Request(Some(Request {
                     domain,
                     timeout,
                     refresh,
