@@ -19,8 +19,8 @@ impl Driver for SmolDriver {
         SmolRuntime
     }
 
-    fn transport(&self, tls: native_tls::TlsConnector) -> Arc<dyn Transport> {
-        Arc::new(SmolTransport::new(SmolSockets, tls))
+    fn transport(&self, roots: mta_sts_host::TlsRoots) -> Arc<dyn Transport> {
+        Arc::new(SmolTransport::new(SmolSockets, roots))
     }
 
     fn tcp_incoming(&self, listener: std::net::TcpListener) -> io::Result<Connections> {

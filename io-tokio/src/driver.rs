@@ -39,8 +39,8 @@ impl Driver for TokioDriver {
         TokioRuntime::new(self.handle.clone())
     }
 
-    fn transport(&self, tls: native_tls::TlsConnector) -> Arc<dyn Transport> {
-        Arc::new(TokioTransport::new(TokioSockets, tls))
+    fn transport(&self, roots: mta_sts_host::TlsRoots) -> Arc<dyn Transport> {
+        Arc::new(TokioTransport::new(TokioSockets, roots))
     }
 
     fn tcp_incoming(&self, listener: std::net::TcpListener) -> io::Result<Connections> {

@@ -4,7 +4,7 @@
 
 use crate::serve::{Listener, Server};
 use crate::{
-    dns_settings, load_config, parse_or_exit, policy_tls_connector, sd_notify, DaemonSetup,
+    dns_settings, load_config, parse_or_exit, policy_tls_roots, sd_notify, DaemonSetup,
 };
 use crate::{open_redis, SqliteBackend};
 use futures::future::BoxFuture;
@@ -31,7 +31,7 @@ pub trait Driver: Send + Sync + 'static {
     /// UDP/TCP/TLS for DNS and policy fetches, validating with `tls`, a
     /// connector built once that every TLS connection reuses
     /// ([`crate::SocketTransport`] over the runtime's [`crate::Sockets`]).
-    fn transport(&self, tls: native_tls::TlsConnector) -> Arc<dyn Transport>;
+    fn transport(&self, roots: crate::TlsRoots) -> Arc<dyn Transport>;
     /// Accept loop input for a bound, non-blocking TCP listener.
     fn tcp_incoming(&self, listener: std::net::TcpListener) -> io::Result<Connections>;
     /// Accept loop input for a bound, non-blocking Unix listener.
@@ -140,12 +140,12 @@ struct Network {
 }
 
 impl Network {
-    /// The daemon's one place that builds the policy TLS connector: once
-    /// per start, then shared by every policy fetch. A config reload (not
-    /// implemented yet) should call this again, once per reload, so a new
+    /// The daemon's one place that sets up the policy TLS client: the roots
+    /// are read now (before privileges drop), the connector is built at the
+    /// first fetch and shared. A config reload calls this again, so a new
     /// `resolver.ca_file` takes effect.
     fn prepare<D: Driver>(driver: &D, config: &Config) -> Result<Network, String> {
-        let transport = driver.transport(policy_tls_connector(config)?);
+        let transport = driver.transport(policy_tls_roots(config)?);
         Ok(Network {
             transport,
             dns: dns_settings(config),
@@ -271,9 +271,8 @@ pub async fn query_main<D: Driver>(driver: D, args: QueryArgs) -> i32 {
         },
         None => Config::default(),
     };
-    // Built once for the query's fetch(es), as the daemon does per start.
-    let transport = match policy_tls_connector(&config) {
-        Ok(tls) => driver.transport(tls),
+    let transport = match policy_tls_roots(&config) {
+        Ok(roots) => driver.transport(roots),
         Err(e) => {
             eprintln!("mta-sts-query: {e}");
             return 2;

@@ -32,7 +32,7 @@ pub use privileges::drop_privileges;
 pub use redis_conn::{open_redis, RedisConnection};
 pub use sqlite::SqliteBackend;
 pub use startup::{
-    dns_settings, load_config, parse_or_exit, policy_tls_connector, prepare_daemon, write_pidfile,
-    DaemonSetup,
+    dns_settings, load_config, parse_or_exit, policy_tls_roots, prepare_daemon, write_pidfile,
+    DaemonSetup, TlsRoots,
 };
 pub use transport::{SocketTransport, Sockets};

@@ -138,31 +138,61 @@ pub fn dns_settings(config: &Config) -> DnsTargets {
     }
 }
 
-/// The TLS client for policy hosts: TLS 1.2 or newer, the system roots or
-/// only the configured CA file (RFC 8461 §3.3). Building it parses the
-/// roots and makes the OpenSSL context, the costly part of a TLS
-/// connection, so it is built once per start and every policy fetch
-/// shares it.
-pub fn policy_tls_connector(config: &Config) -> Result<native_tls::TlsConnector, String> {
-    let mut builder = native_tls::TlsConnector::builder();
-    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
-    if let Some(path) = &config.resolver.ca_file {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("resolver.ca_file {}: {e}", path.display()))?;
-        let certs = native_tls::Certificate::stack_from_pem(&pem)
-            .map_err(|e| format!("resolver.ca_file {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "resolver.ca_file {}: no certificate found",
-                path.display()
-            ));
+/// What the policy TLS client trusts: the system roots, or only the
+/// configured CA file, read at start (it may be readable only before
+/// privileges drop) and checked to hold PEM certificates.
+#[derive(Clone, Debug)]
+pub struct TlsRoots {
+    ca_pem: Option<(std::path::PathBuf, Vec<u8>)>,
+}
+
+/// Read and check `resolver.ca_file` (when set) for [`TlsRoots`].
+pub fn policy_tls_roots(config: &Config) -> Result<TlsRoots, String> {
+    let ca_pem = match &config.resolver.ca_file {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("resolver.ca_file {}: {e}", path.display()))?;
+            if !pem
+                .windows(b"-----BEGIN CERTIFICATE-----".len())
+                .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+            {
+                return Err(format!(
+                    "resolver.ca_file {}: no certificate found",
+                    path.display()
+                ));
+            }
+            Some((path.clone(), pem))
         }
-        for cert in certs {
-            builder.add_root_certificate(cert);
+    };
+    Ok(TlsRoots { ca_pem })
+}
+
+impl TlsRoots {
+    /// The TLS client for policy hosts: TLS 1.2 or newer, these roots
+    /// (RFC 8461 §3.3). Building it parses the roots and makes the OpenSSL
+    /// context, the costly part of a TLS connection: the transport builds
+    /// it once, at the first policy fetch (so an idle daemon never loads
+    /// the roots), and every fetch shares it.
+    pub fn connector(&self) -> Result<native_tls::TlsConnector, String> {
+        let mut builder = native_tls::TlsConnector::builder();
+        builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+        if let Some((path, pem)) = &self.ca_pem {
+            let certs = native_tls::Certificate::stack_from_pem(pem)
+                .map_err(|e| format!("resolver.ca_file {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "resolver.ca_file {}: no certificate found",
+                    path.display()
+                ));
+            }
+            for cert in certs {
+                builder.add_root_certificate(cert);
+            }
+            builder.disable_built_in_roots(true);
         }
-        builder.disable_built_in_roots(true);
+        builder.build().map_err(|e| format!("TLS set-up: {e}"))
     }
-    builder.build().map_err(|e| format!("TLS set-up: {e}"))
 }
 
 /// Write our process id to `path`.

@@ -214,7 +214,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.resolver.ca_file = Some(ca.write_ca_file(dir.path()));
-        let connector = crate::policy_tls_connector(&config).expect("connector");
+        let connector = crate::policy_tls_roots(&config)
+            .and_then(|roots| roots.connector())
+            .expect("connector");
         Client {
             connector,
             _dir: dir,

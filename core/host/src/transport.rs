@@ -25,18 +25,30 @@ pub trait Sockets: Send + Sync + 'static {
     ) -> impl Future<Output = io::Result<Box<dyn Datagram>>> + Send;
 }
 
-/// UDP/TCP sockets of a runtime and TLS connections through one prebuilt
+/// UDP/TCP sockets of a runtime and TLS connections through one shared
 /// connector, for DNS and policy fetches.
 pub struct SocketTransport<K> {
     sockets: K,
-    tls: native_tls::TlsConnector,
+    roots: crate::TlsRoots,
+    tls: std::sync::OnceLock<Result<native_tls::TlsConnector, String>>,
 }
 
 impl<K: Sockets> SocketTransport<K> {
-    /// A transport on `sockets`, validating policy hosts with `tls` (built
-    /// once by [`crate::policy_tls_connector`] and used for every fetch).
-    pub fn new(sockets: K, tls: native_tls::TlsConnector) -> Self {
-        SocketTransport { sockets, tls }
+    /// A transport on `sockets`, validating policy hosts against `roots`
+    /// with a connector built at the first policy fetch and shared by all.
+    pub fn new(sockets: K, roots: crate::TlsRoots) -> Self {
+        SocketTransport {
+            sockets,
+            roots,
+            tls: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn connector(&self) -> io::Result<&native_tls::TlsConnector> {
+        match self.tls.get_or_init(|| self.roots.connector()) {
+            Ok(tls) => Ok(tls),
+            Err(e) => Err(io::Error::other(e.clone())),
+        }
     }
 }
 
@@ -62,10 +74,9 @@ impl<K: Sockets> Transport for SocketTransport<K> {
     }
 
     async fn tls_connect(&self, addr: SocketAddr, server_name: &str) -> io::Result<BoxStream> {
+        let tls = self.connector()?;
         let tcp = self.sockets.tcp_connect(addr).await?;
-        Ok(Box::new(
-            crate::tls::connect(&self.tls, server_name, tcp).await?,
-        ))
+        Ok(Box::new(crate::tls::connect(tls, server_name, tcp).await?))
     }
 }
 
