@@ -2,11 +2,20 @@
 //! per connection, at most `max_connections` open (more wait in the listen
 //! backlog), a short pause when descriptors run out (never a busy loop),
 //! and the stop: no more accepting, every open connection drained.
+//!
+//! An accept thread waits in poll(2) on its listening socket and on a wake
+//! pipe that the stop closes. Waking it with a connection to the listener's
+//! own address does not work: with `reuse_port` another daemon on the same
+//! port (a standby during a restart, README.md "Deploy") may be handed that
+//! connection, and on a Unix socket path a standby that took the path over
+//! always is, so the stopping daemon never woke. Nor may the stop
+//! shutdown(2) the listener: a socket-activated one is systemd's too, and
+//! must stay open for the next start.
 
 use std::io::{self, ErrorKind};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -33,39 +42,21 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Where a stop connects to wake the accept loop.
-    fn wake_target(&self) -> Option<WakeTarget> {
+    fn fd(&self) -> RawFd {
         match self {
-            Listener::Tcp(l) => {
-                let mut addr = l.local_addr().ok()?;
-                if addr.ip().is_unspecified() {
-                    let loopback: std::net::IpAddr = match addr {
-                        SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                    };
-                    addr.set_ip(loopback);
-                }
-                Some(WakeTarget::Tcp(addr))
-            }
-            Listener::Unix(l) => l
-                .local_addr()
-                .ok()?
-                .as_pathname()
-                .map(|p| WakeTarget::Unix(p.to_owned())),
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
         }
     }
-}
-
-enum WakeTarget {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
 }
 
 /// The running server.
 pub struct Server {
     registry: Arc<Registry>,
     acceptors: Vec<JoinHandle<()>>,
-    wake: Vec<WakeTarget>,
+    /// The write end of the wake pipe: dropping it makes the read end,
+    /// which every accept thread polls, readable (end of file).
+    wake: UnixStream,
 }
 
 impl Server {
@@ -84,28 +75,40 @@ impl Server {
             shutdown_timeout,
         });
         let mut acceptors = Vec::new();
-        let mut wake = Vec::new();
+        let (wake, woken) = UnixStream::pair()?;
+        let woken = Arc::new(woken);
         for listener in listeners {
-            // Accept threads block in accept(2).
+            // Accept threads wait in poll(2), then accept without blocking:
+            // another process on the same socket may have taken the
+            // connection. The accepted sockets are made blocking (BSDs
+            // pass O_NONBLOCK on; Linux does not).
             match &listener {
-                Listener::Tcp(l) => l.set_nonblocking(false)?,
-                Listener::Unix(l) => l.set_nonblocking(false)?,
-            }
-            if let Some(target) = listener.wake_target() {
-                wake.push(target);
+                Listener::Tcp(l) => l.set_nonblocking(true)?,
+                Listener::Unix(l) => l.set_nonblocking(true)?,
             }
             let ctx = ctx.clone();
+            let woken = woken.clone();
             let thread = std::thread::Builder::new()
                 .name("mta-sts-accept".into())
-                .spawn(move || match listener {
-                    Listener::Tcp(l) => accept_loop(&ctx, || {
-                        l.accept().map(|(s, _)| {
+                .spawn(move || {
+                    let wait = Wait {
+                        listener: listener.fd(),
+                        wake: woken.as_raw_fd(),
+                    };
+                    match &listener {
+                        Listener::Tcp(l) => accept_loop(&ctx, wait, || {
+                            let (s, _) = l.accept()?;
+                            s.set_nonblocking(false)?;
                             // Replies are small and latency-bound.
                             let _ = s.set_nodelay(true);
-                            s
-                        })
-                    }),
-                    Listener::Unix(l) => accept_loop(&ctx, || l.accept().map(|(s, _)| s)),
+                            Ok(s)
+                        }),
+                        Listener::Unix(l) => accept_loop(&ctx, wait, || {
+                            let (s, _) = l.accept()?;
+                            s.set_nonblocking(false)?;
+                            Ok(s)
+                        }),
+                    }
                 })?;
             acceptors.push(thread);
         }
@@ -126,16 +129,7 @@ impl Server {
     /// `limit` for the connections; true when all closed in time.
     pub fn stop(self, limit: Duration) -> bool {
         self.registry.stop();
-        for target in &self.wake {
-            // A connection of our own wakes a blocked accept; it sees the
-            // flag and ends (the connection is dropped unserved).
-            let _ = match target {
-                WakeTarget::Tcp(addr) => {
-                    TcpStream::connect_timeout(addr, Duration::from_secs(1)).map(drop)
-                }
-                WakeTarget::Unix(path) => UnixStream::connect(path).map(drop),
-            };
-        }
+        drop(self.wake);
         for thread in self.acceptors {
             let _ = thread.join();
         }
@@ -143,7 +137,46 @@ impl Server {
     }
 }
 
-fn accept_loop<S, A>(ctx: &Arc<Context>, mut accept: A)
+/// The descriptors an accept thread polls: its listening socket and the
+/// read end of the wake pipe.
+struct Wait {
+    listener: RawFd,
+    wake: RawFd,
+}
+
+impl Wait {
+    /// Block until a connection may be waiting (`Ok(true)`) or the stop
+    /// closed the wake pipe (`Ok(false)`).
+    fn ready(&self) -> io::Result<bool> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.listener,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.wake,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        loop {
+            // SAFETY: `fds` is a valid array of two pollfd for the call;
+            // both descriptors stay open while the accept thread runs (the
+            // thread owns the listener and shares the wake end).
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if rc >= 0 {
+                return Ok(fds[1].revents == 0);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn accept_loop<S, A>(ctx: &Arc<Context>, wait: Wait, mut accept: A)
 where
     S: super::Stream,
     A: FnMut() -> io::Result<S>,
@@ -152,6 +185,15 @@ where
         ctx.registry.wait_below(ctx.limits.max_connections);
         if ctx.registry.stopping() {
             return;
+        }
+        match wait.ready() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                log::warn!("waiting for connections failed: {e}");
+                std::thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
         }
         match accept() {
             Ok(stream) => {
@@ -175,7 +217,8 @@ where
                     std::thread::sleep(ACCEPT_BACKOFF);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // Interrupted, or another process took the connection.
+            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {}
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 log::warn!("accept failed: {e}");
