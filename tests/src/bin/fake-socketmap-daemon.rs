@@ -1,5 +1,6 @@
 //! A stand-in daemon for the self-tests of `mta_sts_tests::Daemon`: reads `host`/`port`/`path`
-//! from the `-c` YAML file (README.md "Configuration reference"), serves socketmap (socketmap_table(5))
+//! from the `-c` YAML file (README.md "Configuration reference"), or takes the listener on
+//! descriptor 3 when `LISTEN_FDS=1` (socket activation), serves socketmap (socketmap_table(5))
 //! answering `OK key=<key>`, or `NOTFOUND ` for keys starting with `none`, and exits 0 on SIGTERM.
 
 use std::io::{Read, Write};
@@ -73,8 +74,14 @@ fn main() {
             }
         }
     } else {
-        let port = value("port:").unwrap_or_else(|| "8461".into());
-        let l = TcpListener::bind(format!("127.0.0.1:{port}")).expect("bind tcp");
+        let l = if std::env::var("LISTEN_FDS").as_deref() == Ok("1") {
+            // Socket activation, as `Daemon::start` hands the port over.
+            // SAFETY: descriptor 3 is the listening socket the starter passed.
+            unsafe { std::os::fd::FromRawFd::from_raw_fd(3) }
+        } else {
+            let port = value("port:").unwrap_or_else(|| "8461".into());
+            TcpListener::bind(format!("127.0.0.1:{port}")).expect("bind tcp")
+        };
         l.set_nonblocking(true).expect("nonblocking");
         while !STOP.load(Ordering::SeqCst) {
             match l.accept() {
