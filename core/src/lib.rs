@@ -11,6 +11,7 @@ pub mod config;
 pub mod dns;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod netstring;
 pub mod policy;
 pub mod resolve;

@@ -69,6 +69,13 @@ macro_rules! e2e_suite {
                 expired_certificate,
                 valid_certificate,
             ],
+            admin: [
+                metrics_endpoint_counts,
+                cache_admin_through_the_daemon,
+                cache_admin_on_the_store,
+                sighup_reloads_and_reopens_the_log,
+                check_config_reports_every_problem,
+            ],
             limits: [
                 idle_connection_closed,
                 stalled_partial_request_closed,

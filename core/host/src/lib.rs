@@ -8,6 +8,7 @@
 //! sans-IO, so not in `mta-sts-core`; no runtime either: the drivers
 //! (`io-smol`, `io-tokio`) supply it.
 
+pub mod admin_http;
 mod clock;
 mod daemon;
 pub mod fdlimit;
@@ -15,7 +16,9 @@ mod listen;
 mod logging;
 mod notify;
 mod privileges;
+mod query;
 mod redis_conn;
+pub mod reload;
 pub mod reopen;
 pub mod serve;
 pub mod sqlite;
@@ -24,11 +27,12 @@ pub mod tls;
 mod transport;
 
 pub use clock::unix_ms;
-pub use daemon::{daemon_main, query_args, query_main, start, Connections, Driver};
+pub use daemon::{daemon_main, start, Connections, Driver};
 pub use listen::{activated_listeners, bind_tcp, bind_unix};
 pub use logging::init_logging;
 pub use notify::sd_notify;
 pub use privileges::drop_privileges;
+pub use query::{query_args, query_main};
 pub use redis_conn::{open_redis, RedisConnection};
 pub use sqlite::SqliteBackend;
 pub use startup::{

@@ -6,6 +6,7 @@
 //! the first reply finds the result (docs/ARCHITECTURE.md "The path of one
 //! request"). Persistent stores are written through behind it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -80,7 +81,7 @@ pub enum Held {
 /// operation takes a short lock and never awaits under it.
 #[derive(Debug)]
 pub struct PolicyIndex {
-    grace_ms: u64,
+    grace_ms: AtomicU64,
     map: Mutex<Bounded<Known>>,
 }
 
@@ -88,7 +89,7 @@ impl PolicyIndex {
     /// An empty index of at most `capacity` domains, fresh for `grace`.
     pub fn new(capacity: usize, grace: Duration) -> Self {
         PolicyIndex {
-            grace_ms: millis(grace),
+            grace_ms: AtomicU64::new(millis(grace)),
             map: Mutex::new(Bounded::new(capacity)),
         }
     }
@@ -101,15 +102,13 @@ impl PolicyIndex {
     /// The fresh answer for `domain` at `now_ms`, if any (RFC 8461 §5.1:
     /// within `cache_grace` of the last check, no traffic).
     pub fn fresh(&self, domain: &str, now_ms: u64) -> Fresh {
+        let grace_ms = self.grace_ms.load(Ordering::Relaxed);
         let mut map = self.lock();
         match map.get(domain) {
-            Some(Known::Policy(c))
-                if c.entry
-                    .is_fresh(now_ms, Duration::from_millis(self.grace_ms)) =>
-            {
+            Some(Known::Policy(c)) if c.entry.is_fresh(now_ms, Duration::from_millis(grace_ms)) => {
                 Fresh::Policy(c.clone())
             }
-            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(self.grace_ms) => {
+            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(grace_ms) => {
                 Fresh::NoPolicy
             }
             _ => Fresh::Miss,
@@ -118,13 +117,24 @@ impl PolicyIndex {
 
     /// Everything known about `domain` at `now_ms`, for the coordinator.
     pub fn known(&self, domain: &str, now_ms: u64) -> Held {
+        let grace_ms = self.grace_ms.load(Ordering::Relaxed);
         match self.lock().get(domain) {
             Some(Known::Policy(c)) => Held::Entry(c.entry.clone()),
-            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(self.grace_ms) => {
+            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(grace_ms) => {
                 Held::NoPolicy
             }
             _ => Held::Miss,
         }
+    }
+
+    /// `cache_grace` in force.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms.load(Ordering::Relaxed))
+    }
+
+    /// Change `cache_grace` (config reload).
+    pub fn set_grace(&self, grace: Duration) {
+        self.grace_ms.store(millis(grace), Ordering::Relaxed);
     }
 
     /// Store `entry` unless the one held is newer
@@ -158,6 +168,14 @@ impl PolicyIndex {
     /// Forget `domain` (cache purge); true if anything was held.
     pub fn remove(&self, domain: &str) -> bool {
         self.lock().remove(domain)
+    }
+
+    /// Forget everything (cache purge --all); how many domains were held.
+    pub fn clear(&self) -> usize {
+        let mut map = self.lock();
+        let n = map.len();
+        *map = Bounded::new(map.capacity());
+        n
     }
 
     /// Domains holding a policy last checked before `before_ms`: the

@@ -56,6 +56,20 @@ pub struct Config {
     /// Ours: the limits that keep one client or a slow network from
     /// exhausting the daemon.
     pub limits: Limits,
+    /// Ours: the metrics and cache administration listener (`metrics`),
+    /// off by default.
+    pub metrics: Option<MetricsListen>,
+}
+
+/// Where the metrics and cache administration HTTP listener listens
+/// (`metrics: {listen: "127.0.0.1:9461"}` or `metrics: {path: ...}`): only
+/// on loopback or a Unix socket, as it can purge the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A loopback TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket path, and its permissions (`mode`, default 0600).
+    Unix(PathBuf, u32),
 }
 
 /// Our additive top-level limits (README.md "Configuration reference").
@@ -183,6 +197,18 @@ pub struct ResolverConfig {
     pub user_agent: String,
 }
 
+/// Everything found while reading a configuration: the configuration
+/// (defaults where a key was in error), the warnings and the errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The configuration read; only valid when `errors` is empty.
+    pub config: Config,
+    /// One line per ignored key, each naming its key path.
+    pub warnings: Vec<String>,
+    /// Every error, each naming its key path.
+    pub errors: Vec<ConfigError>,
+}
+
 /// A parsed configuration and the warnings found while reading it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
@@ -213,6 +239,7 @@ impl Default for Config {
             zones: BTreeMap::new(),
             resolver: ResolverConfig::default(),
             limits: Limits::default(),
+            metrics: None,
         }
     }
 }
@@ -262,14 +289,36 @@ impl Config {
     /// Parses and validates a configuration file (README.md "Configuration reference").
     /// An empty document means all defaults; unknown keys become warnings.
     pub fn from_yaml(text: &str) -> Result<Loaded, ConfigError> {
-        let root: Value =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let checked = Config::check(text);
+        match checked.errors.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(Loaded {
+                config: checked.config,
+                warnings: checked.warnings,
+            }),
+        }
+    }
+
+    /// [`Config::from_yaml`] reporting every error and every warning, not
+    /// just the first error (`mta-sts-daemon --check-config`).
+    pub fn check(text: &str) -> Checked {
+        let root: Value = match serde_yaml::from_str(text) {
+            Ok(root) => root,
+            Err(e) => {
+                return Checked {
+                    config: Config::default(),
+                    warnings: Vec::new(),
+                    errors: vec![ConfigError::Syntax(e.to_string())],
+                }
+            }
+        };
         let mut reader = Reader::default();
-        let config = reader.config(&root)?;
-        Ok(Loaded {
+        let config = reader.config(&root);
+        Checked {
             config,
             warnings: reader.warnings,
-        })
+            errors: reader.errors,
+        }
     }
 
     /// The options for socketmap name `name`: its entry in `zones` (exact

@@ -19,6 +19,7 @@ const TOP_KEYS: &[&str] = &[
     "max_lookups_per_connection",
     "read_timeout",
     "idle_timeout",
+    "metrics",
     "cache_grace",
     "cache",
     "proactive_policy_fetching",
@@ -38,6 +39,7 @@ const REDIS_KEYS: &[&str] = &[
 ];
 const PROACTIVE_KEYS: &[&str] = &["enabled", "interval", "concurrency_limit", "grace_ratio"];
 const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt"];
+const METRICS_KEYS: &[&str] = &["listen", "path", "mode"];
 const RESOLVER_KEYS: &[&str] = &["nameservers", "ca_file", "policy_port", "user_agent"];
 
 /// Path shown for errors about the document itself.
@@ -66,61 +68,107 @@ impl<'a> Section<'a> {
 #[derive(Default)]
 pub(super) struct Reader {
     pub(super) warnings: Vec<String>,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Reader {
-    pub(super) fn config(&mut self, root: &Value) -> Result<Config, ConfigError> {
-        let top = self.section(Some(root), ROOT.to_owned(), TOP_KEYS)?;
+    /// Read the whole document. Errors do not stop the walk: every one is
+    /// kept in `self.errors` (the key is left at its default), so
+    /// `--check-config` can report them all.
+    pub(super) fn config(&mut self, root: &Value) -> Config {
         let mut config = Config::default();
-        if let Some(host) = string(top.get("host"))? {
+        let top = self.section(Some(root), ROOT.to_owned(), TOP_KEYS);
+        let Some(top) = self.keep(top) else {
+            return config;
+        };
+        if let Some(host) = self.keep(string(top.get("host"))).flatten() {
             if host.is_empty() {
-                return Err(invalid(&top.get("host").1, "must not be empty"));
+                self.errors
+                    .push(invalid(&top.get("host").1, "must not be empty"));
+            } else {
+                config.host = host;
             }
-            config.host = host;
         }
-        if let Some(port) = port(top.get("port"))? {
+        if let Some(port) = self.keep(port(top.get("port"))).flatten() {
             config.port = port;
         }
         // Python checks `cfg.get('path')`: an empty path means TCP.
-        config.path = string(top.get("path"))?
+        config.path = self
+            .keep(string(top.get("path")))
+            .flatten()
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
-        config.mode = mode(top.get("mode"))?;
+        config.mode = self.keep(mode(top.get("mode"))).flatten();
         if config.mode.is_some() && config.path.is_none() {
             self.warn(&top.get("mode").1, "only applies with `path`, ignored");
         }
-        if let Some(b) = boolean(top.get("reuse_port"))? {
+        if let Some(b) = self.keep(boolean(top.get("reuse_port"))).flatten() {
             config.reuse_port = b;
         }
-        if let Some(d) = seconds(top.get("shutdown_timeout"), false)? {
+        if let Some(d) = self
+            .keep(seconds(top.get("shutdown_timeout"), false))
+            .flatten()
+        {
             config.shutdown_timeout = d;
         }
-        let limits = &mut config.limits;
-        if let Some(n) = count(top.get("max_connections"))? {
-            limits.max_connections = n;
+        if let Some(n) = self.keep(count(top.get("max_connections"))).flatten() {
+            config.limits.max_connections = n;
         }
-        if let Some(n) = count(top.get("max_lookups"))? {
-            limits.max_lookups = n;
+        if let Some(n) = self.keep(count(top.get("max_lookups"))).flatten() {
+            config.limits.max_lookups = n;
         }
-        if let Some(n) = count(top.get("max_lookups_per_connection"))? {
-            limits.max_lookups_per_connection = n;
+        if let Some(n) = self
+            .keep(count(top.get("max_lookups_per_connection")))
+            .flatten()
+        {
+            config.limits.max_lookups_per_connection = n;
         }
-        if let Some(d) = seconds(top.get("read_timeout"), false)? {
-            limits.read_timeout = d;
+        if let Some(d) = self.keep(seconds(top.get("read_timeout"), false)).flatten() {
+            config.limits.read_timeout = d;
         }
-        if let Some(d) = seconds(top.get("idle_timeout"), false)? {
-            limits.idle_timeout = d;
+        if let Some(d) = self.keep(seconds(top.get("idle_timeout"), false)).flatten() {
+            config.limits.idle_timeout = d;
         }
         // Zero is meaningful: re-check the TXT id on every request.
-        if let Some(d) = seconds(top.get("cache_grace"), true)? {
+        if let Some(d) = self.keep(seconds(top.get("cache_grace"), true)).flatten() {
             config.cache_grace = d;
         }
-        config.cache = self.cache(top.get("cache"))?;
-        config.proactive_policy_fetching = self.proactive(top.get("proactive_policy_fetching"))?;
-        config.default_zone = self.zone(top.get("default_zone"))?;
-        config.zones = self.zones(top.get("zones"))?;
-        config.resolver = self.resolver(top.get("resolver"))?;
-        Ok(config)
+        let cache = self.cache(top.get("cache"));
+        if let Some(cache) = self.keep(cache) {
+            config.cache = cache;
+        }
+        let proactive = self.proactive(top.get("proactive_policy_fetching"));
+        if let Some(p) = self.keep(proactive) {
+            config.proactive_policy_fetching = p;
+        }
+        let default_zone = self.zone(top.get("default_zone"));
+        if let Some(z) = self.keep(default_zone) {
+            config.default_zone = z;
+        }
+        let zones = self.zones(top.get("zones"));
+        if let Some(z) = self.keep(zones) {
+            config.zones = z;
+        }
+        let resolver = self.resolver(top.get("resolver"));
+        if let Some(r) = self.keep(resolver) {
+            config.resolver = r;
+        }
+        let metrics = self.metrics(top.get("metrics"));
+        if let Some(m) = self.keep(metrics) {
+            config.metrics = m;
+        }
+        config
+    }
+
+    /// The value, or `None` with the error kept for the report.
+    fn keep<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
     }
 
     /// Opens a mapping section and warns about its unknown keys.
@@ -275,6 +323,47 @@ impl Reader {
             zones.insert(name.clone(), zone);
         }
         Ok(zones)
+    }
+
+    /// `metrics: {listen: ADDR}` or `{path: PATH, mode: 0600}`; the TCP
+    /// address must be loopback.
+    fn metrics(
+        &mut self,
+        (value, path): (Option<&Value>, String),
+    ) -> Result<Option<MetricsListen>, ConfigError> {
+        if value.is_none() {
+            return Ok(None);
+        }
+        let m = self.section(value, path.clone(), METRICS_KEYS)?;
+        let listen = string(m.get("listen"))?;
+        let socket = string(m.get("path"))?;
+        let mode = mode(m.get("mode"))?;
+        match (listen, socket) {
+            (Some(_), Some(_)) => Err(invalid(&path, "give either `listen` or `path`, not both")),
+            (None, None) => Err(invalid(
+                &path,
+                "give `listen` (a loopback address) or `path`",
+            )),
+            (Some(addr), None) => {
+                let at = join(&path, "listen");
+                let addr: SocketAddr = addr
+                    .parse()
+                    .map_err(|_| invalid(&at, &format!("{addr:?} is not an address:port")))?;
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        &at,
+                        &format!(
+                            "{addr} is not a loopback address (the endpoint can purge the cache)"
+                        ),
+                    ));
+                }
+                Ok(Some(MetricsListen::Tcp(addr)))
+            }
+            (None, Some(socket)) => Ok(Some(MetricsListen::Unix(
+                PathBuf::from(socket),
+                mode.unwrap_or(0o600),
+            ))),
+        }
     }
 
     fn resolver(

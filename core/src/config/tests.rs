@@ -488,3 +488,50 @@ proptest! {
         prop_assert_eq!(c.zone(&zone).timeout, Duration::from_millis(millis));
     }
 }
+
+#[test]
+fn metrics_listener_on_loopback_or_a_unix_socket_only() {
+    let c = load("metrics:\n  listen: \"127.0.0.1:9461\"\n").config;
+    assert_eq!(
+        c.metrics,
+        Some(MetricsListen::Tcp("127.0.0.1:9461".parse().unwrap()))
+    );
+    let c = load("metrics:\n  path: /run/mta-sts/metrics.sock\n").config;
+    assert_eq!(
+        c.metrics,
+        Some(MetricsListen::Unix(
+            "/run/mta-sts/metrics.sock".into(),
+            0o600
+        ))
+    );
+    assert_eq!(load("").config.metrics, None);
+    for (text, path) in [
+        ("metrics:\n  listen: \"0.0.0.0:9461\"\n", "metrics.listen"),
+        ("metrics:\n  listen: nonsense\n", "metrics.listen"),
+        ("metrics: {}\n", "metrics"),
+        ("metrics:\n  listen: \"[::1]:1\"\n  path: /x\n", "metrics"),
+    ] {
+        assert_eq!(error(text).path(), Some(path), "{text}");
+    }
+}
+
+#[test]
+fn check_reports_every_error_with_its_path() {
+    let checked = Config::check(
+        "port: abc\ncache_grace: -1\ndefault_zone:\n  timeout: soon\nzones:\n  z:\n    tlsrpt: maybe\nbogus: 1\n",
+    );
+    assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+    let errors = checked.errors;
+    let paths: Vec<Option<&str>> = errors.iter().map(|e| e.path()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            Some("port"),
+            Some("cache_grace"),
+            Some("default_zone.timeout"),
+            Some("zones.z.tlsrpt")
+        ]
+    );
+    // from_yaml still gives the first.
+    assert_eq!(error("port: abc\ncache_grace: -1\n").path(), Some("port"));
+}

@@ -72,6 +72,8 @@ pub struct Resolver {
     pub(super) failures: Remembered<(Domain, String)>,
     /// Lookups doing IO (not queued).
     active: usize,
+    /// Requests that joined a running lookup, ever.
+    joined: u64,
     /// The latest monotonic time passed in.
     now: Option<Instant>,
     /// Lookups waiting for a slot, oldest first (ids of finished ones are
@@ -95,11 +97,21 @@ impl Resolver {
             timers: BTreeSet::new(),
             failures: Remembered::new(millis(settings.retry_after_failure), settings.memory_limit),
             active: 0,
+            joined: 0,
             now: None,
             queue: VecDeque::new(),
             actions: VecDeque::new(),
             wall_ms: 0,
         }
+    }
+
+    /// Apply a reloaded configuration: `cache_grace` (also in the index)
+    /// and the bound on lookups doing IO.
+    pub fn update(&mut self, cache_grace: Duration, max_lookups: usize) {
+        self.settings.cache_grace = cache_grace;
+        self.settings.max_lookups = max_lookups;
+        self.index.set_grace(cache_grace);
+        self.start_queued();
     }
 
     /// The shared index this resolver writes.
@@ -129,6 +141,7 @@ impl Resolver {
                     self.timers.insert((deadline, Timer::Request(id, request)));
                 }
                 lookup.waiters.push(waiter);
+                self.joined += 1;
                 return;
             }
         }
@@ -394,6 +407,11 @@ impl Resolver {
             self.active += 1;
             self.actions.push_back(action);
         }
+    }
+
+    /// Requests that joined a lookup already running, since the start.
+    pub fn coalesced_total(&self) -> u64 {
+        self.joined
     }
 
     /// Lookups waiting for a slot (for metrics and tests).

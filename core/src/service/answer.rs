@@ -9,6 +9,7 @@ use super::EngineHandle;
 use crate::cache::{Fresh, PolicyIndex};
 use crate::config::Config;
 use crate::domain::{already_normal, normalize_key, Domain};
+use crate::metrics::{Metrics, Outcome, Source};
 use crate::policy::{render_reply, ReplyOptions};
 use crate::resolve::{Answer, Reason};
 use crate::socketmap::Reply;
@@ -18,11 +19,12 @@ pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Everything a connection needs to answer requests.
 pub struct Service {
-    config: Arc<Config>,
+    config: std::sync::RwLock<Arc<Config>>,
     index: Arc<PolicyIndex>,
     engine: EngineHandle,
     wall_ms: WallClock,
     failure_log: FailureLog,
+    metrics: Arc<Metrics>,
 }
 
 /// At most one info line per domain per minute for failed lookups: a
@@ -91,12 +93,14 @@ impl Service {
         index: Arc<PolicyIndex>,
         engine: EngineHandle,
         wall_ms: WallClock,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Service {
-            config,
+            config: std::sync::RwLock::new(config),
             index,
             engine,
             wall_ms,
+            metrics,
             failure_log: FailureLog {
                 last: Default::default(),
             },
@@ -108,14 +112,19 @@ impl Service {
     /// [`Miss`] to hand to [`Service::answer_miss`]. A fresh hit allocates
     /// nothing: the reply is the policy's, rendered once per zone flavour.
     pub fn answer_now(&self, name: &str, key: &str) -> Result<Reply, Miss> {
-        let zone = self.config.zone(name);
-        let opts = zone.reply_options();
+        let (opts, timeout) = {
+            let config = self.config.read().unwrap_or_else(|p| p.into_inner());
+            let zone = config.zone(name);
+            (zone.reply_options(), zone.timeout)
+        };
         let key_domain = match already_normal(key) {
             Some(plain) => KeyDomain::Plain(plain),
             None => match normalize_key(key) {
                 Ok(domain) => KeyDomain::Normalised(domain),
                 Err(why) => {
                     log::debug!("{key:?} (zone {name}): NOTFOUND, {why}");
+                    self.metrics.zone(name).count(Outcome::NotFound);
+                    self.metrics.answered_from(Source::InvalidKey);
                     return Ok(Reply::NotFound);
                 }
             },
@@ -125,19 +134,26 @@ impl Service {
             Fresh::Policy(cached) => {
                 let mode = cached.entry().policy.mode;
                 log::debug!("{domain} (zone {name}): cached {mode} policy");
-                Ok(cached
-                    .reply(domain, opts)
-                    .map_or(Reply::NotFound, Reply::Ok))
+                self.metrics.answered_from(Source::Fresh);
+                let reply = cached.reply(domain, opts);
+                let outcome = match reply {
+                    Some(_) => Outcome::Secure,
+                    None => Outcome::NotFound,
+                };
+                self.metrics.zone(name).count(outcome);
+                Ok(reply.map_or(Reply::NotFound, Reply::Ok))
             }
             Fresh::NoPolicy => {
                 log::debug!("{domain} (zone {name}): NOTFOUND, no policy (remembered)");
+                self.metrics.answered_from(Source::Fresh);
+                self.metrics.zone(name).count(Outcome::NotFound);
                 Ok(Reply::NotFound)
             }
             Fresh::Miss => match key_domain.into_domain() {
                 Some(domain) => Err(Miss {
                     domain,
                     zone: name.to_owned(),
-                    timeout: zone.timeout,
+                    timeout,
                     opts,
                 }),
                 // `already_normal` only passes valid names.
@@ -183,7 +199,38 @@ impl Service {
             _ => log::Level::Info,
         };
         log::log!(level, "{domain} (zone {zone}): {outcome} ({reason})");
+        let source = Source::of(&reason, policy.is_some());
+        self.metrics.answered_from(source);
+        if source == Source::StaleOnFailure {
+            // RFC 8461 §3.3: tell the administrator a policy could not be
+            // refreshed (the cached one still answers while unexpired).
+            self.metrics.refresh_failure();
+            if level != log::Level::Debug {
+                log::warn!("{domain}: cached policy could not be refreshed ({reason})");
+            }
+        }
+        self.metrics.zone(&zone).count(match &reply {
+            Reply::Ok(_) => Outcome::Secure,
+            Reply::Temp(_) | Reply::Timeout(_) => Outcome::Temp,
+            Reply::Perm(_) => Outcome::Perm,
+            Reply::NotFound => Outcome::NotFound,
+        });
         reply
+    }
+
+    /// Answer with a reloaded configuration's zones from now on.
+    pub fn reload(&self, config: Arc<Config>) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The daemon's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The shared index (cache administration, metrics).
+    pub fn index(&self) -> &Arc<PolicyIndex> {
+        &self.index
     }
 
     /// Answer one request, whichever way it goes.

@@ -52,6 +52,7 @@ pub struct DnsClient<R: Runtime> {
     attempts: u32,
     try_timeout: Duration,
     udp: UdpPool<R>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl<R: Runtime> DnsClient<R> {
@@ -71,7 +72,29 @@ impl<R: Runtime> DnsClient<R> {
             servers,
             attempts: attempts.max(1),
             try_timeout,
+            metrics: None,
         }
+    }
+
+    /// Count every query in `metrics` (by type and response code).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, qtype: QueryType, outcome: &Result<Answer, DnsLookupError>) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let rcode = match outcome {
+            Ok(Answer::NoRecords(dns::NoRecordsKind::NxDomain)) => "NXDOMAIN",
+            Ok(_) => "NOERROR",
+            Err(DnsLookupError::Timeout) => "timeout",
+            Err(DnsLookupError::Server(DnsError::ServFail)) => "SERVFAIL",
+            Err(DnsLookupError::Server(DnsError::Refused)) => "REFUSED",
+            Err(_) => "error",
+        };
+        metrics.dns_query(&format!("{qtype:?}").to_ascii_uppercase(), rcode);
     }
 
     /// The runtime the client runs on (for the fetch's timers).
@@ -82,6 +105,12 @@ impl<R: Runtime> DnsClient<R> {
     /// Look `name` up; NXDOMAIN and NODATA are answers (`Answer::NoRecords`),
     /// SERVFAIL/REFUSED/timeouts are errors.
     pub async fn query(&self, name: &str, qtype: QueryType) -> Result<Answer, DnsLookupError> {
+        let outcome = self.query_servers(name, qtype).await;
+        self.count(qtype, &outcome);
+        outcome
+    }
+
+    async fn query_servers(&self, name: &str, qtype: QueryType) -> Result<Answer, DnsLookupError> {
         let mut last = DnsLookupError::NoNameservers;
         for _ in 0..self.attempts {
             for &server in &self.servers {

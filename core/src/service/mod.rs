@@ -5,6 +5,7 @@
 //! hands in a [`Runtime`] (spawn, timers, clock) and a [`Transport`]
 //! (UDP/TCP/TLS connections).
 
+mod admin;
 mod answer;
 mod connection;
 mod dns_client;
@@ -17,6 +18,7 @@ mod stack;
 mod time;
 mod udp_pool;
 
+pub use admin::{export_line, parse_export_line, summary_line, utc, AdminError, CacheAdmin};
 pub use answer::{Miss, Service, WallClock};
 pub use connection::serve_connection;
 pub use dns_client::{DnsClient, DnsLookupError};

@@ -3,6 +3,7 @@
 //! [`crate::e2e_suite`]. Replies are asserted exactly; "no network traffic" is asserted with
 //! the DNS query and HTTPS request counters.
 
+pub mod admin;
 pub mod cache;
 pub mod fetch;
 pub mod keys;
