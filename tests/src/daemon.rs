@@ -39,19 +39,7 @@ impl Daemon {
     /// port accepts connections; panics with the captured output if the daemon exits or does
     /// not come up.
     pub fn start(bin: impl AsRef<Path>, config: &str, args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir for daemon");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        Self::launch(
-            bin.as_ref(),
-            dir,
-            Listen::Tcp(port),
-            config,
-            args,
-            &[],
-            Some(listener),
-            None,
-        )
+        Self::activated(bin.as_ref(), config, args, &[], None)
     }
 
     /// As [`Daemon::start`] with the daemon's soft and hard `RLIMIT_NOFILE` set to `nofile`.
@@ -61,18 +49,29 @@ impl Daemon {
         args: &[&str],
         nofile: u64,
     ) -> Daemon {
+        Self::activated(bin.as_ref(), config, args, &[], Some(nofile))
+    }
+
+    /// Starts the daemon on a listener bound here (port 0) and handed over.
+    fn activated(
+        bin: &Path,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir for daemon");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local addr").port();
         Self::launch(
-            bin.as_ref(),
+            bin,
             dir,
             Listen::Tcp(port),
             config,
             args,
-            &[],
+            env,
             Some(listener),
-            Some(nofile),
+            nofile,
         )
     }
 
@@ -96,19 +95,7 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir for daemon");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        Self::launch(
-            bin.as_ref(),
-            dir,
-            Listen::Tcp(port),
-            config,
-            args,
-            env,
-            Some(listener),
-            None,
-        )
+        Self::activated(bin.as_ref(), config, args, env, None)
     }
 
     fn start_in(

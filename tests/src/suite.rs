@@ -82,6 +82,7 @@ macro_rules! e2e_suite {
                 max_connections_bounds_open_connections,
                 stop_answers_requests_already_sent,
                 overload_answers_temp,
+                flood_under_a_low_descriptor_limit,
             ],
             request_path: [
                 staggered_burst_internal,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::cache::{entry_from_json, entry_to_json, CacheEntry, PolicyIndex, Store, StoreError};
+use crate::cache::{
+    entry_from_json, entry_to_json, merge, CacheEntry, PolicyIndex, Store, StoreError,
+};
 use crate::domain::Domain;
 
 /// Why an administration request failed.
@@ -71,11 +73,7 @@ impl CacheAdmin {
                 .find(|(d, _)| d == domain)
                 .map(|(_, e)| e)
         });
-        Ok(match (held, stored) {
-            (Some(h), Some(s)) if s.is_newer_than(&h) => Some(s),
-            (Some(h), _) => Some(h),
-            (None, s) => s,
-        })
+        Ok(merge(held, Ok(stored)))
     }
 
     /// Import exported lines (blank lines skipped): each entry goes to
