@@ -93,7 +93,19 @@ pub struct DnsServer {
 impl DnsServer {
     /// Binds UDP and TCP on one free port of 127.0.0.1 and starts serving an empty table.
     pub fn start() -> DnsServer {
-        let (udp, tcp) = bind_pair();
+        Self::serve(bind_pair())
+    }
+
+    /// As [`DnsServer::start`] on a given address (e.g. `127.0.0.1:53` inside a private
+    /// network namespace, where resolvers reading /etc/resolv.conf can reach it); fails if
+    /// UDP or TCP is taken there.
+    pub fn start_on(addr: SocketAddr) -> std::io::Result<DnsServer> {
+        let udp = UdpSocket::bind(addr)?;
+        let tcp = TcpListener::bind(udp.local_addr()?)?;
+        Ok(Self::serve((udp, tcp)))
+    }
+
+    fn serve((udp, tcp): (UdpSocket, TcpListener)) -> DnsServer {
         let addr = udp.local_addr().expect("DNS UDP socket has an address");
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),

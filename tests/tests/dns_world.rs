@@ -246,3 +246,22 @@ fn stop_closes_the_port() {
     assert!(TcpStream::connect(addr).is_err());
     assert!(udp(addr, &query("x.example.", RecordType::A, None)).is_none());
 }
+
+#[test]
+fn start_on_a_given_address_serves_udp_and_tcp_there() {
+    let taken = DnsServer::start();
+    assert!(
+        DnsServer::start_on(taken.addr()).is_err(),
+        "an address in use is an error"
+    );
+    let addr = {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let dns = DnsServer::start_on(addr).unwrap();
+    assert_eq!(dns.addr(), addr);
+    dns.set_txt("_mta-sts.fixed.example", &[&["v=STSv1; id=1;"]]);
+    let q = query("_mta-sts.fixed.example.", RecordType::TXT, None);
+    assert_eq!(txts(&udp(addr, &q).unwrap()), vec![vec!["v=STSv1; id=1;"]]);
+    assert_eq!(txts(&tcp(addr, &q)), vec![vec!["v=STSv1; id=1;"]]);
+}
