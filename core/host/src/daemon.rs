@@ -5,12 +5,12 @@
 use crate::{
     dns_settings, load_config, parse_or_exit, policy_tls_connector, sd_notify, DaemonSetup,
 };
-use crate::{open_redis, SqliteBackend};
+use crate::{open_redis, PostgresBackend, SqliteBackend};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
 use mta_sts_core::cache::Store;
 use mta_sts_core::cli::{parse_query_args, QueryArgs};
-use mta_sts_core::config::{CacheConfig, Config};
+use mta_sts_core::config::{CacheConfig, Config, RedisTarget};
 use mta_sts_core::service::{
     run_proactive_refresh, run_query, serve, start_stack, with_timeout, BoxStream, DnsClient,
     DnsTargets, QueryOutcome, Runtime, Shutdown, ShutdownTrigger, Stack, Transport,
@@ -172,11 +172,27 @@ async fn open_store<D: Driver>(
             log::info!("cache: sqlite {}", options.filename.display());
             Some(Arc::new(backend))
         }
+        CacheConfig::Postgres(options) => {
+            let backend = PostgresBackend::open(driver.runtime(), options)
+                .await
+                .map_err(|e| e.to_string())?;
+            log::info!("cache: postgres {}", backend.describe());
+            Some(Arc::new(backend))
+        }
         CacheConfig::Redis(options) => {
             let backend = open_redis(driver.runtime(), options)
                 .await
                 .map_err(|e| e.to_string())?;
-            log::info!("cache: redis {}", options.url);
+            match &options.target {
+                RedisTarget::Url(url) => log::info!("cache: redis {url}"),
+                RedisTarget::Sentinel {
+                    sentinels,
+                    master_name,
+                } => log::info!(
+                    "cache: redis_sentinel master {master_name:?} via {} sentinel(s)",
+                    sentinels.len()
+                ),
+            }
             Some(Arc::new(backend))
         }
     })

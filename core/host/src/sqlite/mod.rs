@@ -34,7 +34,8 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-use pool::{run_blocking, Pool};
+use crate::blocking::run_blocking;
+use pool::Pool;
 use schema::UPSERT;
 
 /// The SQLite cache: a file in the Python original's layout, accessed

@@ -1,0 +1,1 @@
+//! The Redis store's Lua scripts on a real `redis-server`.
