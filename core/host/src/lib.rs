@@ -16,6 +16,8 @@ mod privileges;
 mod redis;
 mod sqlite;
 mod startup;
+#[cfg(test)]
+mod test_rt;
 
 pub use daemon::{daemon_main, query_args, query_main, start, Connections, Driver};
 pub use listen::{bind_tcp, bind_unix};

@@ -148,23 +148,31 @@ impl<R: Runtime> PostgresBackend<R> {
         self.pool.describe()
     }
 
-    /// Run `job` on a connection off the async executor, after waiting at
-    /// most `timeout` for a turn.
+    /// Run `job` on a connection off the async executor. The whole call,
+    /// waiting for a turn included, gives up after `timeout`: a hung server
+    /// holds at most `max_size` blocking threads, never a caller.
     async fn with_client<T, F>(&self, job: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
     {
-        let permit = with_timeout(&self.rt, self.options.timeout, self.permits.acquire())
-            .await
-            .flatten()
-            .ok_or(StoreError::Timeout(self.options.timeout))?;
         let pool = Arc::clone(&self.pool);
-        run_blocking(&self.rt, move || {
-            let _permit = permit;
-            pool.run(job)
-        })
-        .await
+        let permits = Arc::clone(&self.permits);
+        let rt = self.rt.clone();
+        let call = async move {
+            let permit = permits
+                .acquire()
+                .await
+                .ok_or(StoreError::Backend("postgres cache: pool closed".into()))?;
+            run_blocking(&rt, move || {
+                let _permit = permit;
+                pool.run(job)
+            })
+            .await
+        };
+        with_timeout(&self.rt, self.options.timeout, call)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(self.options.timeout)))
     }
 }
 
