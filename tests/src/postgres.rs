@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{find_program, free_port, run_bounded};
+use crate::{find_program, free_port, run_bounded, TestCa, Validity};
 
 /// The system user the server runs as when the tests run as root.
 pub const PG_USER: &str = "mta-sts-pg";
@@ -100,12 +100,23 @@ pub struct PgServer {
     dir: tempfile::TempDir,
     bin: PathBuf,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl PgServer {
     /// Creates a cluster (`initdb`, superuser [`PG_ROLE`], database [`PG_ROLE`]) and starts
     /// it on a free port of 127.0.0.1. Panics with the server's log if it does not come up.
     pub fn start() -> PgServer {
+        Self::start_with(None)
+    }
+
+    /// As [`PgServer::start`], with TLS on a certificate for `localhost` and `127.0.0.1`
+    /// from `ca`, and TCP clients refused unless they use TLS (`hostssl` only).
+    pub fn start_tls(ca: &TestCa) -> PgServer {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(tls: Option<&TestCa>) -> PgServer {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("mta-sts-pg")
@@ -131,11 +142,37 @@ impl PgServer {
         ]);
         let (status, out, err) = run_bounded(initdb, Duration::from_secs(120));
         assert_eq!(status, 0, "initdb failed: {out}{err}");
+        if let Some(ca) = tls {
+            let data = dir.path().join("data");
+            let (cert, key) = ca.issue(&["localhost", "127.0.0.1"], Validity::Valid);
+            std::fs::write(data.join("server.crt"), cert).expect("write server.crt");
+            std::fs::write(data.join("server.key"), key).expect("write server.key");
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("chmod server.key");
+            if is_root() {
+                for f in ["server.crt", "server.key"] {
+                    let status = Command::new("chown")
+                        .arg(format!("{PG_USER}:"))
+                        .arg(data.join(f))
+                        .status();
+                    assert!(status.is_ok_and(|s| s.success()), "chown {f}");
+                }
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("write pg_hba.conf");
+        }
         let mut server = PgServer {
             port: free_port(),
             dir,
             bin,
             child: None,
+            tls: tls.is_some(),
         };
         server.spawn();
         let mut createdb =
@@ -165,6 +202,7 @@ impl PgServer {
                 self.dir.path().display()
             ))
             .args(["-c", "fsync=off", "-c", "max_connections=60"])
+            .args(if self.tls { &["-c", "ssl=on"][..] } else { &[] })
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)

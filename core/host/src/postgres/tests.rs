@@ -9,7 +9,7 @@ use mta_sts_core::cache::{CacheEntry, Store};
 use mta_sts_core::config::{parse_dsn, PostgresOptions};
 use mta_sts_core::domain::Domain;
 use mta_sts_core::policy::{Mode, Policy};
-use mta_sts_tests::PgServer;
+use mta_sts_tests::{PgServer, TestCa};
 
 use super::PostgresBackend;
 use crate::test_rt::ThreadRt;
@@ -192,4 +192,39 @@ fn server_down_at_open_is_not_fatal() {
     // The schema is created on the first connection.
     block_on(b.set(&d("example.com"), &entry("a", NOW, NOW))).unwrap();
     assert_eq!(pg.psql("select pol_id from sts_policy_cache"), "a");
+}
+
+#[test]
+fn tls_when_the_dsn_asks_for_it() {
+    let ca = TestCa::new("postgres test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_ca_file(dir.path());
+    let pg = PgServer::start_tls(&ca);
+    let port = pg.port();
+    let root = ca_file.display();
+    // The server refuses TCP clients without TLS.
+    let plain = format!("postgresql://mta@127.0.0.1:{port}/mta?sslmode=disable");
+    let b = block_on(PostgresBackend::open(ThreadRt, &options(&plain))).unwrap();
+    assert!(block_on(b.get(&d("example.com"))).is_err());
+    for mode in ["require", "prefer"] {
+        let dsn = format!("postgresql://mta@127.0.0.1:{port}/mta?sslmode={mode}");
+        let b = block_on(PostgresBackend::open(ThreadRt, &options(&dsn))).unwrap();
+        assert_eq!(block_on(b.get(&d("example.com"))).unwrap(), None, "{mode}");
+    }
+    // Checked against the CA, name included.
+    let full = format!(
+        "host=localhost port={port} user=mta dbname=mta sslmode=verify-full sslrootcert={root}"
+    );
+    let b = block_on(PostgresBackend::open(ThreadRt, &options(&full))).unwrap();
+    block_on(b.set(&d("example.com"), &entry("tls", NOW, NOW))).unwrap();
+    assert_eq!(pg.psql("select pol_id from sts_policy_cache"), "tls");
+    // A certificate from another CA is refused.
+    let other = TestCa::new("other CA");
+    let other_file = other.write_ca_file(dir.path());
+    let wrong = format!(
+        "host=localhost port={port} user=mta dbname=mta sslmode=verify-ca sslrootcert={}",
+        other_file.display()
+    );
+    let b = block_on(PostgresBackend::open(ThreadRt, &options(&wrong))).unwrap();
+    assert!(block_on(b.get(&d("example.com"))).is_err());
 }
