@@ -147,6 +147,21 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// Closing a `postgres::Client` blocks on a runtime of its own, which
+    /// tokio forbids on its worker threads, where the last handle to the
+    /// pool may go (at shutdown): the idle connections are closed on a
+    /// thread of their own.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.idle());
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("postgres-close".into())
+                .spawn(move || drop(idle));
+        }
+    }
+}
+
 /// A PostgreSQL failure as a store error naming the server.
 pub(super) fn error(describe: &str, e: &postgres::Error) -> StoreError {
     StoreError::Backend(format!("postgres cache {describe}: {e}"))
