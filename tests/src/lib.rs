@@ -18,7 +18,9 @@ pub mod cases;
 pub mod daemon;
 pub mod dns;
 pub mod https;
+pub mod postgres;
 pub mod postmap;
+pub mod python;
 pub mod redis;
 pub mod socketmap_client;
 mod suite;
@@ -33,8 +35,10 @@ pub use ca::{TestCa, Validity};
 pub use daemon::{run_query, Daemon, Listen};
 pub use dns::DnsServer;
 pub use https::{Behaviour, Encoding, PolicyServer};
+pub use postgres::PgServer;
 pub use postmap::{postmap_query, PostmapOutcome, PostmapResult};
-pub use redis::RedisServer;
+pub use python::PythonDaemon;
+pub use redis::{RedisServer, SentinelSet};
 pub use socketmap_client::{ReadOutcome, SocketmapClient};
 
 /// A certificate problem served by one of the extra policy servers (RFC 8461 §3.3: each must

@@ -159,6 +159,19 @@ macro_rules! e2e_suite {
                 proactive_ts_persisted_redis,
                 config_examples_start,
             ],
+            shared: [
+                postgres_survives_restart,
+                postgres_down_frozen_and_back,
+                sentinel_failover_during_lookups,
+            ],
+            python: [
+                redis_ours_then_python,
+                redis_python_then_ours,
+                sentinel_ours_then_python,
+                sentinel_python_then_ours,
+                postgres_ours_then_python,
+                postgres_python_then_ours,
+            ],
             ops: [
                 sd_notify_ready_and_stopping,
                 drops_privileges_to_user,

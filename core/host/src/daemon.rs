@@ -4,12 +4,12 @@
 
 use crate::serve::{Listener, Server};
 use crate::{dns_settings, policy_tls_roots, sd_notify, DaemonSetup};
-use crate::{open_redis, SqliteBackend};
+use crate::{open_redis, PostgresBackend, SqliteBackend};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
 use futures::StreamExt;
 use mta_sts_core::cache::{Store, StoreError};
-use mta_sts_core::config::{CacheConfig, Config, SqliteOptions};
+use mta_sts_core::config::{CacheConfig, Config, RedisTarget, SqliteOptions};
 use mta_sts_core::service::{
     run_proactive_refresh, start_stack, BoxStream, CacheAdmin, DnsTargets, Runtime, Shutdown,
     ShutdownTrigger, Stack, Transport,
@@ -269,11 +269,27 @@ pub(crate) async fn open_store<D: Driver>(
     Ok(match &config.cache {
         CacheConfig::Internal { .. } => None,
         CacheConfig::Sqlite(options) => Some(open_sqlite(driver.runtime(), options).await),
+        CacheConfig::Postgres(options) => {
+            let backend = PostgresBackend::open(driver.runtime(), options)
+                .await
+                .map_err(|e| e.to_string())?;
+            log::info!("cache: postgres {}", backend.describe());
+            Some(Arc::new(backend))
+        }
         CacheConfig::Redis(options) => {
             let backend = open_redis(driver.runtime(), options)
                 .await
                 .map_err(|e| e.to_string())?;
-            log::info!("cache: redis {}", options.url);
+            match &options.target {
+                RedisTarget::Url(url) => log::info!("cache: redis {url}"),
+                RedisTarget::Sentinel {
+                    sentinels,
+                    master_name,
+                } => log::info!(
+                    "cache: redis_sentinel master {master_name:?} via {} sentinel(s)",
+                    sentinels.len()
+                ),
+            }
             Some(Arc::new(backend))
         }
     })

@@ -17,12 +17,14 @@ use serde_yaml::Value;
 use crate::policy::ReplyOptions;
 
 mod error;
+mod pg_dsn;
 mod reader;
 #[cfg(test)]
 mod tests;
 mod values;
 
 pub use error::ConfigError;
+pub use pg_dsn::{parse_dsn, DsnError, PgDsn, SslMode};
 use reader::Reader;
 
 /// The whole daemon configuration (README.md "Configuration reference").
@@ -114,8 +116,11 @@ pub enum CacheConfig {
     },
     /// SQLite file (`type: sqlite`).
     Sqlite(SqliteOptions),
-    /// Redis server (`type: redis`).
+    /// Redis server (`type: redis`) or a Redis master found through
+    /// Sentinel (`type: redis_sentinel`).
     Redis(RedisOptions),
+    /// PostgreSQL database (`type: postgres`).
+    Postgres(PostgresOptions),
 }
 
 impl CacheConfig {
@@ -140,19 +145,79 @@ pub struct SqliteOptions {
     pub timeout: Duration,
 }
 
-/// `cache.options` for `type: redis` (README.md "Configuration reference").
+/// `cache.options` for `type: redis` and `type: redis_sentinel` (README.md
+/// "Configuration reference"), the options the Python original passes on
+/// to redis-py that we honour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisOptions {
-    /// Server URL (required): `redis://`, `rediss://` or `unix://`.
-    pub url: String,
-    /// Key prefix (ours, default `mta-sts:`).
+    /// Where the server is: a URL, or a master found through Sentinel.
+    pub target: RedisTarget,
+    /// Key prefix (ours, default empty: the Python original's keys).
     pub prefix: String,
     /// Timeout of one command (default 5 s).
     pub socket_timeout: Duration,
     /// Timeout of connecting (default 5 s).
     pub socket_connect_timeout: Duration,
-    /// Upper bound on pooled connections (default: the driver's choice).
+    /// Upper bound on requests in flight (default: the driver's choice).
     pub max_connections: Option<usize>,
+    /// `AUTH` user name (a URL's own wins, as in redis-py's `from_url`).
+    pub username: Option<String>,
+    /// `AUTH` password (a URL's own wins).
+    pub password: Option<String>,
+    /// Database number (a URL's own wins).
+    pub db: Option<i64>,
+}
+
+/// Where the Redis server of a `redis` or `redis_sentinel` cache is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedisTarget {
+    /// `type: redis`, option `url`: `redis://`, `rediss://` or `unix://`.
+    Url(String),
+    /// `type: redis_sentinel`: the master named `sentinel_master_name`, as
+    /// the `sentinels` (`[host, port]` pairs) report it.
+    Sentinel {
+        /// Sentinel addresses, tried in order.
+        sentinels: Vec<(String, u16)>,
+        /// The monitored master's name.
+        master_name: String,
+    },
+}
+
+impl RedisOptions {
+    /// The `cache.type` these options belong to.
+    pub fn kind(&self) -> &'static str {
+        match self.target {
+            RedisTarget::Url(_) => "redis",
+            RedisTarget::Sentinel { .. } => "redis_sentinel",
+        }
+    }
+}
+
+/// `cache.options` for `type: postgres` (README.md "Configuration
+/// reference"): the asyncpg pool arguments the Python original takes.
+/// Keyword options override what `dsn` says, as in asyncpg; what neither
+/// gives comes from the `PG*` environment variables or libpq's defaults
+/// when the cache opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresOptions {
+    /// The parsed `dsn` (libpq URI or `key=value` string), if given.
+    pub dsn: Option<PgDsn>,
+    /// `host`: host names, addresses or Unix-socket directories.
+    pub hosts: Vec<String>,
+    /// `port`: one, or one per host.
+    pub ports: Vec<u16>,
+    /// `user`.
+    pub user: Option<String>,
+    /// `password`.
+    pub password: Option<String>,
+    /// `database`.
+    pub database: Option<String>,
+    /// Connections opened eagerly once the server answers (default 10).
+    pub min_size: usize,
+    /// Most connections open at once (default 10).
+    pub max_size: usize,
+    /// How long to wait for a connection, connecting included (default 5 s).
+    pub timeout: Duration,
 }
 
 /// `proactive_policy_fetching` (RFC 8461 §5.1: refresh before expiry).
@@ -220,8 +285,8 @@ pub struct Loaded {
 
 /// Default `cache.options.cache_size` of the internal cache.
 pub const DEFAULT_CACHE_SIZE: usize = 10_000;
-/// Default Redis key prefix (ours).
-pub const DEFAULT_REDIS_PREFIX: &str = "mta-sts:";
+/// Default Redis key prefix: none, so the keys are the Python original's.
+pub const DEFAULT_REDIS_PREFIX: &str = "";
 
 impl Default for Config {
     fn default() -> Self {

@@ -30,12 +30,20 @@ const TOP_KEYS: &[&str] = &[
 const CACHE_KEYS: &[&str] = &["type", "options"];
 const INTERNAL_KEYS: &[&str] = &["cache_size"];
 const SQLITE_KEYS: &[&str] = &["filename", "threads", "timeout"];
-const REDIS_KEYS: &[&str] = &[
-    "url",
+/// Options shared by `redis` and `redis_sentinel`.
+const REDIS_COMMON_KEYS: &[&str] = &[
     "prefix",
     "socket_timeout",
     "socket_connect_timeout",
     "max_connections",
+    "username",
+    "password",
+    "db",
+];
+const REDIS_URL_KEYS: &[&str] = &["url"];
+const SENTINEL_KEYS: &[&str] = &["sentinels", "sentinel_master_name"];
+const POSTGRES_KEYS: &[&str] = &[
+    "dsn", "host", "port", "user", "password", "database", "min_size", "max_size", "timeout",
 ];
 const PROACTIVE_KEYS: &[&str] = &["enabled", "interval", "concurrency_limit", "grace_ratio"];
 const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt"];
@@ -231,7 +239,12 @@ impl Reader {
                     timeout: seconds(opts.get("timeout"), false)?.unwrap_or(Duration::from_secs(5)),
                 }))
             }
-            "redis" => self.redis(options, options_path).map(CacheConfig::Redis),
+            "redis" | "redis_sentinel" => self
+                .redis(options, options_path, kind == "redis_sentinel")
+                .map(CacheConfig::Redis),
+            "postgres" => self
+                .postgres(options, options_path)
+                .map(CacheConfig::Postgres),
             _ => Err(ConfigError::UnknownCacheType {
                 path: type_at.1,
                 got: kind,
@@ -243,34 +256,106 @@ impl Reader {
         &mut self,
         options: Option<&Value>,
         path: String,
+        sentinel: bool,
     ) -> Result<RedisOptions, ConfigError> {
         // Python passes every other option to redis-py; we cannot honour
         // them, so say which ones are dropped rather than failing.
-        let opts = self.section_with(
-            options,
-            path,
-            REDIS_KEYS,
-            "redis option not supported, ignored",
-        )?;
-        let url_at = opts.get("url");
-        let url = required(url_at.clone(), "for the redis cache")?;
-        if !["redis://", "rediss://", "unix://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme))
-        {
-            return Err(invalid(
-                &url_at.1,
-                "must start with redis://, rediss:// or unix://",
-            ));
-        }
+        let own = if sentinel {
+            SENTINEL_KEYS
+        } else {
+            REDIS_URL_KEYS
+        };
+        let known: Vec<&str> = REDIS_COMMON_KEYS.iter().chain(own).copied().collect();
+        let opts =
+            self.section_with(options, path, &known, "redis option not supported, ignored")?;
+        let target = if sentinel {
+            let master_name = required(
+                opts.get("sentinel_master_name"),
+                "for the redis_sentinel cache",
+            )?;
+            let sentinels = sentinel_list(opts.get("sentinels"))?;
+            RedisTarget::Sentinel {
+                sentinels,
+                master_name,
+            }
+        } else {
+            let url_at = opts.get("url");
+            let url = required(url_at.clone(), "for the redis cache")?;
+            if !["redis://", "rediss://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(invalid(
+                    &url_at.1,
+                    "must start with redis://, rediss:// or unix://",
+                ));
+            }
+            RedisTarget::Url(url)
+        };
         let five = Duration::from_secs(5);
+        let db = match whole(opts.get("db"))? {
+            None => None,
+            Some((n, at)) => Some(i64::try_from(n).map_err(|_| invalid(&at, "is too large"))?),
+        };
         Ok(RedisOptions {
-            url,
+            target,
             prefix: string(opts.get("prefix"))?.unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned()),
             socket_timeout: seconds(opts.get("socket_timeout"), false)?.unwrap_or(five),
             socket_connect_timeout: seconds(opts.get("socket_connect_timeout"), false)?
                 .unwrap_or(five),
             max_connections: count(opts.get("max_connections"))?,
+            username: string(opts.get("username"))?,
+            password: string(opts.get("password"))?,
+            db,
+        })
+    }
+
+    fn postgres(
+        &mut self,
+        options: Option<&Value>,
+        path: String,
+    ) -> Result<PostgresOptions, ConfigError> {
+        let opts = self.section_with(
+            options,
+            path,
+            POSTGRES_KEYS,
+            "postgres option not supported, ignored",
+        )?;
+        let dsn_at = opts.get("dsn");
+        let dsn = match string(dsn_at.clone())? {
+            None => None,
+            Some(text) => {
+                let dsn = parse_dsn(&text).map_err(|e| invalid(&dsn_at.1, &e.to_string()))?;
+                for key in &dsn.ignored {
+                    self.warn(
+                        &dsn_at.1,
+                        &format!("parameter {key:?} not supported, ignored"),
+                    );
+                }
+                Some(dsn)
+            }
+        };
+        let min_size = match whole(opts.get("min_size"))? {
+            None => 10,
+            Some((n, at)) => usize::try_from(n).map_err(|_| invalid(&at, "is too large"))?,
+        };
+        let max_size = count(opts.get("max_size"))?.unwrap_or(min_size.max(10));
+        if min_size > max_size {
+            return Err(invalid(
+                &opts.get("min_size").1,
+                &format!("must not exceed max_size ({max_size})"),
+            ));
+        }
+        Ok(PostgresOptions {
+            dsn,
+            hosts: string_or_list(opts.get("host"))?,
+            ports: port_or_list(opts.get("port"))?,
+            user: string(opts.get("user"))?,
+            password: string(opts.get("password"))?,
+            database: string(opts.get("database"))?,
+            min_size,
+            max_size,
+            timeout: seconds(opts.get("timeout"), false)?.unwrap_or(Duration::from_secs(5)),
         })
     }
 

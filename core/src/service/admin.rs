@@ -10,7 +10,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::cache::{
-    entry_from_json, entry_to_json, merge, CacheEntry, PolicyIndex, Store, StoreError,
+    merge, millis_to_f64_secs, policy_from_json, policy_to_json, secs_to_millis, CacheEntry,
+    PolicyIndex, Store, StoreError,
 };
 use crate::domain::Domain;
 
@@ -127,25 +128,49 @@ impl CacheAdmin {
 }
 
 /// One export line: `{"domain": .., "ts": .., "pol_id": .., "pol_body": {..},
-/// "fetched_at": ..}`.
+/// "fetched_at": ..}`, times in float Unix seconds, `pol_body` as the
+/// stores keep it (the Python original's form).
 pub fn export_line(domain: &Domain, entry: &CacheEntry) -> String {
-    let mut value: Value = serde_json::from_str(&entry_to_json(entry)).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut value {
-        map.insert("domain".into(), Value::String(domain.to_string()));
-    }
-    value.to_string()
+    let body: Value = serde_json::from_str(&policy_to_json(&entry.policy)).unwrap_or(Value::Null);
+    serde_json::json!({
+        "domain": domain.as_str(),
+        "ts": millis_to_f64_secs(entry.checked_at_ms),
+        "pol_id": entry.policy_id,
+        "pol_body": body,
+        "fetched_at": millis_to_f64_secs(entry.fetched_at_ms),
+    })
+    .to_string()
 }
 
 /// Read one export line back.
 pub fn parse_export_line(line: &str) -> Result<(Domain, CacheEntry), String> {
     let value: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let domain = value
-        .get("domain")
-        .and_then(Value::as_str)
-        .ok_or("no \"domain\"")?;
+    let field = |name: &'static str| value.get(name).ok_or(format!("no \"{name}\""));
+    let domain = field("domain")?.as_str().ok_or("\"domain\" is not text")?;
     let domain = Domain::new(domain).map_err(|e| e.to_string())?;
-    let entry = entry_from_json(line).map_err(|e| e.to_string())?;
-    Ok((domain, entry))
+    let checked_at_ms = secs_to_millis(field("ts")?).ok_or("bad \"ts\"")?;
+    let fetched_at_ms = match value.get("fetched_at") {
+        None | Some(Value::Null) => checked_at_ms,
+        Some(v) => secs_to_millis(v).ok_or("bad \"fetched_at\"")?,
+    };
+    let policy_id = field("pol_id")?
+        .as_str()
+        .ok_or("\"pol_id\" is not text")?
+        .to_owned();
+    let body = match field("pol_body")? {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let policy = policy_from_json(&body).map_err(|e| e.to_string())?;
+    Ok((
+        domain,
+        CacheEntry {
+            policy_id,
+            policy,
+            fetched_at_ms,
+            checked_at_ms,
+        },
+    ))
 }
 
 /// A line for people: domain, mode, id, fetched, expires, last check (UTC).

@@ -184,16 +184,29 @@ pub fn flood_under_a_low_descriptor_limit(bins: &Bins) {
     };
     pause(300);
     let t0 = Instant::now();
-    assert_eq!(lookup(&d, "postfix", "known.example"), secure("mx.known.example"));
-    assert!(t0.elapsed() < Duration::from_millis(1500), "locked out for {:?}", t0.elapsed());
+    assert_eq!(
+        lookup(&d, "postfix", "known.example"),
+        secure("mx.known.example")
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "locked out for {:?}",
+        t0.elapsed()
+    );
     let pid = d.pid().expect("pid");
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert!(fds > 0 && fds < 256, "{fds} descriptors open");
     let replies = sender.join().expect("flood thread");
     assert_eq!(replies.len(), 2000);
     for reply in &replies {
         let r = reply.as_deref().unwrap_or("(none)");
-        assert!(r == "NOTFOUND " || r.starts_with("TEMP "), "{r:?}; log:\n{}", d.log());
+        assert!(
+            r == "NOTFOUND " || r.starts_with("TEMP "),
+            "{r:?}; log:\n{}",
+            d.log()
+        );
     }
     drop(flood);
 }

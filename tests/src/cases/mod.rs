@@ -13,8 +13,10 @@ pub mod persist;
 pub mod policy;
 pub mod postfix;
 pub mod protocol;
+pub mod python;
 pub mod query;
 pub mod request_path;
+pub mod shared;
 pub mod tls;
 pub mod txt;
 

@@ -34,7 +34,8 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-use pool::{run_blocking, Pool};
+use crate::blocking::run_blocking;
+use pool::Pool;
 
 /// Move a corrupt cache file (and its `-wal`/`-shm` companions) aside to
 /// `<file>.corrupt-<unix ms>`, so a new one can be made and nothing of the
