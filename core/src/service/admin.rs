@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::cache::{
-    merge, millis_to_f64_secs, policy_from_json, policy_to_json, secs_to_millis, CacheEntry,
-    PolicyIndex, Store, StoreError,
+    merge, millis_to_f64_secs, policy_from_body, policy_to_json, secs_to_millis, CacheEntry,
+    OrderedObject, PolicyIndex, Store, StoreError,
 };
 use crate::domain::Domain;
 
@@ -131,41 +131,42 @@ impl CacheAdmin {
 /// "fetched_at": ..}`, times in float Unix seconds, `pol_body` as the
 /// stores keep it (the Python original's form).
 pub fn export_line(domain: &Domain, entry: &CacheEntry) -> String {
-    let body: Value = serde_json::from_str(&policy_to_json(&entry.policy)).unwrap_or(Value::Null);
-    serde_json::json!({
-        "domain": domain.as_str(),
-        "ts": millis_to_f64_secs(entry.checked_at_ms),
-        "pol_id": entry.policy_id,
-        "pol_body": body,
-        "fetched_at": millis_to_f64_secs(entry.fetched_at_ms),
-    })
-    .to_string()
+    // Written by hand: `pol_body` keeps the published key order, which a
+    // serde_json map would sort.
+    format!(
+        "{{\"domain\":{},\"ts\":{},\"pol_id\":{},\"pol_body\":{},\"fetched_at\":{}}}",
+        Value::from(domain.as_str()),
+        Value::from(millis_to_f64_secs(entry.checked_at_ms)),
+        Value::from(entry.policy_id.as_str()),
+        policy_to_json(&entry.policy),
+        Value::from(millis_to_f64_secs(entry.fetched_at_ms)),
+    )
+}
+
+/// An export line as read back (`pol_body` in document order).
+#[derive(serde::Deserialize)]
+struct ExportedLine {
+    domain: String,
+    ts: Value,
+    pol_id: String,
+    pol_body: OrderedObject,
+    fetched_at: Option<Value>,
 }
 
 /// Read one export line back.
 pub fn parse_export_line(line: &str) -> Result<(Domain, CacheEntry), String> {
-    let value: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    let field = |name: &'static str| value.get(name).ok_or(format!("no \"{name}\""));
-    let domain = field("domain")?.as_str().ok_or("\"domain\" is not text")?;
-    let domain = Domain::new(domain).map_err(|e| e.to_string())?;
-    let checked_at_ms = secs_to_millis(field("ts")?).ok_or("bad \"ts\"")?;
-    let fetched_at_ms = match value.get("fetched_at") {
+    let read: ExportedLine = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let domain = Domain::new(&read.domain).map_err(|e| e.to_string())?;
+    let checked_at_ms = secs_to_millis(&read.ts).ok_or("bad \"ts\"")?;
+    let fetched_at_ms = match &read.fetched_at {
         None | Some(Value::Null) => checked_at_ms,
         Some(v) => secs_to_millis(v).ok_or("bad \"fetched_at\"")?,
     };
-    let policy_id = field("pol_id")?
-        .as_str()
-        .ok_or("\"pol_id\" is not text")?
-        .to_owned();
-    let body = match field("pol_body")? {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    };
-    let policy = policy_from_json(&body).map_err(|e| e.to_string())?;
+    let policy = policy_from_body(&read.pol_body).map_err(|e| e.to_string())?;
     Ok((
         domain,
         CacheEntry {
-            policy_id,
+            policy_id: read.pol_id,
             policy,
             fetched_at_ms,
             checked_at_ms,
@@ -210,19 +211,17 @@ pub fn utc(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Mode, Policy};
+    use crate::policy::parse_policy;
     use futures::executor::block_on;
     use std::time::Duration;
 
     fn entry(id: &str, at: u64) -> CacheEntry {
         CacheEntry {
             policy_id: id.into(),
-            policy: Policy {
-                mode: Mode::Enforce,
-                max_age: 86_400,
-                mx: vec!["mx.example.com".into()],
-                lines: vec!["version: STSv1".into(), "mode: enforce".into()],
-            },
+            policy: parse_policy(
+                b"version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n",
+            )
+            .unwrap(),
             fetched_at_ms: at,
             checked_at_ms: at,
         }
