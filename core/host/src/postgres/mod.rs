@@ -247,6 +247,32 @@ impl<R: Runtime> Store for PostgresBackend<R> {
 
     /// Row `id = 1` of `proactive_fetch_ts`: our milliseconds while they
     /// match Python's seconds, else the seconds.
+    /// Every row that reads as an entry (others are skipped).
+    async fn entries(&self) -> Result<Vec<(Domain, CacheEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for domain in self.checked_before(u64::MAX).await? {
+            if let Some(entry) = self.get(&domain).await.ok().flatten() {
+                out.push((domain, entry));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove(&self, domain: &Domain) -> Result<bool, StoreError> {
+        let name = domain.as_str().to_owned();
+        self.with_client(move |client| {
+            client
+                .execute("DELETE FROM sts_policy_cache WHERE domain = $1", &[&name])
+                .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn remove_all(&self) -> Result<u64, StoreError> {
+        self.with_client(|client| client.execute("DELETE FROM sts_policy_cache", &[]))
+            .await
+    }
+
     async fn proactive_ts(&self) -> Result<Option<u64>, StoreError> {
         let row: Option<(Option<i32>, Option<i64>)> = self
             .with_client(|client| {

@@ -25,7 +25,8 @@ use crate::domain::Domain;
 use crate::policy::MAX_AGE_CAP;
 use layout::{decode_member, encode_member};
 use scripts::{
-    LuaScript, GET_ENTRY, GET_PROACTIVE_TS, SET_IF_NOT_NEWER, SET_PROACTIVE_TS, STALE_KEYS,
+    LuaScript, GET_ENTRY, GET_PROACTIVE_TS, REMOVE_ENTRY, SET_IF_NOT_NEWER, SET_PROACTIVE_TS,
+    STALE_KEYS,
 };
 
 /// Seconds a key outlives the longest policy lifetime: clock skew between
@@ -224,6 +225,35 @@ impl<C: RedisCommands> Store for RedisBackend<C> {
             }));
         }
         Ok(stale)
+    }
+
+    /// Every domain key's entry (those that do not read are skipped).
+    async fn entries(&self) -> Result<Vec<(Domain, CacheEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for domain in self.checked_before(u64::MAX).await? {
+            if let Some(entry) = self.get(&domain).await.ok().flatten() {
+                out.push((domain, entry));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove(&self, domain: &Domain) -> Result<bool, StoreError> {
+        let keys = [self.key(domain)];
+        match self.commands.eval(&REMOVE_ENTRY, &keys, &[]).await? {
+            Reply::Int(n) => Ok(n > 0),
+            other => Err(StoreError::Backend(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn remove_all(&self) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for domain in self.checked_before(u64::MAX).await? {
+            if self.remove(&domain).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     async fn proactive_ts(&self) -> Result<Option<u64>, StoreError> {

@@ -103,3 +103,13 @@ redis.call('HSET', KEYS[1], 'proactive_fetch_ts', ARGV[1])
 return 1
 "#,
 };
+
+/// `KEYS[1]`: a domain's key. Deletes it when it holds a policy (a sorted
+/// set); returns 1 when it did, 0 otherwise (cache purge).
+pub const REMOVE_ENTRY: LuaScript = LuaScript {
+    name: "remove_entry",
+    source: r#"
+if redis.call('TYPE', KEYS[1]).ok ~= 'zset' then return 0 end
+return redis.call('DEL', KEYS[1])
+"#,
+};

@@ -129,6 +129,14 @@ impl RedisCommands for FakeRedis {
                 h.insert("proactive_fetch_ts".into(), arg(args, 0));
                 Ok(Reply::Int(1))
             }
+            "remove_entry" => {
+                let mut data = self.data.lock().unwrap();
+                let is_set = matches!(data.get(&keys[0]), Some((Value::Zset(_), _)));
+                if is_set {
+                    data.remove(&keys[0]);
+                }
+                Ok(Reply::Int(i64::from(is_set)))
+            }
             other => panic!("unknown script {other}"),
         }
     }
@@ -429,4 +437,22 @@ proptest! {
         }
         prop_assert_eq!(block_on(b.get(&dom)).unwrap(), best);
     }
+}
+
+#[test]
+fn entries_and_purges_cover_policies_only() {
+    let b = backend();
+    let e = entry("a", NOW - S, NOW);
+    block_on(b.set(&d("one.example"), &e)).unwrap();
+    block_on(b.set(&d("two.example"), &e)).unwrap();
+    block_on(b.set_proactive_ts(NOW)).unwrap();
+    let mut all = block_on(b.entries()).unwrap();
+    all.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(block_on(b.remove(&d("one.example"))).unwrap());
+    assert!(!block_on(b.remove(&d("one.example"))).unwrap());
+    assert_eq!(block_on(b.remove_all()).unwrap(), 1);
+    assert!(block_on(b.entries()).unwrap().is_empty());
+    // The metadata hash is not a policy: kept.
+    assert_eq!(block_on(b.proactive_ts()).unwrap(), Some(NOW));
 }
