@@ -52,6 +52,29 @@ impl Daemon {
         Self::activated(bin.as_ref(), config, args, &[], Some(nofile))
     }
 
+    /// For a program that binds its listener itself (the Python original does not take
+    /// socket activation): a free port is picked here and written to its config, with
+    /// the small race that implies.
+    pub fn start_binding_itself(
+        bin: impl AsRef<Path>,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir for daemon");
+        let port = crate::free_port();
+        Self::launch(
+            bin.as_ref(),
+            dir,
+            Listen::Tcp(port),
+            config,
+            args,
+            env,
+            None,
+            None,
+        )
+    }
+
     /// Starts the daemon on a listener bound here (port 0) and handed over.
     fn activated(
         bin: &Path,

@@ -177,7 +177,7 @@ impl PythonDaemon {
             ("PYTHONPATH", pythonpath.as_str()),
             ("PYTHONUNBUFFERED", "1"),
         ];
-        let daemon = Daemon::start_with_env(
+        let daemon = Daemon::start_binding_itself(
             venv.join("bin/mta-sts-daemon"),
             config,
             &["-v", "debug"],
