@@ -176,6 +176,9 @@ pub struct Metrics {
     proactive_failures: Counter,
     refresh_failures: Counter,
     store_errors: Counter,
+    /// Lookups that went to the network (not exported: an activity gauge
+    /// for the host's memory upkeep).
+    network_lookups: Counter,
     zones: HashMap<String, ZoneCounters>,
     perm: ZoneCounters,
 }
@@ -308,6 +311,7 @@ impl Metrics {
             proactive_failures,
             refresh_failures,
             store_errors,
+            network_lookups: Counter::default(),
             zones: by_zone,
             perm,
         }
@@ -337,6 +341,7 @@ impl Metrics {
     /// A policy lookup's network result: `ok`, `no_txt`, or a
     /// [`Failure::kind`], or `timeout`.
     pub fn fetch_result(&self, result: &str) {
+        self.network_lookups.inc();
         self.fetches
             .get_or_create(&ResultLabels {
                 result: result.into(),
@@ -387,6 +392,11 @@ impl Metrics {
     /// A store read or write failed.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// How many lookups have gone to the network since the start.
+    pub fn network_lookups(&self) -> u64 {
+        self.network_lookups.get()
     }
 
     /// The OpenMetrics text of every metric, with the gauges read now.

@@ -125,6 +125,7 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
         reloader.hangup();
         futures::future::ready(())
     })));
+    crate::memory::start_upkeep(stack.metrics.clone());
     log::info!("listening on {place}");
     setup.ready();
     shutdown.await;

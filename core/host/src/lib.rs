@@ -15,6 +15,7 @@ mod daemon;
 pub mod fdlimit;
 mod listen;
 mod logging;
+mod memory;
 mod notify;
 mod postgres;
 mod privileges;

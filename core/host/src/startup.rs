@@ -28,6 +28,7 @@ pub struct DaemonSetup {
 /// Parse the daemon's command line, start logging, load the config. Prints
 /// help/version and exits 0, or prints the error and exits non-zero.
 pub fn prepare_daemon() -> DaemonSetup {
+    crate::memory::limit_arenas();
     let args = parse_or_exit(cli::parse_daemon_args(
         std::env::args_os().skip(1).collect(),
     ));

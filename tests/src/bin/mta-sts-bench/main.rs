@@ -53,6 +53,8 @@ use targets::{Kind, Running, Setting, Target};
 
 /// Pause after a start (before "idle" RSS) and after a pass (before "after" RSS).
 const SETTLE: Duration = Duration::from_millis(500);
+/// How long after a cold warm-up its resident memory is read.
+const AFTER_BURST: Duration = Duration::from_secs(3);
 /// Log lines shown per target when its log has warnings or errors.
 const LOG_EXAMPLES: usize = 3;
 /// Wrong replies and errors shown per phase.
@@ -350,7 +352,8 @@ fn run_cold(
     let rss_idle_kib = procstat::rss_kib(running.pid);
     let warm = load::run(running.port, running.pid, conns, work, Phase::EachOnce);
     note(report, &target.name, conns, "cold", &warm);
-    std::thread::sleep(SETTLE);
+    // Steady state: what the daemon keeps once the burst is over.
+    std::thread::sleep(AFTER_BURST);
     let row = Cold {
         target: target.name.clone(),
         kind: target.kind,
