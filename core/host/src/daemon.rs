@@ -3,9 +3,7 @@
 //! The drivers implement the trait and call [`daemon_main`]/[`query_main`].
 
 use crate::serve::{Listener, Server};
-use crate::{
-    dns_settings, load_config, parse_or_exit, policy_tls_roots, sd_notify, DaemonSetup,
-};
+use crate::{dns_settings, load_config, parse_or_exit, policy_tls_roots, sd_notify, DaemonSetup};
 use crate::{open_redis, SqliteBackend};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
