@@ -37,7 +37,7 @@ const REDIS_KEYS: &[&str] = &[
     "max_connections",
 ];
 const PROACTIVE_KEYS: &[&str] = &["enabled", "interval", "concurrency_limit", "grace_ratio"];
-const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt"];
+const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt", "dane"];
 const RESOLVER_KEYS: &[&str] = &["nameservers", "ca_file", "policy_port", "user_agent"];
 
 /// Path shown for errors about the document itself.
@@ -254,6 +254,7 @@ impl Reader {
             timeout: seconds(s.get("timeout"), false)?.unwrap_or(d.timeout),
             require_sni: boolean(s.get("require_sni"))?.unwrap_or(d.require_sni),
             tlsrpt: boolean(s.get("tlsrpt"))?.unwrap_or(d.tlsrpt),
+            dane: boolean(s.get("dane"))?.unwrap_or(d.dane),
         })
     }
 
