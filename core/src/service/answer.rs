@@ -1,6 +1,9 @@
 //! Answering one socketmap request: the zone, key normalisation, the fresh
 //! hit from the shared index in the caller's task, and the miss through the
-//! lookup coordinator (docs/ARCHITECTURE.md "The path of one request").
+//! lookup coordinator (docs/ARCHITECTURE.md "The path of one request"). In
+//! a zone with `dane: true` a DANE verdict comes first (RFC 8461 §2,
+//! RFC 7672): `dane-only`, `dane`, a null MX's `NOTFOUND` or `TEMP`, and
+//! the MTA-STS answer only where DANE does not apply.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +11,10 @@ use std::time::Duration;
 use super::EngineHandle;
 use crate::cache::{Fresh, PolicyIndex};
 use crate::config::Config;
+use crate::dane::{self, Verdict};
 use crate::domain::{already_normal, normalize_key, Domain};
 use crate::policy::{render_reply, ReplyOptions};
-use crate::resolve::{Answer, Reason};
+use crate::resolve::{Answer, DaneAnswer, Reason};
 use crate::socketmap::Reply;
 
 /// Reads the wall clock in Unix milliseconds (the runtime's).
@@ -81,6 +85,33 @@ pub struct Miss {
     zone: String,
     timeout: Duration,
     opts: ReplyOptions,
+    /// The zone has `dane: true`: DANE first (RFC 8461 §2).
+    dane: bool,
+}
+
+/// The reply a DANE verdict decides (RFC 7672 §2.2, RFC 7505 §3), or
+/// `None` when the MTA-STS answer stands. No TLSRPT attributes: Postfix
+/// reports DANE itself.
+fn dane_reply(domain: &str, verdict: &Verdict) -> Option<Reply> {
+    match verdict {
+        Verdict::DaneOnly | Verdict::Dane => dane::reply_value(verdict).map(Reply::Ok),
+        Verdict::NullMx => Some(Reply::NotFound),
+        Verdict::Temp(failure) => Some(Reply::Temp(format!(
+            "{domain}: DANE lookup failed: {failure}"
+        ))),
+        Verdict::NoDane(_) => None,
+    }
+}
+
+/// How a DANE reply is logged.
+fn dane_outcome(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::DaneOnly => "dane-only",
+        Verdict::Dane => "dane",
+        Verdict::NullMx => "NOTFOUND, null MX",
+        Verdict::Temp(_) => "TEMP",
+        Verdict::NoDane(_) => "no DANE",
+    }
 }
 
 impl Service {
@@ -121,7 +152,31 @@ impl Service {
             },
         };
         let domain = key_domain.as_str();
-        match self.index.fresh(domain, (self.wall_ms)()) {
+        let now_ms = (self.wall_ms)();
+        if zone.dane {
+            match self.index.dane_fresh(domain, now_ms) {
+                Some(result) => {
+                    if let Some(reply) = dane_reply(domain, &result.verdict) {
+                        log::debug!("{domain} (zone {name}): cached DANE result, {result}");
+                        return Ok(reply);
+                    }
+                    // No DANE for this domain: the MTA-STS answer, as below.
+                }
+                None => {
+                    return match key_domain.into_domain() {
+                        Some(domain) => Err(Miss {
+                            domain,
+                            zone: name.to_owned(),
+                            timeout: zone.timeout,
+                            opts,
+                            dane: true,
+                        }),
+                        None => Ok(Reply::NotFound),
+                    };
+                }
+            }
+        }
+        match self.index.fresh(domain, now_ms) {
             Fresh::Policy(cached) => {
                 let mode = cached.entry().policy.mode;
                 log::debug!("{domain} (zone {name}): cached {mode} policy");
@@ -139,6 +194,7 @@ impl Service {
                     zone: name.to_owned(),
                     timeout: zone.timeout,
                     opts,
+                    dane: zone.dane,
                 }),
                 // `already_normal` only passes valid names.
                 None => Ok(Reply::NotFound),
@@ -153,37 +209,72 @@ impl Service {
             zone,
             timeout,
             opts,
+            dane,
         } = miss;
-        let Answer { policy, reason } = self.engine.lookup(domain.clone(), timeout).await;
-        let (reply, outcome) = match &policy {
-            None => match &reason {
-                // Our fault, not the domain's: Postfix retries later.
-                Reason::Fallback(failure) if failure.is_local() => (
-                    Reply::Temp(format!("{domain}: {failure}")),
-                    "TEMP".to_owned(),
-                ),
-                _ => (Reply::NotFound, "NOTFOUND, no policy".to_owned()),
-            },
-            Some(policy) => match render_reply(policy, domain.as_str(), opts) {
-                Some(value) => (Reply::Ok(value.into()), format!("{} policy", policy.mode)),
-                None => (Reply::NotFound, format!("NOTFOUND, {} policy", policy.mode)),
-            },
+        let Answer {
+            policy,
+            reason,
+            dane,
+        } = if dane {
+            self.engine.lookup_dane(domain.clone(), timeout).await
+        } else {
+            self.engine.lookup(domain.clone(), timeout).await
         };
-        let level = match &reason {
+        let decided = dane.as_ref().and_then(|d| {
+            dane_reply(domain.as_str(), &d.result.verdict)
+                .map(|reply| (reply, dane_outcome(&d.result.verdict).to_owned()))
+        });
+        let (reply, outcome) = match decided {
+            Some(decided) => decided,
+            None => sts_reply(&domain, policy.as_ref(), &reason, opts),
+        };
+        let level = match &dane {
+            Some(d) => self.dane_level(&domain, d, &reason),
+            None => self.sts_level(&domain, &reason),
+        };
+        match &dane {
+            Some(d) => log::log!(
+                level,
+                "{domain} (zone {zone}): {outcome} (DANE: {d}; MTA-STS: {reason})"
+            ),
+            None => log::log!(level, "{domain} (zone {zone}): {outcome} ({reason})"),
+        }
+        reply
+    }
+
+    /// The log level of an MTA-STS answer: network lookups at info, answers
+    /// from memory at debug, failures at info at most once a minute per
+    /// domain, our own faults at warn.
+    fn sts_level(&self, domain: &Domain, reason: &Reason) -> log::Level {
+        match reason {
             // Answered from memory or the store: no traffic.
             Reason::Cached | Reason::NoPolicyRemembered | Reason::FailureBackoff => {
                 log::Level::Debug
             }
             Reason::Fallback(failure) if failure.is_local() => log::Level::Warn,
             Reason::Fallback(_) | Reason::Timeout
-                if !self.failure_log.allow(&domain, (self.wall_ms)()) =>
+                if !self.failure_log.allow(domain, (self.wall_ms)()) =>
             {
                 log::Level::Debug
             }
             _ => log::Level::Info,
-        };
-        log::log!(level, "{domain} (zone {zone}): {outcome} ({reason})");
-        reply
+        }
+    }
+
+    /// The log level of a `dane: true` zone's answer: as
+    /// [`Service::sts_level`], with the DANE lookup counted as a network
+    /// lookup unless it came from the index.
+    fn dane_level(&self, domain: &Domain, dane: &DaneAnswer, reason: &Reason) -> log::Level {
+        match &dane.result.verdict {
+            Verdict::Temp(failure) if failure.is_local() => log::Level::Warn,
+            Verdict::Temp(_) if dane.cached => log::Level::Debug,
+            Verdict::Temp(_) if !self.failure_log.allow(domain, (self.wall_ms)()) => {
+                log::Level::Debug
+            }
+            Verdict::Temp(_) => log::Level::Info,
+            _ if !dane.cached => log::Level::Info,
+            _ => self.sts_level(domain, reason),
+        }
     }
 
     /// Answer one request, whichever way it goes.
@@ -192,5 +283,29 @@ impl Service {
             Ok(reply) => reply,
             Err(miss) => self.answer_miss(miss).await,
         }
+    }
+}
+
+/// The reply an MTA-STS answer gives in a zone with `opts`, and how it is
+/// logged (RFC 8461 §4.2, §5).
+fn sts_reply(
+    domain: &Domain,
+    policy: Option<&crate::policy::Policy>,
+    reason: &Reason,
+    opts: ReplyOptions,
+) -> (Reply, String) {
+    match policy {
+        None => match reason {
+            // Our fault, not the domain's: Postfix retries later.
+            Reason::Fallback(failure) if failure.is_local() => (
+                Reply::Temp(format!("{domain}: {failure}")),
+                "TEMP".to_owned(),
+            ),
+            _ => (Reply::NotFound, "NOTFOUND, no policy".to_owned()),
+        },
+        Some(policy) => match render_reply(policy, domain.as_str(), opts) {
+            Some(value) => (Reply::Ok(value.into()), format!("{} policy", policy.mode)),
+            None => (Reply::NotFound, format!("NOTFOUND, {} policy", policy.mode)),
+        },
     }
 }

@@ -7,6 +7,7 @@
 
 mod answer;
 mod connection;
+mod dane;
 mod dns_client;
 mod engine;
 mod fetch;
@@ -19,6 +20,7 @@ mod udp_pool;
 
 pub use answer::{Miss, Service, WallClock};
 pub use connection::serve_connection;
+pub use dane::lookup_dane;
 pub use dns_client::{DnsClient, DnsLookupError};
 pub use engine::{Engine, EngineHandle, EngineSettings};
 pub use fetch::{fetch_policy, lookup_txt, FetchError};
