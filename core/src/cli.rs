@@ -85,6 +85,10 @@ pub struct QueryArgs {
     pub json: bool,
     /// `-c/--config` (ours): reuse the daemon's `resolver` settings.
     pub config: Option<PathBuf>,
+    /// `--dane` (ours): also check DANE (RFC 7672), as a `dane: true` zone
+    /// would; without it, DANE is checked when the config's `default_zone`
+    /// has `dane: true`.
+    pub dane: bool,
 }
 
 /// What a command line asks for.
@@ -150,9 +154,10 @@ Options:
 ";
 
 const QUERY_USAGE: &str = "\
-Usage: mta-sts-query [-h] [-V] [-v LEVEL] [-c FILE] [--json] DOMAIN [KNOWN_ID]
+Usage: mta-sts-query [-h] [-V] [-v LEVEL] [-c FILE] [--json] [--dane] DOMAIN [KNOWN_ID]
 
-Look up the MTA-STS policy of DOMAIN and print it.
+Look up the MTA-STS policy of DOMAIN and print it; with DANE, also the DANE
+status of each MX host and the answer the daemon would give.
 
 Arguments:
   DOMAIN                   domain whose policy is fetched
@@ -164,6 +169,7 @@ Options:
   -v, --verbosity LEVEL    debug, info, warn, error or fatal (default: warn)
   -c, --config FILE        daemon configuration whose `resolver` section to use
       --json               print the result as JSON
+      --dane               also check DANE (default: the config's default_zone dane)
 ";
 
 /// `mta-sts-daemon --help` text.
@@ -244,6 +250,7 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
         "-c",
         "--config",
         "--json",
+        "--dane",
     ];
     let (mut p, after_dashes) = prepare(args);
     if let Some(outcome) = help_or_version(&mut p, query_usage(), "mta-sts-query") {
@@ -252,6 +259,7 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
     let verbosity = verbosity(&mut p)?.unwrap_or(LogLevel::Warn);
     let config = path(&mut p, ["-c", "--config"])?;
     let json = p.contains("--json");
+    let dane = p.contains("--dane");
     let mut free = leftovers(p, after_dashes, KNOWN)?.into_iter();
     let domain = free.next().ok_or(CliError::MissingArgument("DOMAIN"))?;
     let known_id = free.next();
@@ -264,6 +272,7 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
         known_id,
         json,
         config,
+        dane,
     }))
 }
 
@@ -570,6 +579,7 @@ mod tests {
                 known_id: None,
                 json: false,
                 config: None,
+                dane: false,
             }
         );
         assert_eq!(
@@ -580,11 +590,13 @@ mod tests {
                 known_id: Some("20160831085700Z".to_owned()),
                 json: false,
                 config: None,
+                dane: false,
             }
         );
         // Options may come after the positional arguments.
         let q = query(&["example.com", "--json", "id1", "--config", "/c.yml"]);
-        assert!(q.json);
+        assert!(q.json && !q.dane);
+        assert!(query(&["--dane", "example.com"]).dane);
         assert_eq!(q.known_id.as_deref(), Some("id1"));
         assert_eq!(q.config, Some(PathBuf::from("/c.yml")));
         let q = query(&["-c", "/c.yml", "--verbosity=error", "example.com"]);

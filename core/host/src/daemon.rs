@@ -10,9 +10,11 @@ use futures::stream::BoxStream as Incoming;
 use mta_sts_core::cache::{Store, StoreError};
 use mta_sts_core::cli::{parse_query_args, QueryArgs};
 use mta_sts_core::config::{CacheConfig, Config, SqliteOptions};
+use mta_sts_core::dane::{self, DaneFailure, DaneResult};
+use mta_sts_core::domain::normalize_key;
 use mta_sts_core::service::{
-    run_proactive_refresh, run_query, start_stack, with_timeout, BoxStream, DnsClient, DnsTargets,
-    QueryOutcome, Runtime, Shutdown, ShutdownTrigger, Stack, Transport,
+    lookup_dane, run_proactive_refresh, run_query, start_stack, with_timeout, BoxStream, DaneQuery,
+    DnsClient, DnsTargets, QueryOutcome, Runtime, Shutdown, ShutdownTrigger, Stack, Transport,
 };
 use std::io;
 use std::sync::Arc;
@@ -144,10 +146,11 @@ impl Network {
     /// `resolver.ca_file` takes effect.
     fn prepare<D: Driver>(driver: &D, config: &Config) -> Result<Network, String> {
         let transport = driver.transport(policy_tls_roots(config)?);
-        Ok(Network {
-            transport,
-            dns: dns_settings(config),
-        })
+        let dns = dns_settings(config);
+        if let Some(warning) = dane::nameserver_warning(config, &dns.servers) {
+            log::warn!("{warning}");
+        }
+        Ok(Network { transport, dns })
     }
 }
 
@@ -277,6 +280,14 @@ pub async fn query_main<D: Driver>(driver: D, args: QueryArgs) -> i32 {
         }
     };
     let targets = dns_settings(&config);
+    let with_dane = args.dane || config.default_zone.dane;
+    if with_dane {
+        let mut dane_config = config.clone();
+        dane_config.default_zone.dane = true;
+        if let Some(warning) = dane::nameserver_warning(&dane_config, &targets.servers) {
+            log::warn!("{warning}");
+        }
+    }
     let dns = DnsClient::new(
         driver.runtime(),
         transport.clone(),
@@ -292,15 +303,45 @@ pub async fn query_main<D: Driver>(driver: D, args: QueryArgs) -> i32 {
         config.resolver.policy_port,
         &config.resolver.user_agent,
     );
-    // Bounded like a daemon lookup: the default zone's timeout (4 s).
+    // Bounded like a daemon lookup: the default zone's timeout (4 s), for
+    // each side of the two that run at once.
     let limit = config.default_zone.timeout;
-    let outcome = with_timeout(&driver.runtime(), limit, query)
-        .await
-        .unwrap_or_else(|| QueryOutcome::FetchError(format!("timed out after {limit:?}")));
+    let rt = driver.runtime();
+    let sts = async {
+        with_timeout(&rt, limit, query)
+            .await
+            .unwrap_or_else(|| QueryOutcome::FetchError(format!("timed out after {limit:?}")))
+    };
+    let domain = normalize_key(&args.domain).ok().filter(|_| with_dane);
+    let dane = async {
+        let domain = domain.as_ref()?;
+        let result = with_timeout(&rt, limit, lookup_dane(&dns, domain)).await;
+        Some(result.unwrap_or_else(|| DaneResult::failed(DaneFailure::Timeout)))
+    };
+    let (outcome, dane) = futures::join!(sts, dane);
+    let (text, json, code) = match dane {
+        Some(dane) => {
+            let report = DaneQuery {
+                sts: outcome,
+                dane,
+                opts: config.default_zone.reply_options(),
+            };
+            (
+                report.to_text(&args.domain),
+                report.to_json(&args.domain),
+                report.exit_code(),
+            )
+        }
+        None => (
+            outcome.to_text(&args.domain),
+            outcome.to_json(&args.domain),
+            outcome.exit_code(),
+        ),
+    };
     if args.json {
-        println!("{}", outcome.to_json(&args.domain));
+        println!("{json}");
     } else {
-        print!("{}", outcome.to_text(&args.domain));
+        print!("{text}");
     }
-    outcome.exit_code()
+    code
 }

@@ -25,7 +25,7 @@ pub use dns_client::{DnsClient, DnsLookupError};
 pub use engine::{Engine, EngineHandle, EngineSettings};
 pub use fetch::{fetch_policy, lookup_txt, FetchError};
 pub use proactive::run_proactive_refresh;
-pub use query::{run_query, QueryOutcome};
+pub use query::{run_query, DaneQuery, QueryOutcome};
 pub use server::{serve, Shutdown, ShutdownTrigger};
 pub use stack::{start_stack, Caches, DnsTargets, Stack};
 pub use time::with_timeout;
