@@ -4,6 +4,7 @@
 //! the DNS query and HTTPS request counters.
 
 pub mod cache;
+pub mod dane;
 pub mod fetch;
 pub mod keys;
 pub mod limits;
