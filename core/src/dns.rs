@@ -915,6 +915,29 @@ mod tests {
     }
 
     #[test]
+    fn rrsig_records_beside_the_answer_are_ignored() {
+        // Asked with DO, a validating resolver adds RRSIGs (RFC 4035 §3.1.1);
+        // they decode as unknown data and take no part.
+        let q = "example.com.";
+        let mut m = response(7, q, RecordType::MX);
+        m.metadata.authentic_data = true;
+        m.add_answer(Record::from_rdata(
+            name(q),
+            300,
+            RData::MX(MX::new(10, name("mx.example.com."))),
+        ));
+        let sig = RData::Unknown {
+            code: RecordType::RRSIG,
+            rdata: hickory_proto::rr::rdata::NULL::with(vec![0; 40]),
+        };
+        m.add_answer(Record::from_rdata(name(q), 30, sig));
+        let a = full(&m, q, QueryType::Mx);
+        assert!(a.authentic);
+        assert_eq!(a.ttl, 300);
+        assert!(matches!(a.answer, Answer::Mx(ref v) if v.len() == 1));
+    }
+
+    #[test]
     fn null_mx() {
         let q = "nomail.example.";
         let mut m = response(7, q, RecordType::MX);
