@@ -234,7 +234,7 @@ impl fmt::Display for Reason {
                 f.write_str("recent fetch failure for this id, not retried yet")
             }
             Reason::Timeout => f.write_str("lookup timed out"),
-            Reason::DaneDecided => f.write_str("MTA-STS not waited for"),
+            Reason::DaneDecided => f.write_str("not waited for, DANE decided"),
         }
     }
 }

@@ -235,7 +235,7 @@ impl Service {
         match &dane {
             Some(d) => log::log!(
                 level,
-                "{domain} (zone {zone}): {outcome} (DANE: {d}; MTA-STS: {reason})"
+                "{domain} (zone {zone}): {outcome} (DANE: {d}) (MTA-STS: {reason})"
             ),
             None => log::log!(level, "{domain} (zone {zone}): {outcome} ({reason})"),
         }
