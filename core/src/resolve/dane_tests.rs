@@ -80,7 +80,7 @@ fn replies(actions: &[Action]) -> Vec<(RequestId, Answer)> {
 }
 
 #[test]
-fn dane_only_answers_without_waiting_and_mts_sts_is_still_kept() {
+fn dane_only_answers_without_waiting_and_mta_sts_is_still_kept() {
     let mut r = resolver();
     let now = Instant::now();
     r.handle_dane_request(RequestId(1), d("example.com"), T, now, W);
