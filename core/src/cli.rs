@@ -90,6 +90,10 @@ pub struct QueryArgs {
     /// `-c/--config` (ours): reuse the daemon's `resolver` settings, or
     /// name the cache to administer.
     pub config: Option<PathBuf>,
+    /// `--dane` (ours): also check DANE (RFC 7672), as a `dane: true` zone
+    /// would; without it, DANE is checked when the config's `default_zone`
+    /// has `dane: true`.
+    pub dane: bool,
 }
 
 /// What `mta-sts-query` is asked to do.
@@ -189,11 +193,12 @@ Options:
 ";
 
 const QUERY_USAGE: &str = "\
-Usage: mta-sts-query [-h] [-V] [-v LEVEL] [-c FILE] [--json] DOMAIN [KNOWN_ID]
+Usage: mta-sts-query [-h] [-V] [-v LEVEL] [-c FILE] [--json] [--dane] DOMAIN [KNOWN_ID]
        mta-sts-query [-v LEVEL] -c FILE [--json] --cache COMMAND
 
-Look up the MTA-STS policy of DOMAIN and print it, or administer the
-daemon's cache.
+Look up the MTA-STS policy of DOMAIN and print it (with DANE, also the DANE
+status of each MX host and the answer the daemon would give), or administer
+the daemon's cache.
 
 Arguments:
   DOMAIN                   domain whose policy is fetched
@@ -213,6 +218,7 @@ Options:
   -v, --verbosity LEVEL    debug, info, warn, error or fatal (default: warn)
   -c, --config FILE        daemon configuration whose `resolver` section to use
       --json               print the result as JSON
+      --dane               also check DANE (default: the config's default_zone dane)
       --cache COMMAND      administer the cache named by -c (see above)
 ";
 
@@ -298,6 +304,7 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
         "-c",
         "--config",
         "--json",
+        "--dane",
         "--cache",
         "--all",
     ];
@@ -308,6 +315,7 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
     let verbosity = verbosity(&mut p)?.unwrap_or(LogLevel::Warn);
     let config = path(&mut p, ["-c", "--config"])?;
     let json = p.contains("--json");
+    let dane = p.contains("--dane");
     let cache = long_text(&mut p, "--cache")?;
     let all = p.contains("--all");
     let mut free = leftovers(p, after_dashes, KNOWN)?.into_iter();
@@ -351,6 +359,7 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
         action,
         json,
         config,
+        dane,
     }))
 }
 
@@ -684,6 +693,7 @@ mod tests {
                 },
                 json: false,
                 config: None,
+                dane: false,
             }
         );
         assert_eq!(
@@ -696,11 +706,13 @@ mod tests {
                 },
                 json: false,
                 config: None,
+                dane: false,
             }
         );
         // Options may come after the positional arguments.
         let q = query(&["example.com", "--json", "id1", "--config", "/c.yml"]);
-        assert!(q.json);
+        assert!(q.json && !q.dane);
+        assert!(query(&["--dane", "example.com"]).dane);
         assert!(matches!(&q.action, QueryAction::Lookup { known_id: Some(id), .. } if id == "id1"));
         assert_eq!(q.config, Some(PathBuf::from("/c.yml")));
         let q = query(&["-c", "/c.yml", "--verbosity=error", "example.com"]);

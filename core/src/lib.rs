@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod dane;
 pub mod dns;
 pub mod domain;
 pub mod http;

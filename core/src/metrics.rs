@@ -132,6 +132,8 @@ impl Source {
         match reason {
             Reason::Cached | Reason::NoPolicyRemembered => Source::Fresh,
             Reason::Confirmed => Source::Revalidated,
+            // DANE answered from the network; MTA-STS still looking.
+            Reason::DaneDecided => Source::Fetched,
             Reason::Fetched => Source::Fetched,
             Reason::NoPolicy(_) if has_policy => Source::StaleOnFailure,
             Reason::NoPolicy(_) => Source::NoPolicy,

@@ -176,10 +176,11 @@ impl Network {
     /// `resolver.ca_file` takes effect.
     fn prepare<D: Driver>(driver: &D, config: &Config) -> Result<Network, String> {
         let transport = driver.transport(policy_tls_roots(config)?);
-        Ok(Network {
-            transport,
-            dns: dns_settings(config),
-        })
+        let dns = dns_settings(config);
+        if let Some(warning) = mta_sts_core::dane::nameserver_warning(config, &dns.servers) {
+            log::warn!("{warning}");
+        }
+        Ok(Network { transport, dns })
     }
 }
 

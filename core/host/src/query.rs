@@ -8,10 +8,11 @@ use std::io::Read;
 
 use mta_sts_core::cli::{parse_query_args, CacheCommand, QueryAction, QueryArgs};
 use mta_sts_core::config::{CacheConfig, Config};
-use mta_sts_core::domain::Domain;
+use mta_sts_core::dane::{self, DaneFailure, DaneResult};
+use mta_sts_core::domain::{normalize_key, Domain};
 use mta_sts_core::service::{
-    export_line, parse_export_line, run_query, summary_line, with_timeout, CacheAdmin, DnsClient,
-    QueryOutcome,
+    export_line, lookup_dane, parse_export_line, run_query, summary_line, with_timeout, CacheAdmin,
+    DaneQuery, DnsClient, QueryOutcome,
 };
 
 use crate::daemon::{open_store, Driver};
@@ -40,7 +41,15 @@ pub async fn query_main<D: Driver>(driver: D, args: QueryArgs) -> i32 {
     };
     match &args.action {
         QueryAction::Lookup { domain, known_id } => {
-            lookup(&driver, &config, domain, known_id.as_deref(), args.json).await
+            lookup(
+                &driver,
+                &config,
+                domain,
+                known_id.as_deref(),
+                args.json,
+                args.dane,
+            )
+            .await
         }
         QueryAction::Cache(command) => match cache(&driver, &config, command, args.json).await {
             Ok(code) => code,
@@ -58,6 +67,7 @@ async fn lookup<D: Driver>(
     domain: &str,
     known_id: Option<&str>,
     json: bool,
+    dane: bool,
 ) -> i32 {
     let transport = match policy_tls_roots(config) {
         Ok(roots) => driver.transport(roots),
@@ -67,6 +77,14 @@ async fn lookup<D: Driver>(
         }
     };
     let targets = dns_settings(config);
+    let with_dane = dane || config.default_zone.dane;
+    if with_dane {
+        let mut dane_config = config.clone();
+        dane_config.default_zone.dane = true;
+        if let Some(warning) = dane::nameserver_warning(&dane_config, &targets.servers) {
+            log::warn!("{warning}");
+        }
+    }
     let dns = DnsClient::new(
         driver.runtime(),
         transport.clone(),
@@ -82,17 +100,47 @@ async fn lookup<D: Driver>(
         config.resolver.policy_port,
         &config.resolver.user_agent,
     );
-    // Bounded like a daemon lookup: the default zone's timeout (4 s).
+    // Bounded like a daemon lookup: the default zone's timeout (4 s), for
+    // each side of the two that run at once.
     let limit = config.default_zone.timeout;
-    let outcome = with_timeout(&driver.runtime(), limit, query)
-        .await
-        .unwrap_or_else(|| QueryOutcome::FetchError(format!("timed out after {limit:?}")));
+    let rt = driver.runtime();
+    let sts = async {
+        with_timeout(&rt, limit, query)
+            .await
+            .unwrap_or_else(|| QueryOutcome::FetchError(format!("timed out after {limit:?}")))
+    };
+    let dane_domain = normalize_key(domain).ok().filter(|_| with_dane);
+    let dane = async {
+        let d = dane_domain.as_ref()?;
+        let result = with_timeout(&rt, limit, lookup_dane(&dns, d)).await;
+        Some(result.unwrap_or_else(|| DaneResult::failed(DaneFailure::Timeout)))
+    };
+    let (outcome, dane) = futures::join!(sts, dane);
+    let (text, json_text, code) = match dane {
+        Some(dane) => {
+            let report = DaneQuery {
+                sts: outcome,
+                dane,
+                opts: config.default_zone.reply_options(),
+            };
+            (
+                report.to_text(domain),
+                report.to_json(domain),
+                report.exit_code(),
+            )
+        }
+        None => (
+            outcome.to_text(domain),
+            outcome.to_json(domain),
+            outcome.exit_code(),
+        ),
+    };
     if json {
-        println!("{}", outcome.to_json(domain));
+        println!("{json_text}");
     } else {
-        print!("{}", outcome.to_text(domain));
+        print!("{text}");
     }
-    outcome.exit_code()
+    code
 }
 
 fn domain(name: &str) -> Result<Domain, String> {

@@ -4,7 +4,8 @@
 //! hop and no allocation beyond the reply; the lookup coordinator writes it
 //! before it answers any waiting request, so a request that arrives after
 //! the first reply finds the result (docs/ARCHITECTURE.md "The path of one
-//! request"). Persistent stores are written through behind it.
+//! request"). Persistent stores are written through behind it. Beside the
+//! policies it keeps DANE results (RFC 7672) for their TTL, in memory only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use super::entry::{millis, CacheEntry};
 use super::lru::Bounded;
+use crate::dane::DaneResult;
 use crate::domain::Domain;
 use crate::policy::{render_reply, ReplyOptions};
 
@@ -77,12 +79,21 @@ pub enum Held {
     Miss,
 }
 
-/// The shared index (`cache.options.cache_size` domains at most). Every
-/// operation takes a short lock and never awaits under it.
+/// A DANE result and the Unix millisecond until which it is answered.
+#[derive(Debug)]
+struct DaneEntry {
+    result: Arc<DaneResult>,
+    until_ms: u64,
+}
+
+/// The shared index (`cache.options.cache_size` domains at most, and as
+/// many DANE results). Every operation takes a short lock and never
+/// awaits under it.
 #[derive(Debug)]
 pub struct PolicyIndex {
     grace_ms: AtomicU64,
     map: Mutex<Bounded<Known>>,
+    dane: Mutex<Bounded<DaneEntry>>,
 }
 
 impl PolicyIndex {
@@ -91,6 +102,7 @@ impl PolicyIndex {
         PolicyIndex {
             grace_ms: AtomicU64::new(millis(grace)),
             map: Mutex::new(Bounded::new(capacity)),
+            dane: Mutex::new(Bounded::new(capacity)),
         }
     }
 
@@ -165,8 +177,10 @@ impl PolicyIndex {
         map.insert(domain, Known::NoPolicy(now_ms));
     }
 
-    /// Forget `domain` (cache purge); true if anything was held.
+    /// Forget `domain` (cache purge), its DANE result too; true if a
+    /// policy or "no policy" note was held.
     pub fn remove(&self, domain: &str) -> bool {
+        self.dane_lock().remove(domain);
         self.lock().remove(domain)
     }
 
@@ -176,6 +190,25 @@ impl PolicyIndex {
         let n = map.len();
         *map = Bounded::new(map.capacity());
         n
+    }
+
+    fn dane_lock(&self) -> MutexGuard<'_, Bounded<DaneEntry>> {
+        self.dane.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The DANE result for `domain` while it may still be answered at
+    /// `now_ms` (its TTL, RFC 7672 §2.1; a failure's retry delay).
+    pub fn dane_fresh(&self, domain: &str, now_ms: u64) -> Option<Arc<DaneResult>> {
+        match self.dane_lock().get(domain) {
+            Some(e) if now_ms < e.until_ms => Some(e.result.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keep `result` for `domain`, answered until `until_ms`.
+    pub fn store_dane(&self, domain: Domain, result: Arc<DaneResult>, until_ms: u64) {
+        self.dane_lock()
+            .insert(domain, DaneEntry { result, until_ms });
     }
 
     /// Domains holding a policy last checked before `before_ms`: the
@@ -317,6 +350,27 @@ mod tests {
             index.fresh("none.example", 12_000),
             Fresh::Policy(_)
         ));
+    }
+
+    #[test]
+    fn dane_results_are_answered_until_their_time() {
+        use crate::dane::{NoDane, Verdict};
+        let index = PolicyIndex::new(10, Duration::from_secs(60));
+        let result = Arc::new(DaneResult::decided(
+            Verdict::NoDane(NoDane::MxInsecure),
+            Duration::from_secs(5),
+        ));
+        assert!(index.dane_fresh("example.com", 0).is_none());
+        index.store_dane(d("example.com"), result.clone(), 6_000);
+        let held = index.dane_fresh("example.com", 5_999);
+        assert!(held.is_some_and(|r| Arc::ptr_eq(&r, &result)));
+        assert!(index.dane_fresh("example.com", 6_000).is_none());
+        // Apart from policies: no policy is held, and a purge forgets both.
+        assert_eq!(index.known("example.com", 0), Held::Miss);
+        assert!(index.is_empty());
+        index.store(d("example.com"), entry("a", 1_000, 1_000));
+        assert!(index.remove("example.com"));
+        assert!(index.dane_fresh("example.com", 0).is_none());
     }
 
     #[test]

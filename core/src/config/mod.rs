@@ -245,6 +245,9 @@ pub struct ZoneConfig {
     pub require_sni: bool,
     /// Append Postfix 3.10+ TLSRPT attributes (RFC 8460; default false).
     pub tlsrpt: bool,
+    /// Answer `dane-only`/`dane` for domains with DNSSEC-signed TLSA
+    /// records before MTA-STS (RFC 8461 §2, RFC 7672; default false).
+    pub dane: bool,
 }
 
 /// Our additive `resolver` section (docs/ARCHITECTURE.md "Testing": the programs are
@@ -335,6 +338,7 @@ impl Default for ZoneConfig {
             timeout: Duration::from_secs(4),
             require_sni: true,
             tlsrpt: false,
+            dane: false,
         }
     }
 }
@@ -390,6 +394,12 @@ impl Config {
     /// match), else `default_zone` (socketmap_table(5)).
     pub fn zone(&self, name: &str) -> &ZoneConfig {
         self.zones.get(name).unwrap_or(&self.default_zone)
+    }
+
+    /// True when any zone (or `default_zone`) has `dane: true`
+    /// (RFC 7672: DNSSEC lookups are made).
+    pub fn dane_enabled(&self) -> bool {
+        self.default_zone.dane || self.zones.values().any(|z| z.dane)
     }
 }
 

@@ -46,7 +46,7 @@ const POSTGRES_KEYS: &[&str] = &[
     "dsn", "host", "port", "user", "password", "database", "min_size", "max_size", "timeout",
 ];
 const PROACTIVE_KEYS: &[&str] = &["enabled", "interval", "concurrency_limit", "grace_ratio"];
-const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt"];
+const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt", "dane"];
 const METRICS_KEYS: &[&str] = &["listen", "path", "mode"];
 const RESOLVER_KEYS: &[&str] = &["nameservers", "ca_file", "policy_port", "user_agent"];
 
@@ -387,6 +387,7 @@ impl Reader {
             timeout: seconds(s.get("timeout"), false)?.unwrap_or(d.timeout),
             require_sni: boolean(s.get("require_sni"))?.unwrap_or(d.require_sni),
             tlsrpt: boolean(s.get("tlsrpt"))?.unwrap_or(d.tlsrpt),
+            dane: boolean(s.get("dane"))?.unwrap_or(d.dane),
         })
     }
 

@@ -48,7 +48,8 @@ fn every_default() {
     assert_eq!(p.concurrency_limit, 100);
     assert_eq!(p.grace_ratio, 2.0);
     let z = &c.default_zone;
-    assert!(!z.strict_testing && z.require_sni && !z.tlsrpt);
+    assert!(!z.strict_testing && z.require_sni && !z.tlsrpt && !z.dane);
+    assert!(!c.dane_enabled());
     assert_eq!(z.timeout, Duration::from_secs(4));
     assert!(c.zones.is_empty());
     assert!(c.resolver.nameservers.is_empty());
@@ -83,6 +84,7 @@ default_zone:
   timeout: 0.5
   require_sni: false
   tlsrpt: true
+  dane: true
 zones:
   myzone:
     strict_testing: false
@@ -127,8 +129,10 @@ resolver:
             timeout: Duration::from_millis(500),
             require_sni: false,
             tlsrpt: true,
+            dane: true,
         }
     );
+    assert!(c.dane_enabled());
     // Keys missing from a zone take the built-in defaults, not default_zone's.
     assert_eq!(
         c.zones.get("myzone"),
@@ -389,6 +393,16 @@ fn zone_with_empty_body_takes_defaults() {
         );
     }
     assert!(load("zones:").config.zones.is_empty());
+}
+
+#[test]
+fn dane_per_zone_and_its_errors_name_the_key() {
+    let c = load("zones: {d: {dane: yes}, plain: {tlsrpt: true}}").config;
+    assert!(c.zone("d").dane);
+    assert!(!c.zone("plain").dane && !c.default_zone.dane);
+    assert!(c.dane_enabled());
+    let err = Config::from_yaml("zones: {d: {dane: maybe}}").unwrap_err();
+    assert!(err.to_string().contains("zones.d.dane"), "{err}");
 }
 
 #[test]

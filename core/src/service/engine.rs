@@ -3,13 +3,15 @@
 //! actions come out and are carried out as tasks on the driver's runtime
 //! (docs/ARCHITECTURE.md "The lookup coordinator").
 
-use super::{fetch_policy, lookup_txt, with_timeout, DnsClient, Runtime, Transport};
+use super::{fetch_policy, lookup_dane, lookup_txt, with_timeout, DnsClient, Runtime, Transport};
 use crate::cache::{CacheEntry, PolicyIndex, Store, StoreError};
+use crate::dane::DaneFailure;
+use crate::dane::DaneResult;
 use crate::domain::Domain;
 use crate::metrics::Metrics;
 use crate::resolve::{
-    Action, Answer, Failure, FetchResult, LookupId, Reason, RequestId, Resolver, ResolverSettings,
-    TxtResult,
+    Action, Answer, DaneAnswer, Failure, FetchResult, LookupId, Reason, RequestId, Resolver,
+    ResolverSettings, TxtResult,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, BoxFuture};
@@ -44,11 +46,22 @@ enum Message {
     },
 }
 
+/// What a request asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The MTA-STS answer (a zone without `dane`).
+    Lookup,
+    /// A proactive refresh (RFC 8461 §5.1).
+    Refresh,
+    /// DANE first, then MTA-STS (a zone with `dane: true`; RFC 8461 §2).
+    Dane,
+}
+
 /// A request that missed the index, or a proactive refresh.
 struct Request {
     domain: Domain,
     timeout: Duration,
-    refresh: bool,
+    kind: Kind,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -64,6 +77,10 @@ enum Outcome {
     Fetch {
         lookup: LookupId,
         result: FetchResult,
+    },
+    Dane {
+        lookup: LookupId,
+        result: DaneResult,
     },
 }
 
@@ -90,27 +107,41 @@ impl EngineHandle {
 
     /// The policy answer for `domain`, within `timeout` (the zone's).
     pub async fn lookup(&self, domain: Domain, timeout: Duration) -> Answer {
-        self.ask(domain, timeout, false).await
+        self.ask(domain, timeout, Kind::Lookup).await
+    }
+
+    /// The DANE verdict for `domain` and, unless it decides, the MTA-STS
+    /// answer, within `timeout` (a `dane: true` zone; RFC 8461 §2,
+    /// RFC 7672).
+    pub async fn lookup_dane(&self, domain: Domain, timeout: Duration) -> Answer {
+        self.ask(domain, timeout, Kind::Dane).await
     }
 
     /// Re-check `domain`'s TXT id even within cache_grace (proactive refresh).
     pub async fn refresh(&self, domain: Domain, timeout: Duration) -> Answer {
-        self.ask(domain, timeout, true).await
+        self.ask(domain, timeout, Kind::Refresh).await
     }
 
-    async fn ask(&self, domain: Domain, timeout: Duration, refresh: bool) -> Answer {
+    async fn ask(&self, domain: Domain, timeout: Duration, kind: Kind) -> Answer {
         let (reply, rx) = oneshot::channel();
         // If the engine is gone the request (and its reply sender) is
         // dropped, so `rx` fails below: one fallback for both cases.
         let _ = self.tx.unbounded_send(Message::Lookup(Request {
             domain,
             timeout,
-            refresh,
+            kind,
             reply,
         }));
-        rx.await.unwrap_or(Answer {
+        let stopped = || Failure::Local("resolver stopped".into());
+        rx.await.unwrap_or_else(|_| Answer {
             policy: None,
-            reason: Reason::Fallback(Failure::Local("resolver stopped".into())),
+            reason: Reason::Fallback(stopped()),
+            dane: (kind == Kind::Dane).then(|| DaneAnswer {
+                result: Arc::new(DaneResult::failed(DaneFailure::Local(
+                    stopped().to_string(),
+                ))),
+                cached: false,
+            }),
         })
     }
 }
@@ -210,23 +241,32 @@ impl<R: Runtime> Engine<R> {
                 Event::Request(Some(Message::Lookup(Request {
                     domain,
                     timeout,
-                    refresh,
+                    kind,
                     reply,
                 }))) => {
                     let id = self.next_request;
                     self.next_request = self.next_request.wrapping_add(1);
                     self.waiting.insert(id, reply);
+                    let request = RequestId(id);
                     let joined_before = self.resolver.coalesced_total();
-                    if refresh {
-                        // The request below joins the refresh lookup, so its
-                        // reply tells when the refresh is done.
-                        self.resolver
-                            .handle_refresh(domain.clone(), timeout, now, wall);
+                    match kind {
+                        Kind::Dane => self
+                            .resolver
+                            .handle_dane_request(request, domain, timeout, now, wall),
+                        Kind::Refresh => {
+                            // The request below joins the refresh lookup, so
+                            // its reply tells when the refresh is done.
+                            self.resolver
+                                .handle_refresh(domain.clone(), timeout, now, wall);
+                            self.resolver
+                                .handle_request(request, domain, timeout, now, wall);
+                        }
+                        Kind::Lookup => self
+                            .resolver
+                            .handle_request(request, domain, timeout, now, wall),
                     }
-                    self.resolver
-                        .handle_request(RequestId(id), domain, timeout, now, wall);
                     let joined = self.resolver.coalesced_total() - joined_before;
-                    if !refresh && joined > 0 {
+                    if !matches!(kind, Kind::Refresh) && joined > 0 {
                         self.settings.metrics.coalesced(joined);
                     }
                 }
@@ -252,6 +292,10 @@ impl<R: Runtime> Engine<R> {
                         FetchResult::Error(failure) => self.settings.metrics.fetch_failure(failure),
                     }
                     self.resolver.handle_fetch(lookup, result, now, wall);
+                }
+                Event::Outcome(Outcome::Dane { lookup, result }) => {
+                    self.io.remove(&lookup);
+                    self.resolver.handle_dane(lookup, result, now, wall);
                 }
                 Event::Timer => {
                     self.timer = None;
@@ -317,6 +361,13 @@ impl<R: Runtime> Engine<R> {
                             Err(e) => FetchResult::Error(e.into()),
                         };
                         Outcome::Fetch { lookup, result }
+                    });
+                }
+                Action::LookupDane { lookup, domain } => {
+                    let dns = self.dns.clone();
+                    self.spawn_io(lookup, async move {
+                        let result = lookup_dane(&dns, &domain).await;
+                        Outcome::Dane { lookup, result }
                     });
                 }
                 Action::Persist { domain, entry } => {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod dane;
 pub mod fetch;
 pub mod keys;
 pub mod limits;
