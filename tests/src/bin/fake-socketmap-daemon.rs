@@ -73,8 +73,16 @@ fn main() {
             }
         }
     } else {
-        let port = value("port:").unwrap_or_else(|| "8461".into());
-        let l = TcpListener::bind(format!("127.0.0.1:{port}")).expect("bind tcp");
+        let activated = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string())
+            && std::env::var("LISTEN_FDS").ok().as_deref() == Some("1");
+        let l = if activated {
+            // Socket activation (as the test harness hands listeners over).
+            // SAFETY: descriptor 3 is the listener the harness passed us.
+            unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(3) }
+        } else {
+            let port = value("port:").unwrap_or_else(|| "8461".into());
+            TcpListener::bind(format!("127.0.0.1:{port}")).expect("bind tcp")
+        };
         l.set_nonblocking(true).expect("nonblocking");
         while !STOP.load(Ordering::SeqCst) {
             match l.accept() {
