@@ -8,6 +8,9 @@ use std::str::FromStr;
 
 /// Default daemon configuration file, as in the Python original.
 pub const DEFAULT_CONFIG: &str = "/etc/mta-sts-daemon.yml";
+/// Where the Python original's README puts the file: read when `-c` is not
+/// given and only this one exists.
+pub const FALLBACK_CONFIG: &str = "/etc/postfix/mta-sts-daemon.yml";
 
 /// `-v/--verbosity` levels of the Python programs (README.md "Programs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,10 @@ pub struct DaemonArgs {
     pub verbosity: LogLevel,
     /// `-c/--config` (default `/etc/mta-sts-daemon.yml`).
     pub config: PathBuf,
+    /// True when `-c` was given (no fallback to [`FALLBACK_CONFIG`]).
+    pub config_given: bool,
+    /// `--check-config` (ours): validate the configuration and exit.
+    pub check_config: bool,
     /// `-l/--logfile`: log to this file instead of stderr.
     pub logfile: Option<PathBuf>,
     /// `-p/--pidfile`: write the process id here.
@@ -76,15 +83,49 @@ pub struct DaemonArgs {
 pub struct QueryArgs {
     /// `-v/--verbosity` (default `warn`).
     pub verbosity: LogLevel,
-    /// `DOMAIN` whose policy is looked up.
-    pub domain: String,
-    /// `KNOWN_ID`: a policy id already known (RFC 8461 §3.1), so an
-    /// unchanged TXT id means no policy fetch.
-    pub known_id: Option<String>,
+    /// What to do: look a domain up, or administer the cache.
+    pub action: QueryAction,
     /// `--json`: print the result as JSON (ours).
     pub json: bool,
-    /// `-c/--config` (ours): reuse the daemon's `resolver` settings.
+    /// `-c/--config` (ours): reuse the daemon's `resolver` settings, or
+    /// name the cache to administer.
     pub config: Option<PathBuf>,
+    /// `--dane` (ours): also check DANE (RFC 7672), as a `dane: true` zone
+    /// would; without it, DANE is checked when the config's `default_zone`
+    /// has `dane: true`.
+    pub dane: bool,
+}
+
+/// What `mta-sts-query` is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryAction {
+    /// `DOMAIN [KNOWN_ID]`: fetch the policy of `domain`; with `known_id`
+    /// (RFC 8461 §3.1), an unchanged TXT id means no fetch.
+    Lookup {
+        /// The domain.
+        domain: String,
+        /// A policy id already known.
+        known_id: Option<String>,
+    },
+    /// `--cache COMMAND`: administer the daemon's cache.
+    Cache(CacheCommand),
+}
+
+/// `mta-sts-query --cache` commands (README.md "Cache administration").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheCommand {
+    /// `list`: one line per cached domain.
+    List,
+    /// `show DOMAIN`.
+    Show(String),
+    /// `export`: JSON lines on standard output.
+    Export,
+    /// `import FILE` (`-` for standard input).
+    Import(PathBuf),
+    /// `purge DOMAIN`.
+    Purge(String),
+    /// `purge --all`.
+    PurgeAll,
 }
 
 /// What a command line asks for.
@@ -133,7 +174,7 @@ pub enum CliError {
 
 const DAEMON_USAGE: &str = "\
 Usage: mta-sts-daemon [-h] [-V] [-v LEVEL] [-c FILE] [-l FILE] [-p FILE]
-                      [-u USER] [-g GROUP] [--disable-uvloop]
+                      [-u USER] [-g GROUP] [--disable-uvloop] [--check-config]
 
 Postfix socketmap server answering with each domain's MTA-STS TLS policy.
 
@@ -141,22 +182,35 @@ Options:
   -h, --help               show this help and exit
   -V, --version            show the version and exit
   -v, --verbosity LEVEL    debug, info, warn, error or fatal (default: info)
-  -c, --config FILE        configuration file (default: /etc/mta-sts-daemon.yml)
+  -c, --config FILE        configuration file (default: /etc/mta-sts-daemon.yml,
+                           else /etc/postfix/mta-sts-daemon.yml if only it exists)
   -l, --logfile FILE       log to FILE instead of stderr
   -p, --pidfile FILE       write the process id to FILE
   -u, --user USER          run as USER
   -g, --group GROUP        run as GROUP
       --disable-uvloop     accepted for compatibility; no effect
+      --check-config       check the configuration, print every problem, exit 0 or 1
 ";
 
 const QUERY_USAGE: &str = "\
-Usage: mta-sts-query [-h] [-V] [-v LEVEL] [-c FILE] [--json] DOMAIN [KNOWN_ID]
+Usage: mta-sts-query [-h] [-V] [-v LEVEL] [-c FILE] [--json] [--dane] DOMAIN [KNOWN_ID]
+       mta-sts-query [-v LEVEL] -c FILE [--json] --cache COMMAND
 
-Look up the MTA-STS policy of DOMAIN and print it.
+Look up the MTA-STS policy of DOMAIN and print it (with DANE, also the DANE
+status of each MX host and the answer the daemon would give), or administer
+the daemon's cache.
 
 Arguments:
   DOMAIN                   domain whose policy is fetched
   KNOWN_ID                 policy id already known: skip the fetch if unchanged
+
+Cache commands (--cache COMMAND):
+  list                     cached domains: mode, id, fetched, expires, last check
+  show DOMAIN              one domain's cached policy
+  export                   every entry as JSON lines on standard output
+  import FILE              entries from FILE (JSON lines; - for standard input)
+  purge DOMAIN             forget DOMAIN's policy (in the running daemon too)
+  purge --all              forget every policy
 
 Options:
   -h, --help               show this help and exit
@@ -164,6 +218,8 @@ Options:
   -v, --verbosity LEVEL    debug, info, warn, error or fatal (default: warn)
   -c, --config FILE        daemon configuration whose `resolver` section to use
       --json               print the result as JSON
+      --dane               also check DANE (default: the config's default_zone dane)
+      --cache COMMAND      administer the cache named by -c (see above)
 ";
 
 /// `mta-sts-daemon --help` text.
@@ -196,14 +252,18 @@ pub fn parse_daemon_args(args: Vec<OsString>) -> Result<CliOutcome<DaemonArgs>, 
         "-g",
         "--group",
         "--disable-uvloop",
+        "--check-config",
     ];
     let (mut p, after_dashes) = prepare(args);
     if let Some(outcome) = help_or_version(&mut p, daemon_usage(), "mta-sts-daemon") {
         return Ok(outcome);
     }
+    let config = path(&mut p, ["-c", "--config"])?;
     let parsed = DaemonArgs {
         verbosity: verbosity(&mut p)?.unwrap_or(LogLevel::Info),
-        config: path(&mut p, ["-c", "--config"])?.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+        config_given: config.is_some(),
+        config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
+        check_config: p.contains("--check-config"),
         logfile: path(&mut p, ["-l", "--logfile"])?,
         pidfile: path(&mut p, ["-p", "--pidfile"])?,
         user: text(&mut p, ["-u", "--user"])?,
@@ -244,6 +304,9 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
         "-c",
         "--config",
         "--json",
+        "--dane",
+        "--cache",
+        "--all",
     ];
     let (mut p, after_dashes) = prepare(args);
     if let Some(outcome) = help_or_version(&mut p, query_usage(), "mta-sts-query") {
@@ -252,18 +315,51 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
     let verbosity = verbosity(&mut p)?.unwrap_or(LogLevel::Warn);
     let config = path(&mut p, ["-c", "--config"])?;
     let json = p.contains("--json");
+    let dane = p.contains("--dane");
+    let cache = long_text(&mut p, "--cache")?;
+    let all = p.contains("--all");
     let mut free = leftovers(p, after_dashes, KNOWN)?.into_iter();
-    let domain = free.next().ok_or(CliError::MissingArgument("DOMAIN"))?;
-    let known_id = free.next();
+    let action = match cache {
+        None => {
+            let domain = free.next().ok_or(CliError::MissingArgument("DOMAIN"))?;
+            QueryAction::Lookup {
+                domain,
+                known_id: free.next(),
+            }
+        }
+        Some(command) => QueryAction::Cache(match (command.as_str(), all) {
+            ("list", false) => CacheCommand::List,
+            ("export", false) => CacheCommand::Export,
+            ("show", false) => {
+                CacheCommand::Show(free.next().ok_or(CliError::MissingArgument("DOMAIN"))?)
+            }
+            ("import", false) => CacheCommand::Import(PathBuf::from(
+                free.next().ok_or(CliError::MissingArgument("FILE"))?,
+            )),
+            ("purge", true) => CacheCommand::PurgeAll,
+            ("purge", false) => CacheCommand::Purge(
+                free.next()
+                    .ok_or(CliError::MissingArgument("DOMAIN or --all"))?,
+            ),
+            (_, true) => return Err(CliError::UnknownOption("--all".into())),
+            (other, false) => {
+                return Err(CliError::InvalidValue {
+                    option: "--cache".into(),
+                    value: other.into(),
+                    reason: "expected list, show, export, import or purge".into(),
+                })
+            }
+        }),
+    };
     if let Some(extra) = free.next() {
         return Err(CliError::UnexpectedArgument(extra));
     }
     Ok(CliOutcome::Run(QueryArgs {
         verbosity,
-        domain,
-        known_id,
+        action,
         json,
         config,
+        dane,
     }))
 }
 
@@ -349,6 +445,27 @@ fn text(p: &mut pico_args::Arguments, keys: [&'static str; 2]) -> Result<Option<
     Ok(raw(p, keys)?.map(|(_, v)| v))
 }
 
+/// The value of a long-only option (refused when empty).
+fn long_text(p: &mut pico_args::Arguments, key: &'static str) -> Result<Option<String>, CliError> {
+    let value: Option<String> = p.opt_value_from_str(key).map_err(|e| match e {
+        pico_args::Error::OptionWithoutAValue(k) => CliError::MissingValue(k.to_owned()),
+        pico_args::Error::NonUtf8Argument => CliError::NotUtf8(OsString::new()),
+        other => CliError::InvalidValue {
+            option: key.to_owned(),
+            value: String::new(),
+            reason: other.to_string(),
+        },
+    })?;
+    match value {
+        Some(v) if v.is_empty() => Err(CliError::InvalidValue {
+            option: key.to_owned(),
+            value: v,
+            reason: "must not be empty".to_owned(),
+        }),
+        other => Ok(other),
+    }
+}
+
 /// The value of an option and the spelling the user wrote; empty values are
 /// refused because every option here names something.
 fn raw(
@@ -405,6 +522,8 @@ mod tests {
             DaemonArgs {
                 verbosity: LogLevel::Info,
                 config: PathBuf::from("/etc/mta-sts-daemon.yml"),
+                config_given: false,
+                check_config: false,
                 logfile: None,
                 pidfile: None,
                 user: None,
@@ -419,6 +538,8 @@ mod tests {
         let expected = DaemonArgs {
             verbosity: LogLevel::Debug,
             config: PathBuf::from("/c.yml"),
+            config_given: true,
+            check_config: false,
             logfile: Some(PathBuf::from("/l.log")),
             pidfile: Some(PathBuf::from("/p.pid")),
             user: Some("mta-sts".to_owned()),
@@ -566,32 +687,83 @@ mod tests {
             query(&["example.com"]),
             QueryArgs {
                 verbosity: LogLevel::Warn,
-                domain: "example.com".to_owned(),
-                known_id: None,
+                action: QueryAction::Lookup {
+                    domain: "example.com".to_owned(),
+                    known_id: None,
+                },
                 json: false,
                 config: None,
+                dane: false,
             }
         );
         assert_eq!(
             query(&["-v", "info", "example.com", "20160831085700Z"]),
             QueryArgs {
                 verbosity: LogLevel::Info,
-                domain: "example.com".to_owned(),
-                known_id: Some("20160831085700Z".to_owned()),
+                action: QueryAction::Lookup {
+                    domain: "example.com".to_owned(),
+                    known_id: Some("20160831085700Z".to_owned()),
+                },
                 json: false,
                 config: None,
+                dane: false,
             }
         );
         // Options may come after the positional arguments.
         let q = query(&["example.com", "--json", "id1", "--config", "/c.yml"]);
-        assert!(q.json);
-        assert_eq!(q.known_id.as_deref(), Some("id1"));
+        assert!(q.json && !q.dane);
+        assert!(query(&["--dane", "example.com"]).dane);
+        assert!(matches!(&q.action, QueryAction::Lookup { known_id: Some(id), .. } if id == "id1"));
         assert_eq!(q.config, Some(PathBuf::from("/c.yml")));
         let q = query(&["-c", "/c.yml", "--verbosity=error", "example.com"]);
         assert_eq!(q.config, Some(PathBuf::from("/c.yml")));
         assert_eq!(q.verbosity, LogLevel::Error);
         // After `--`, anything is positional.
-        assert_eq!(query(&["--", "-odd-"]).domain, "-odd-");
+        assert!(matches!(
+            query(&["--", "-odd-"]).action,
+            QueryAction::Lookup { domain, .. } if domain == "-odd-"
+        ));
+    }
+
+    #[test]
+    fn query_cache_commands() {
+        let cache = |list: &[&str]| query(list).action;
+        assert_eq!(
+            cache(&["-c", "/c.yml", "--cache", "list"]),
+            QueryAction::Cache(CacheCommand::List)
+        );
+        assert_eq!(
+            cache(&["--cache", "show", "example.com"]),
+            QueryAction::Cache(CacheCommand::Show("example.com".into()))
+        );
+        assert_eq!(
+            cache(&["--cache", "export"]),
+            QueryAction::Cache(CacheCommand::Export)
+        );
+        assert_eq!(
+            cache(&["--cache", "import", "-"]),
+            QueryAction::Cache(CacheCommand::Import("-".into()))
+        );
+        assert_eq!(
+            cache(&["--cache", "purge", "example.com"]),
+            QueryAction::Cache(CacheCommand::Purge("example.com".into()))
+        );
+        assert_eq!(
+            cache(&["--cache", "purge", "--all"]),
+            QueryAction::Cache(CacheCommand::PurgeAll)
+        );
+        assert!(parse_query_args(args(&["--cache", "frobnicate"])).is_err());
+        assert_eq!(
+            parse_query_args(args(&["--cache", "show"])),
+            Err(CliError::MissingArgument("DOMAIN"))
+        );
+        assert!(parse_query_args(args(&["--cache", "list", "--all"])).is_err());
+    }
+
+    #[test]
+    fn daemon_check_config_and_default_path() {
+        let d = daemon(&["--check-config"]);
+        assert!(d.check_config && !d.config_given);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! DNS wire format for the lookups the resolver makes (RFC 8461 §3.1,
-//! "Layout" `dns`): build a TXT/A/AAAA query, frame it for TCP, and parse and
-//! validate the response (RFC 1035 §4, EDNS0 per RFC 6891). hickory-proto is
-//! used for the wire format only; sending, timeouts and retries belong to
-//! the drivers. Also parses `/etc/resolv.conf` text (resolv.conf(5)).
+//! "Layout" `dns`): build a TXT/A/AAAA query, or an MX/TLSA/A/AAAA query
+//! asking for DNSSEC validation (RFC 7672 §2.1: EDNS0 DO and AD bits), frame
+//! it for TCP, and parse and validate the response (RFC 1035 §4, EDNS0 per
+//! RFC 6891) with its AD bit and TTLs. hickory-proto is used for the wire
+//! format only; sending, timeouts and retries belong to the drivers. Also
+//! parses `/etc/resolv.conf` text (resolv.conf(5)).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -23,7 +25,7 @@ pub const EDNS_UDP_PAYLOAD: u16 = 1232;
 pub const MAX_CNAME_HOPS: usize = 8;
 
 /// The record types the resolver asks for (RFC 8461 §3.1 TXT; A/AAAA for
-/// drivers that resolve the policy host themselves).
+/// the policy host; MX, A/AAAA and TLSA for DANE, RFC 7672 §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QueryType {
     /// TXT (RFC 1035 §3.3.14).
@@ -32,6 +34,10 @@ pub enum QueryType {
     A,
     /// IPv6 address (RFC 3596 §2).
     Aaaa,
+    /// Mail exchange (RFC 1035 §3.3.9; null MX per RFC 7505).
+    Mx,
+    /// TLSA (RFC 6698 §2).
+    Tlsa,
 }
 
 impl QueryType {
@@ -40,7 +46,26 @@ impl QueryType {
             QueryType::Txt => RecordType::TXT,
             QueryType::A => RecordType::A,
             QueryType::Aaaa => RecordType::AAAA,
+            QueryType::Mx => RecordType::MX,
+            QueryType::Tlsa => RecordType::TLSA,
         }
+    }
+
+    /// The type's mnemonic (`TXT`, `A`, `AAAA`, `MX`, `TLSA`), for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryType::Txt => "TXT",
+            QueryType::A => "A",
+            QueryType::Aaaa => "AAAA",
+            QueryType::Mx => "MX",
+            QueryType::Tlsa => "TLSA",
+        }
+    }
+}
+
+impl std::fmt::Display for QueryType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -120,6 +145,36 @@ pub enum NoRecordsKind {
     NoData,
 }
 
+/// One MX record (RFC 1035 §3.3.9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MxRecord {
+    /// Lower values are preferred (RFC 5321 §5.1).
+    pub preference: u16,
+    /// The exchange host, lower case with no trailing dot; `.` for the
+    /// root, which is the null MX of RFC 7505 §3.
+    pub exchange: String,
+}
+
+impl MxRecord {
+    /// True for the null MX `0 .` (RFC 7505 §3): the domain accepts no mail.
+    pub fn is_null(&self) -> bool {
+        self.exchange == "."
+    }
+}
+
+/// One TLSA record (RFC 6698 §2.1), its fields as numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsaRecord {
+    /// Certificate usage (RFC 6698 §2.1.1; RFC 7672 §3.1 uses 2 and 3).
+    pub usage: u8,
+    /// Selector (RFC 6698 §2.1.2): 0 full certificate, 1 public key.
+    pub selector: u8,
+    /// Matching type (RFC 6698 §2.1.3): 0 exact, 1 SHA-256, 2 SHA-512.
+    pub matching: u8,
+    /// Certificate association data.
+    pub data: Vec<u8>,
+}
+
 /// The usable content of a response (RFC 1035 §4.1.3, §3.3.14).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -128,6 +183,10 @@ pub enum Answer {
     Txt(Vec<Vec<u8>>),
     /// A or AAAA addresses.
     Addresses(Vec<IpAddr>),
+    /// MX records in answer order (RFC 1035 §3.3.9).
+    Mx(Vec<MxRecord>),
+    /// TLSA records in answer order (RFC 6698 §2).
+    Tlsa(Vec<TlsaRecord>),
     /// The name has no records of the asked type.
     NoRecords(NoRecordsKind),
 }
@@ -139,6 +198,34 @@ pub enum Response {
     Truncated,
     /// A complete answer.
     Answer(Answer),
+}
+
+/// A complete answer with what DANE needs besides the records
+/// (RFC 7672 §2.1: the AD bit; §2.2.2: the CNAME-expanded name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    /// The records, or why there are none.
+    pub answer: Answer,
+    /// The AD bit: a validating resolver found every record of the answer
+    /// (or the denial of existence) DNSSEC-secure (RFC 4035 §3.2.3,
+    /// RFC 6840 §5.8). Only as trustworthy as the path to the resolver.
+    pub authentic: bool,
+    /// Seconds the answer may be cached: the smallest TTL of the records
+    /// used (CNAMEs included), or for a negative answer the SOA's negative
+    /// TTL (RFC 2308 §5); 0 when a negative answer carries no SOA.
+    pub ttl: u32,
+    /// The name at the end of the answer's CNAME chain, when it differs
+    /// from the query name (lower case, no trailing dot).
+    pub canonical: Option<String>,
+}
+
+/// Result of [`parse_response_full`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// TC bit set: retry the query over TCP (RFC 1035 §4.2.1, RFC 7766 §5).
+    Truncated,
+    /// A complete answer with its AD bit and TTL.
+    Answered(Answered),
 }
 
 /// Parses `name` (ASCII, optional trailing dot) into a fully qualified name.
@@ -156,11 +243,27 @@ fn fqdn(name: &str) -> Result<Name, DnsError> {
 /// RD set, with an EDNS0 OPT record advertising [`EDNS_UDP_PAYLOAD`] bytes
 /// (RFC 6891 §6.1). The caller picks `id` at random (RFC 5452 §9.2).
 pub fn build_query(id: u16, name: &str, qtype: QueryType) -> Result<Vec<u8>, DnsError> {
+    build_query_with(id, name, qtype, false)
+}
+
+/// [`build_query`], and with `dnssec` also the EDNS0 DO bit (RFC 3225 §3)
+/// and the AD bit (RFC 6840 §5.7): a validating resolver then says in the
+/// response's AD bit whether the answer is DNSSEC-secure, which DANE
+/// relies on (RFC 7672 §2.1).
+pub fn build_query_with(
+    id: u16,
+    name: &str,
+    qtype: QueryType,
+    dnssec: bool,
+) -> Result<Vec<u8>, DnsError> {
     let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
+    msg.metadata.authentic_data = dnssec;
     msg.add_query(Query::query(fqdn(name)?, qtype.record_type()));
     let mut edns = Edns::new();
-    edns.set_max_payload(EDNS_UDP_PAYLOAD).set_version(0);
+    edns.set_max_payload(EDNS_UDP_PAYLOAD)
+        .set_version(0)
+        .set_dnssec_ok(dnssec);
     msg.set_edns(edns);
     msg.to_vec().map_err(|e| DnsError::Encode(e.to_string()))
 }
@@ -196,6 +299,21 @@ pub fn parse_response(
     name: &str,
     qtype: QueryType,
 ) -> Result<Response, DnsError> {
+    Ok(match parse_response_full(bytes, id, name, qtype)? {
+        Parsed::Truncated => Response::Truncated,
+        Parsed::Answered(answered) => Response::Answer(answered.answer),
+    })
+}
+
+/// [`parse_response`] with the response's AD bit (RFC 4035 §3.2.3), the
+/// TTL the answer may be cached for (RFC 2181 §5.2, RFC 2308 §5) and the
+/// CNAME-expanded name (RFC 7672 §2.2.2).
+pub fn parse_response_full(
+    bytes: &[u8],
+    id: u16,
+    name: &str,
+    qtype: QueryType,
+) -> Result<Parsed, DnsError> {
     let qname = fqdn(name)?;
     let rtype = qtype.record_type();
 
@@ -228,25 +346,41 @@ pub fn parse_response(
         }
     }
     if truncated {
-        return Ok(Response::Truncated);
+        return Ok(Parsed::Truncated);
     }
 
     // Decoding again merges the EDNS extended RCODE bits into the header.
     let msg = Message::from_vec(bytes).map_err(|e| DnsError::Malformed(e.to_string()))?;
-    match msg.metadata.response_code {
-        ResponseCode::NoError => {}
-        ResponseCode::NXDomain => {
-            return Ok(Response::Answer(Answer::NoRecords(NoRecordsKind::NxDomain)));
-        }
+    let nxdomain = match msg.metadata.response_code {
+        ResponseCode::NoError => false,
+        ResponseCode::NXDomain => true,
         ResponseCode::ServFail => return Err(DnsError::ServFail),
         ResponseCode::Refused => return Err(DnsError::Refused),
         other => return Err(DnsError::Rcode(u16::from(other))),
-    }
+    };
 
-    let records = final_records(&msg.answers, qname, rtype)?;
+    let chain = follow_chain(&msg.answers, &qname, rtype)?;
+    let canonical = (!chain.end.eq_ignore_root(&qname)).then(|| name_text(&chain.end));
+    let done = |answer: Answer, ttl: u32| {
+        Ok(Parsed::Answered(Answered {
+            answer,
+            authentic: msg.metadata.authentic_data,
+            ttl: ttl.min(chain.ttl),
+            canonical: canonical.clone(),
+        }))
+    };
+    if nxdomain {
+        return done(
+            Answer::NoRecords(NoRecordsKind::NxDomain),
+            negative_ttl(&msg.authorities),
+        );
+    }
+    let records: Vec<&Record> = owned_by(&msg.answers, &chain.end, rtype).collect();
+    let ttl = records.iter().map(|r| r.ttl).min();
     let answer = match qtype {
         QueryType::Txt => {
             let txts: Vec<Vec<u8>> = records
+                .iter()
                 .filter_map(|r| match &r.data {
                     RData::TXT(txt) => Some(txt.txt_data.concat()),
                     _ => None,
@@ -256,6 +390,7 @@ pub fn parse_response(
         }
         QueryType::A | QueryType::Aaaa => {
             let addrs: Vec<IpAddr> = records
+                .iter()
                 .filter_map(|r| match &r.data {
                     RData::A(a) => Some(IpAddr::V4(a.0)),
                     RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
@@ -264,43 +399,110 @@ pub fn parse_response(
                 .collect();
             (!addrs.is_empty()).then_some(Answer::Addresses(addrs))
         }
+        QueryType::Mx => {
+            let mxs: Vec<MxRecord> = records
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::MX(mx) => Some(MxRecord {
+                        preference: mx.preference,
+                        exchange: name_text(&mx.exchange),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            (!mxs.is_empty()).then_some(Answer::Mx(mxs))
+        }
+        QueryType::Tlsa => {
+            let tlsas: Vec<TlsaRecord> = records
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TLSA(t) => Some(TlsaRecord {
+                        usage: u8::from(t.cert_usage),
+                        selector: u8::from(t.selector),
+                        matching: u8::from(t.matching),
+                        data: t.cert_data.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            (!tlsas.is_empty()).then_some(Answer::Tlsa(tlsas))
+        }
     };
-    Ok(Response::Answer(
-        answer.unwrap_or(Answer::NoRecords(NoRecordsKind::NoData)),
-    ))
+    match (answer, ttl) {
+        (Some(answer), Some(ttl)) => done(answer, ttl),
+        _ => done(
+            Answer::NoRecords(NoRecordsKind::NoData),
+            negative_ttl(&msg.authorities),
+        ),
+    }
 }
 
-/// Follows the CNAME chain from `qname` through `answers` and returns the
-/// IN records of type `rtype` owned by the name at its end.
-fn final_records(
-    answers: &[Record],
-    qname: Name,
-    rtype: RecordType,
-) -> Result<impl Iterator<Item = &Record>, DnsError> {
-    let owned_by = |name: &Name, ty: RecordType| {
-        let name = name.clone();
-        answers.iter().filter(move |r| {
-            r.dns_class == DNSClass::IN && r.record_type() == ty && r.name.eq_ignore_root(&name)
+/// A name as text: lower case, no trailing dot; the root is `.`.
+fn name_text(name: &Name) -> String {
+    if name.is_root() {
+        return ".".to_owned();
+    }
+    let text = name.to_lowercase().to_ascii();
+    text.strip_suffix('.').unwrap_or(&text).to_owned()
+}
+
+/// How long a negative answer may be cached (RFC 2308 §5): the smaller of
+/// the authority section SOA's TTL and its MINIMUM field; 0 without an SOA
+/// (such answers "SHOULD NOT be cached").
+fn negative_ttl(authorities: &[Record]) -> u32 {
+    authorities
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+            _ => None,
         })
-    };
-    let mut current = qname;
+        .min()
+        .unwrap_or(0)
+}
+
+/// The IN records of type `rtype` owned by `name` in `answers`.
+fn owned_by<'a>(
+    answers: &'a [Record],
+    name: &'a Name,
+    rtype: RecordType,
+) -> impl Iterator<Item = &'a Record> + 'a {
+    answers.iter().filter(move |r| {
+        r.dns_class == DNSClass::IN && r.record_type() == rtype && r.name.eq_ignore_root(name)
+    })
+}
+
+/// The end of a CNAME chain in an answer section and the smallest TTL of
+/// its CNAME records (`u32::MAX` when there are none).
+struct Chain {
+    end: Name,
+    ttl: u32,
+}
+
+/// Follows the CNAME chain from `qname` through `answers` to the name that
+/// owns records of type `rtype`, or the last alias (RFC 1034 §3.6.2).
+fn follow_chain(answers: &[Record], qname: &Name, rtype: RecordType) -> Result<Chain, DnsError> {
+    let mut current = qname.clone();
+    let mut ttl = u32::MAX;
     let mut visited: Vec<Name> = Vec::new();
     loop {
-        if owned_by(&current, rtype).next().is_some() {
+        if owned_by(answers, &current, rtype).next().is_some() {
             break;
         }
-        let target = owned_by(&current, RecordType::CNAME).find_map(|r| match &r.data {
-            RData::CNAME(cname) => Some(cname.0.clone()),
+        let target = owned_by(answers, &current, RecordType::CNAME).find_map(|r| match &r.data {
+            RData::CNAME(cname) => Some((cname.0.clone(), r.ttl)),
             _ => None,
         });
-        let Some(target) = target else { break };
+        let Some((target, hop_ttl)) = target else {
+            break;
+        };
         visited.push(current);
         if visited.len() > MAX_CNAME_HOPS || visited.iter().any(|v| v.eq_ignore_root(&target)) {
             return Err(DnsError::CnameChain);
         }
+        ttl = ttl.min(hop_ttl);
         current = target;
     }
-    Ok(owned_by(&current, rtype))
+    Ok(Chain { end: current, ttl })
 }
 
 /// Resolver settings from `/etc/resolv.conf` that the drivers use
@@ -369,7 +571,8 @@ fn option_value(opt: &str, prefix: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+    use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+    use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TLSA, TXT};
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -635,6 +838,198 @@ mod tests {
         );
     }
 
+    fn full(m: &Message, qname: &str, qtype: QueryType) -> Answered {
+        match parse_response_full(&bytes(m), 7, qname, qtype) {
+            Ok(Parsed::Answered(a)) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn soa(owner: &str, ttl: u32, minimum: u32) -> Record {
+        let data = RData::SOA(SOA::new(
+            name("ns.example."),
+            name("hostmaster.example."),
+            1,
+            3600,
+            600,
+            86400,
+            minimum,
+        ));
+        Record::from_rdata(name(owner), ttl, data)
+    }
+
+    #[test]
+    fn dnssec_queries_set_do_and_ad() {
+        for dnssec in [false, true] {
+            let wire = build_query_with(9, "_25._tcp.mx.example.com", QueryType::Tlsa, dnssec);
+            let msg = Message::from_vec(&wire.unwrap_or_default());
+            let msg = msg.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(msg.metadata.authentic_data, dnssec);
+            let edns = msg.edns.unwrap_or_else(|| panic!("no OPT record"));
+            assert_eq!(edns.flags().dnssec_ok, dnssec);
+            assert_eq!(edns.max_payload(), EDNS_UDP_PAYLOAD);
+            assert_eq!(msg.queries[0].query_type, RecordType::TLSA);
+        }
+        // The plain builder asks for neither (MTA-STS lookups are unchanged).
+        let wire = build_query(9, "example.com", QueryType::Mx).unwrap_or_default();
+        let msg = Message::from_vec(&wire).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!msg.metadata.authentic_data);
+        assert!(msg.edns.is_some_and(|e| !e.flags().dnssec_ok));
+        assert_eq!(msg.queries[0].query_type, RecordType::MX);
+    }
+
+    #[test]
+    fn mx_records_ad_bit_and_smallest_ttl() {
+        let q = "example.com.";
+        let mut m = response(7, q, RecordType::MX);
+        m.metadata.authentic_data = true;
+        m.add_answer(Record::from_rdata(
+            name(q),
+            300,
+            RData::MX(MX::new(10, name("MX1.Example.com."))),
+        ));
+        m.add_answer(Record::from_rdata(
+            name(q),
+            120,
+            RData::MX(MX::new(20, name("mx2.example.net."))),
+        ));
+        let a = full(&m, q, QueryType::Mx);
+        assert!(a.authentic);
+        assert_eq!(a.ttl, 120);
+        assert_eq!(a.canonical, None);
+        assert_eq!(
+            a.answer,
+            Answer::Mx(vec![
+                MxRecord {
+                    preference: 10,
+                    exchange: "mx1.example.com".into()
+                },
+                MxRecord {
+                    preference: 20,
+                    exchange: "mx2.example.net".into()
+                },
+            ])
+        );
+        m.metadata.authentic_data = false;
+        assert!(!full(&m, q, QueryType::Mx).authentic);
+    }
+
+    #[test]
+    fn rrsig_records_beside_the_answer_are_ignored() {
+        // Asked with DO, a validating resolver adds RRSIGs (RFC 4035 §3.1.1);
+        // they decode as unknown data and take no part.
+        let q = "example.com.";
+        let mut m = response(7, q, RecordType::MX);
+        m.metadata.authentic_data = true;
+        m.add_answer(Record::from_rdata(
+            name(q),
+            300,
+            RData::MX(MX::new(10, name("mx.example.com."))),
+        ));
+        let sig = RData::Unknown {
+            code: RecordType::RRSIG,
+            rdata: hickory_proto::rr::rdata::NULL::with(vec![0; 40]),
+        };
+        m.add_answer(Record::from_rdata(name(q), 30, sig));
+        let a = full(&m, q, QueryType::Mx);
+        assert!(a.authentic);
+        assert_eq!(a.ttl, 300);
+        assert!(matches!(a.answer, Answer::Mx(ref v) if v.len() == 1));
+    }
+
+    #[test]
+    fn null_mx() {
+        let q = "nomail.example.";
+        let mut m = response(7, q, RecordType::MX);
+        m.add_answer(Record::from_rdata(
+            name(q),
+            60,
+            RData::MX(MX::new(0, Name::root())),
+        ));
+        let Answer::Mx(mxs) = full(&m, q, QueryType::Mx).answer else {
+            panic!("not MX");
+        };
+        assert_eq!(mxs.len(), 1);
+        assert!(mxs[0].is_null());
+        assert_eq!(mxs[0].exchange, ".");
+    }
+
+    #[test]
+    fn tlsa_records_through_a_cname() {
+        let q = "_25._tcp.mx.example.com.";
+        let mut m = response(7, q, RecordType::TLSA);
+        m.metadata.authentic_data = true;
+        m.add_answer(rec(
+            q,
+            RData::CNAME(CNAME(name("_25._tcp.mx.example.net."))),
+        ));
+        let tlsa = TLSA::new(
+            CertUsage::DaneEe,
+            Selector::Spki,
+            Matching::Sha256,
+            vec![0xab; 32],
+        );
+        m.add_answer(Record::from_rdata(
+            name("_25._tcp.mx.example.net."),
+            3600,
+            RData::TLSA(tlsa),
+        ));
+        let a = full(&m, q, QueryType::Tlsa);
+        assert_eq!(
+            a.answer,
+            Answer::Tlsa(vec![TlsaRecord {
+                usage: 3,
+                selector: 1,
+                matching: 1,
+                data: vec![0xab; 32]
+            }])
+        );
+        // The CNAME's TTL (300) is smaller than the TLSA record's.
+        assert_eq!(a.ttl, 300);
+        assert_eq!(a.canonical.as_deref(), Some("_25._tcp.mx.example.net"));
+        assert!(a.authentic);
+    }
+
+    #[test]
+    fn negative_answers_take_the_soa_negative_ttl() {
+        let q = "_25._tcp.mx.example.com.";
+        let mut m = response(7, q, RecordType::TLSA);
+        m.metadata.authentic_data = true;
+        m.add_authority(soa("example.com.", 900, 300));
+        let a = full(&m, q, QueryType::Tlsa);
+        assert_eq!(a.answer, Answer::NoRecords(NoRecordsKind::NoData));
+        assert_eq!(a.ttl, 300, "min(SOA TTL, MINIMUM)");
+        assert!(a.authentic);
+        m.metadata.response_code = ResponseCode::NXDomain;
+        m.authorities.clear();
+        m.add_authority(soa("example.com.", 30, 300));
+        let a = full(&m, q, QueryType::Tlsa);
+        assert_eq!(a.answer, Answer::NoRecords(NoRecordsKind::NxDomain));
+        assert_eq!(a.ttl, 30);
+        // No SOA: not to be cached (RFC 2308 §5).
+        m.authorities.clear();
+        assert_eq!(full(&m, q, QueryType::Tlsa).ttl, 0);
+    }
+
+    #[test]
+    fn address_answer_names_the_expanded_host() {
+        let q = "mail.example.com.";
+        let mut m = response(7, q, RecordType::A);
+        m.add_answer(cname(q, "Real.Example.NET."));
+        m.add_answer(rec(
+            "real.example.net.",
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 25))),
+        ));
+        let a = full(&m, q, QueryType::A);
+        assert_eq!(a.canonical.as_deref(), Some("real.example.net"));
+        assert_eq!(
+            a.answer,
+            Answer::Addresses(vec![IpAddr::from([192, 0, 2, 25])])
+        );
+        assert_eq!(a.ttl, 300);
+        assert!(!a.authentic);
+    }
+
     #[test]
     fn garbage_is_malformed() {
         for junk in [&b""[..], b"\x00\x07", &[0xff; 40]] {
@@ -697,8 +1092,9 @@ options ndots:2 timeout:3 attempts:4 rotate
     proptest! {
         #[test]
         fn parse_response_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
-            let _ = parse_response(&data, 7, Q, QueryType::Txt);
-            let _ = parse_response(&data, 7, Q, QueryType::A);
+            for qtype in [QueryType::Txt, QueryType::A, QueryType::Mx, QueryType::Tlsa] {
+                let _ = parse_response_full(&data, 7, Q, qtype);
+            }
         }
 
         #[test]

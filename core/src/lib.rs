@@ -8,9 +8,11 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod dane;
 pub mod dns;
 pub mod domain;
 pub mod http;
+pub mod metrics;
 pub mod netstring;
 pub mod policy;
 pub mod resolve;

@@ -48,6 +48,11 @@ impl Driver for SmolDriver {
         Ok(incoming.boxed())
     }
 
+    fn hangup_signals(&self) -> io::Result<futures::stream::BoxStream<'static, ()>> {
+        let signals = async_signal::Signals::new([async_signal::Signal::Hup])?;
+        Ok(signals.map(|_| ()).boxed())
+    }
+
     fn stop_signal(&self) -> io::Result<BoxFuture<'static, ()>> {
         let mut signals =
             async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;

@@ -70,6 +70,15 @@ impl Driver for TokioDriver {
         Ok(incoming.boxed())
     }
 
+    fn hangup_signals(&self) -> io::Result<futures::stream::BoxStream<'static, ()>> {
+        let _context = self.handle.enter();
+        let hup = signal(SignalKind::hangup())?;
+        Ok(futures::stream::unfold(hup, |mut hup| async move {
+            hup.recv().await.map(|()| ((), hup))
+        })
+        .boxed())
+    }
+
     fn stop_signal(&self) -> io::Result<BoxFuture<'static, ()>> {
         let _context = self.handle.enter();
         let mut term = signal(SignalKind::terminate())?;

@@ -39,19 +39,7 @@ impl Daemon {
     /// port accepts connections; panics with the captured output if the daemon exits or does
     /// not come up.
     pub fn start(bin: impl AsRef<Path>, config: &str, args: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir for daemon");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        Self::launch(
-            bin.as_ref(),
-            dir,
-            Listen::Tcp(port),
-            config,
-            args,
-            &[],
-            Some(listener),
-            None,
-        )
+        Self::activated(bin.as_ref(), config, args, &[], None)
     }
 
     /// As [`Daemon::start`] with the daemon's soft and hard `RLIMIT_NOFILE` set to `nofile`.
@@ -61,18 +49,52 @@ impl Daemon {
         args: &[&str],
         nofile: u64,
     ) -> Daemon {
+        Self::activated(bin.as_ref(), config, args, &[], Some(nofile))
+    }
+
+    /// For a program that binds its listener itself (the Python original does not take
+    /// socket activation): a free port is picked here and written to its config, with
+    /// the small race that implies.
+    pub fn start_binding_itself(
+        bin: impl AsRef<Path>,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir for daemon");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
+        let port = crate::free_port();
         Self::launch(
             bin.as_ref(),
             dir,
             Listen::Tcp(port),
             config,
             args,
-            &[],
+            env,
+            None,
+            None,
+        )
+    }
+
+    /// Starts the daemon on a listener bound here (port 0) and handed over.
+    fn activated(
+        bin: &Path,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir for daemon");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        Self::launch(
+            bin,
+            dir,
+            Listen::Tcp(port),
+            config,
+            args,
+            env,
             Some(listener),
-            Some(nofile),
+            nofile,
         )
     }
 
@@ -96,19 +118,7 @@ impl Daemon {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir for daemon");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local addr").port();
-        Self::launch(
-            bin.as_ref(),
-            dir,
-            Listen::Tcp(port),
-            config,
-            args,
-            env,
-            Some(listener),
-            None,
-        )
+        Self::activated(bin.as_ref(), config, args, env, None)
     }
 
     fn start_in(

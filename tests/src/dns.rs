@@ -1,6 +1,11 @@
 //! A loopback DNS server answering from a mutable table (RFC 1035 §4, RFC 7766 for TCP,
 //! RFC 6891 §6.2.5 for the UDP payload size), so the daemon's TXT lookup of
 //! `_mta-sts.<domain>` (RFC 8461 §3.1) and A/AAAA lookup of `mta-sts.<domain>` run for real.
+//!
+//! For DANE (RFC 7672) it plays a validating resolver: each record carries a secure flag
+//! (DNSSEC-signed), negative answers under a signed zone are secure, and the AD bit is set on
+//! a secure answer only when the query asked for it with the EDNS0 DO bit or the AD bit, as
+//! validating resolvers do (RFC 6840 §5.7). Negative answers carry an SOA (RFC 2308 §5).
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -11,7 +16,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, TXT};
+use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TLSA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// How often blocked threads wake up to check the stop flag.
@@ -34,6 +40,10 @@ pub enum Rec {
     Aaaa(Ipv6Addr),
     /// An alias to another name (RFC 1035 §3.3.1), answered as a chain.
     Cname(String),
+    /// A mail exchange: preference and host, `.` for a null MX (RFC 7505).
+    Mx(u16, String),
+    /// A TLSA record (RFC 6698 §2): usage, selector, matching type, data.
+    Tlsa(u8, u8, u8, Vec<u8>),
 }
 
 impl Rec {
@@ -43,8 +53,17 @@ impl Rec {
             Rec::A(_) => RecordType::A,
             Rec::Aaaa(_) => RecordType::AAAA,
             Rec::Cname(_) => RecordType::CNAME,
+            Rec::Mx(..) => RecordType::MX,
+            Rec::Tlsa(..) => RecordType::TLSA,
         }
     }
+}
+
+/// A record of the table and whether it is DNSSEC-signed (secure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stored {
+    rec: Rec,
+    secure: bool,
 }
 
 /// A misbehaviour injected for one name (RFC 8461 §3.1: these are fetch errors, not "no policy").
@@ -63,9 +82,25 @@ pub enum Fault {
 
 #[derive(Default)]
 struct Table {
-    records: HashMap<String, Vec<Rec>>,
+    records: HashMap<String, Vec<Stored>>,
     faults: HashMap<String, Fault>,
     queries: HashMap<String, usize>,
+    /// Queries that asked for DNSSEC (DO or AD bit), per name.
+    dnssec_queries: HashMap<String, usize>,
+    /// Queries per record type.
+    by_type: HashMap<RecordType, usize>,
+    /// Zones whose negative answers are secure.
+    signed_zones: Vec<String>,
+    /// Never set AD (a resolver that does not validate).
+    not_validating: bool,
+}
+
+impl Table {
+    fn signed(&self, name: &str) -> bool {
+        self.signed_zones
+            .iter()
+            .any(|z| name == z || name.ends_with(&format!(".{z}")))
+    }
 }
 
 struct Shared {
@@ -93,7 +128,19 @@ pub struct DnsServer {
 impl DnsServer {
     /// Binds UDP and TCP on one free port of 127.0.0.1 and starts serving an empty table.
     pub fn start() -> DnsServer {
-        let (udp, tcp) = bind_pair();
+        Self::serve(bind_pair())
+    }
+
+    /// As [`DnsServer::start`] on a given address (e.g. `127.0.0.1:53` inside a private
+    /// network namespace, where resolvers reading /etc/resolv.conf can reach it); fails if
+    /// UDP or TCP is taken there.
+    pub fn start_on(addr: SocketAddr) -> std::io::Result<DnsServer> {
+        let udp = UdpSocket::bind(addr)?;
+        let tcp = TcpListener::bind(udp.local_addr()?)?;
+        Ok(Self::serve((udp, tcp)))
+    }
+
+    fn serve((udp, tcp): (UdpSocket, TcpListener)) -> DnsServer {
         let addr = udp.local_addr().expect("DNS UDP socket has an address");
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
@@ -127,16 +174,66 @@ impl DnsServer {
             .records
             .entry(norm(name))
             .or_default()
-            .push(rec);
+            .push(Stored { rec, secure: false });
     }
 
     /// Replaces all records of `rec_type` at `name` by `recs` (an empty list leaves the name
     /// known, so its other types still answer NODATA rather than NXDOMAIN).
     pub fn replace(&self, name: &str, rec_type: RecordType, recs: Vec<Rec>) {
+        self.replace_with(name, rec_type, recs, false);
+    }
+
+    /// As [`DnsServer::replace`], the records DNSSEC-signed (secure) or not.
+    pub fn replace_with(&self, name: &str, rec_type: RecordType, recs: Vec<Rec>, secure: bool) {
         let mut t = self.table();
         let list = t.records.entry(norm(name)).or_default();
-        list.retain(|r| r.record_type() != rec_type);
-        list.extend(recs);
+        list.retain(|r| r.rec.record_type() != rec_type);
+        list.extend(recs.into_iter().map(|rec| Stored { rec, secure }));
+    }
+
+    /// Marks every record now at `name` DNSSEC-signed (secure) or not.
+    pub fn set_secure(&self, name: &str, secure: bool) {
+        if let Some(list) = self.table().records.get_mut(&norm(name)) {
+            for r in list {
+                r.secure = secure;
+            }
+        }
+    }
+
+    /// Makes negative answers (NXDOMAIN, NODATA) for `zone` and every name under it secure:
+    /// a signed zone's authenticated denial of existence (RFC 4035 §3.1.3).
+    pub fn sign_zone(&self, zone: &str) {
+        self.table().signed_zones.push(norm(zone));
+    }
+
+    /// With `false`, never sets AD: a resolver that does not validate.
+    pub fn set_validating(&self, on: bool) {
+        self.table().not_validating = !on;
+    }
+
+    /// Replaces the MX records at `name` (`.` as the host is a null MX), signed or not.
+    pub fn set_mx(&self, name: &str, mxs: &[(u16, &str)], secure: bool) {
+        let recs = mxs
+            .iter()
+            .map(|(p, h)| Rec::Mx(*p, h.to_string()))
+            .collect();
+        self.replace_with(name, RecordType::MX, recs, secure);
+    }
+
+    /// Replaces the TLSA records at `name` (usage, selector, matching type, data), signed or
+    /// not.
+    pub fn set_tlsa(&self, name: &str, records: &[(u8, u8, u8, Vec<u8>)], secure: bool) {
+        let recs = records
+            .iter()
+            .map(|(u, s, m, d)| Rec::Tlsa(*u, *s, *m, d.clone()))
+            .collect();
+        self.replace_with(name, RecordType::TLSA, recs, secure);
+    }
+
+    /// Replaces the A records at `name`, signed or not.
+    pub fn set_a_with(&self, name: &str, addrs: &[Ipv4Addr], secure: bool) {
+        let recs = addrs.iter().map(|a| Rec::A(*a)).collect();
+        self.replace_with(name, RecordType::A, recs, secure);
     }
 
     /// Replaces the TXT records at `name`: one record per inner slice, each made of the given
@@ -214,6 +311,20 @@ impl DnsServer {
     /// How many queries were received in total.
     pub fn total_queries(&self) -> usize {
         self.table().queries.values().sum()
+    }
+
+    /// How many queries for `name` asked for DNSSEC (EDNS0 DO or the AD bit).
+    pub fn dnssec_queries(&self, name: &str) -> usize {
+        self.table()
+            .dnssec_queries
+            .get(&norm(name))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many queries of type `rtype` were received, any name.
+    pub fn queries_of_type(&self, rtype: RecordType) -> usize {
+        self.table().by_type.get(&rtype).copied().unwrap_or(0)
     }
 
     /// Takes the server down: both sockets are closed when this returns.
@@ -343,6 +454,16 @@ fn answer(shared: &Shared, query: &Message, udp: bool) -> Option<Message> {
     let mut table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
     let mut name = norm(&q.name().to_ascii());
     *table.queries.entry(name.clone()).or_default() += 1;
+    *table.by_type.entry(qtype).or_default() += 1;
+    // A validating resolver says whether data is secure only when asked (RFC 6840 §5.7).
+    let asked =
+        query.metadata.authentic_data || query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+    if asked {
+        *table.dnssec_queries.entry(name.clone()).or_default() += 1;
+    }
+    let validating = asked && !table.not_validating;
+    // Every record of the answer (the chain included) must be secure for AD.
+    let mut secure = true;
 
     // Follow the CNAME chain like a recursive server: aliases then the target's records.
     for _ in 0..MAX_CHAIN {
@@ -355,29 +476,48 @@ fn answer(shared: &Shared, query: &Message, udp: bool) -> Option<Message> {
         }
         let Some(recs) = table.records.get(&name) else {
             resp.metadata.response_code = ResponseCode::NXDomain;
+            resp.metadata.authentic_data = validating && secure && table.signed(&name);
+            add_soa(&mut resp);
             return Some(resp);
         };
-        let alias = recs.iter().find_map(|r| match r {
-            Rec::Cname(t) if qtype != RecordType::CNAME => Some(t.clone()),
+        let alias = recs.iter().find_map(|r| match &r.rec {
+            Rec::Cname(t) if qtype != RecordType::CNAME => Some((t.clone(), r.secure)),
             _ => None,
         });
         let owner = Name::from_ascii(format!("{name}.")).ok()?;
-        if let Some(target) = alias {
+        if let Some((target, signed)) = alias {
             let target_name = Name::from_ascii(format!("{}.", norm(&target))).ok()?;
             resp.add_answer(Record::from_rdata(
                 owner,
                 TTL,
                 RData::CNAME(CNAME(target_name)),
             ));
+            secure &= signed;
             name = norm(&target);
             continue;
         }
-        for r in recs.iter().filter(|r| r.record_type() == qtype) {
-            resp.add_answer(Record::from_rdata(owner.clone(), TTL, rdata(r)));
+        let matching: Vec<&Stored> = recs
+            .iter()
+            .filter(|r| r.rec.record_type() == qtype)
+            .collect();
+        if matching.is_empty() {
+            secure &= table.signed(&name);
+            add_soa(&mut resp);
         }
+        for r in matching {
+            secure &= r.secure;
+            resp.add_answer(Record::from_rdata(owner.clone(), TTL, rdata(&r.rec)));
+        }
+        resp.metadata.authentic_data = validating && secure;
         return Some(resp);
     }
     Some(error(resp, ResponseCode::ServFail))
+}
+
+/// The SOA of a negative answer, whose TTL and MINIMUM give the negative TTL (RFC 2308 §5).
+fn add_soa(resp: &mut Message) {
+    let soa = SOA::new(Name::root(), Name::root(), 1, 3600, 600, 86_400, TTL);
+    resp.add_authority(Record::from_rdata(Name::root(), TTL, RData::SOA(soa)));
 }
 
 fn error(mut resp: Message, code: ResponseCode) -> Message {
@@ -402,6 +542,20 @@ fn rdata(rec: &Rec) -> RData {
         Rec::Aaaa(a) => RData::AAAA(AAAA(*a)),
         Rec::Cname(t) => RData::CNAME(CNAME(
             Name::from_ascii(format!("{}.", norm(t))).unwrap_or_else(|_| Name::root()),
+        )),
+        Rec::Mx(preference, host) => {
+            let exchange = if host == "." {
+                Name::root()
+            } else {
+                Name::from_ascii(format!("{}.", norm(host))).unwrap_or_else(|_| Name::root())
+            };
+            RData::MX(MX::new(*preference, exchange))
+        }
+        Rec::Tlsa(usage, selector, matching, data) => RData::TLSA(TLSA::new(
+            CertUsage::from(*usage),
+            Selector::from(*selector),
+            Matching::from(*matching),
+            data.clone(),
         )),
     }
 }

@@ -15,6 +15,9 @@ use native_tls::{HandshakeError, Identity, TlsAcceptor, TlsStream};
 
 /// How often blocked threads wake up to check the stop flag.
 const POLL: Duration = Duration::from_millis(20);
+/// Longest wait of an idle accept thread before it looks at the stop flag again (`stop`
+/// also wakes it by connecting).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
 /// A connection that has not sent a full request by then is dropped (Hang is exempt).
 const CONN_DEADLINE: Duration = Duration::from_secs(15);
 /// Largest request head read.
@@ -169,6 +172,8 @@ impl PolicyServer {
     /// Stops accepting and ends every connection (including hanging ones).
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the accept thread now rather than at its next IDLE_WAKE.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
         if let Some(t) = self.accept_thread.take() {
             let _ = t.join();
         }
@@ -191,12 +196,18 @@ fn acceptor(identity: Identity) -> TlsAcceptor {
 fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
     while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let s = Arc::clone(shared);
-                conns.push(std::thread::spawn(move || serve_conn(&s, stream)));
-            }
-            Err(_) => std::thread::sleep(POLL),
+        // Accept as soon as a connection arrives (no polling delay on the fetch path, and
+        // no wake-ups while idle); `stop` connects to wake us.
+        if !readable(listener, IDLE_WAKE) {
+            conns.retain(|c| !c.is_finished());
+            continue;
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if let Ok((stream, _)) = listener.accept() {
+            let s = Arc::clone(shared);
+            conns.push(std::thread::spawn(move || serve_conn(&s, stream)));
         }
         conns.retain(|c| !c.is_finished());
     }
@@ -204,6 +215,19 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
     for c in conns {
         let _ = c.join();
     }
+}
+
+/// Waits up to `timeout` for a pending connection on `listener`.
+fn readable(listener: &TcpListener, timeout: Duration) -> bool {
+    let mut fds = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut fds, 1, ms) };
+    n > 0 && fds.revents & libc::POLLIN != 0
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {

@@ -7,7 +7,9 @@
 //!
 //! Certificates: the main policy server's certificate is re-issued (and its TLS acceptor
 //! replaced) every time a domain is added, so it always covers `mta-sts.<d>` for every
-//! domain added so far; no wildcard and no SNI-based selection is needed.
+//! domain added so far; no wildcard and no SNI-based selection is needed. Many domains at
+//! once ([`World::add_policy_domains`], the benchmark's thousands) are published with one
+//! certificate per call, on a policy server of their own.
 
 #![warn(missing_docs)]
 
@@ -16,7 +18,9 @@ pub mod cases;
 pub mod daemon;
 pub mod dns;
 pub mod https;
+pub mod postgres;
 pub mod postmap;
+pub mod python;
 pub mod redis;
 pub mod socketmap_client;
 mod suite;
@@ -31,8 +35,10 @@ pub use ca::{TestCa, Validity};
 pub use daemon::{run_query, Daemon, Listen};
 pub use dns::DnsServer;
 pub use https::{Behaviour, Encoding, PolicyServer};
+pub use postgres::PgServer;
 pub use postmap::{postmap_query, PostmapOutcome, PostmapResult};
-pub use redis::RedisServer;
+pub use python::PythonDaemon;
+pub use redis::{RedisServer, SentinelSet};
 pub use socketmap_client::{ReadOutcome, SocketmapClient};
 
 /// A certificate problem served by one of the extra policy servers (RFC 8461 §3.3: each must
@@ -71,7 +77,13 @@ pub struct World {
     ca_file: PathBuf,
     port: u16,
     servers: Vec<HostServer>,
+    /// Servers of [`World::add_policy_domains`], one per call.
+    bulk: Mutex<Vec<PolicyServer>>,
 }
+
+/// First loopback address of the servers of [`World::add_policy_domains`] (127.1.0.1, then
+/// upwards), clear of the four fixed servers on 127.0.0.1..4.
+const BULK_FIRST: u32 = u32::from_be_bytes([127, 1, 0, 1]);
 
 /// `mta-sts.<domain>`, or `host` unchanged if it already is a policy host name.
 pub fn policy_host(domain_or_host: &str) -> String {
@@ -97,6 +109,14 @@ pub fn policy_body(mode: &str, max_age: u64, mx: &[&str]) -> String {
 impl World {
     /// Starts the DNS server and the four policy servers (no domains yet) and writes the CA file.
     pub fn new() -> World {
+        World::on_ports(0, 0)
+    }
+
+    /// As [`World::new`] with the DNS server on `127.0.0.1:<dns_port>` and the policy servers
+    /// on `<policy_port>` (0: any free port). Fixed ports are for a private network namespace,
+    /// where 53 and 443 let programs with no `resolver` settings (the Python original) use the
+    /// world through /etc/resolv.conf; panics if a fixed port is taken.
+    pub fn on_ports(dns_port: u16, policy_port: u16) -> World {
         let ca = TestCa::new("mta-sts test CA");
         let untrusted_ca = TestCa::new("mta-sts untrusted CA");
         let dir = tempfile::tempdir().expect("world temp dir");
@@ -107,7 +127,7 @@ impl World {
             Some(CertProblem::Untrusted),
             Some(CertProblem::Expired),
         ];
-        let (port, servers) = bind_same_port(problems.len(), |i| {
+        let (port, servers) = bind_same_port(problems.len(), policy_port, |i| {
             let (issuer, validity) = match problems.get(i).copied().flatten() {
                 Some(CertProblem::Untrusted) => (&untrusted_ca, Validity::Valid),
                 Some(CertProblem::Expired) => (&ca, Validity::Expired),
@@ -129,14 +149,21 @@ impl World {
                 problem,
             })
             .collect();
+        let dns = if dns_port == 0 {
+            DnsServer::start()
+        } else {
+            DnsServer::start_on(SocketAddr::from(([127, 0, 0, 1], dns_port)))
+                .unwrap_or_else(|e| panic!("bind the DNS server on 127.0.0.1:{dns_port}: {e}"))
+        };
         World {
-            dns: DnsServer::start(),
+            dns,
             ca,
             untrusted_ca,
             dir,
             ca_file,
             port,
             servers,
+            bulk: Mutex::new(Vec::new()),
         }
     }
 
@@ -206,6 +233,36 @@ impl World {
         self.set_behaviour(&host, behaviour);
     }
 
+    /// Publishes many policy domains at once, as [`World::add_policy_domain`] does for one, but
+    /// with one certificate issued for all of them (issuing one per domain, re-covering every
+    /// earlier name, is quadratic): a new policy server on its own loopback address (127.1.x.y,
+    /// same port) serves `behaviour` with a certificate for exactly these `mta-sts.<domain>`
+    /// names, and their A records point there. Callers publishing thousands split them into
+    /// calls of a realistic certificate size (tens of names).
+    pub fn add_policy_domains(&self, domains: &[String], txt: &str, behaviour: Behaviour) {
+        let hosts: Vec<String> = domains.iter().map(|d| policy_host(d)).collect();
+        let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let identity = self.ca.identity(&names, Validity::Valid);
+        let mut bulk = lock(&self.bulk);
+        let server = (0..1000)
+            .find_map(|skip| {
+                let n = u32::try_from(bulk.len() + skip).ok()?;
+                let ip = Ipv4Addr::from(BULK_FIRST.checked_add(n)?);
+                PolicyServer::bind(SocketAddr::from((ip, self.port)), identity.clone()).ok()
+            })
+            .expect("bind a bulk policy server on 127.1.x.y");
+        let ip = match server.addr().ip() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+        };
+        for (domain, host) in domains.iter().zip(&hosts) {
+            self.set_txt(domain, &[txt]);
+            self.dns.set_a(host, &[ip]);
+            server.set(host, behaviour.clone());
+        }
+        bulk.push(server);
+    }
+
     /// Replaces the TXT records of `_mta-sts.<domain>`, one single-string record per entry
     /// (an empty slice leaves the name with no TXT: NODATA). For split strings or CNAMEs use
     /// [`World::dns`] directly.
@@ -215,11 +272,17 @@ impl World {
         self.dns.set_txt(&name, &recs);
     }
 
-    /// Sets what every policy server does for `host` (`mta-sts.<d>`, or just `<d>`).
+    /// Sets what every policy server does for `host` (`mta-sts.<d>`, or just `<d>`), and the
+    /// [`World::add_policy_domains`] server that serves it.
     pub fn set_behaviour(&self, host: &str, behaviour: Behaviour) {
         let host = policy_host(host);
         for s in &self.servers {
             s.server.set(&host, behaviour.clone());
+        }
+        for s in lock(&self.bulk).iter() {
+            if s.get(&host).is_some() {
+                s.set(&host, behaviour.clone());
+            }
         }
     }
 
@@ -241,7 +304,12 @@ impl World {
     /// Complete HTTP requests received for `host` (`mta-sts.<d>` or `<d>`) by all servers.
     pub fn requests(&self, host: &str) -> usize {
         let host = policy_host(host);
-        self.servers.iter().map(|s| s.server.requests(&host)).sum()
+        let bulk: usize = lock(&self.bulk).iter().map(|s| s.requests(&host)).sum();
+        bulk + self
+            .servers
+            .iter()
+            .map(|s| s.server.requests(&host))
+            .sum::<usize>()
     }
 
     /// The head of the last request for `host` seen by the main server.
@@ -290,15 +358,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Binds `count` policy servers on 127.0.0.1, 127.0.0.2, ... all on one port, retrying with
-/// a new port when one of the addresses is taken.
+/// Binds `count` policy servers on 127.0.0.1, 127.0.0.2, ... all on one port (`port`, or a
+/// free one when 0), retrying with a new free port when one of the addresses is taken.
 fn bind_same_port(
     count: usize,
+    port: u16,
     identity: impl Fn(usize) -> native_tls::Identity,
 ) -> (u16, Vec<PolicyServer>) {
-    'retry: for _ in 0..50 {
-        let first = PolicyServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), identity(0))
-            .expect("bind policy server on 127.0.0.1");
+    let tries = if port == 0 { 50 } else { 1 };
+    'retry: for _ in 0..tries {
+        let first = PolicyServer::bind(SocketAddr::from(([127, 0, 0, 1], port)), identity(0))
+            .unwrap_or_else(|e| panic!("bind policy server on 127.0.0.1:{port}: {e}"));
         let port = first.addr().port();
         let mut servers = vec![first];
         for i in 1..count {

@@ -246,3 +246,101 @@ fn stop_closes_the_port() {
     assert!(TcpStream::connect(addr).is_err());
     assert!(udp(addr, &query("x.example.", RecordType::A, None)).is_none());
 }
+
+#[test]
+fn start_on_a_given_address_serves_udp_and_tcp_there() {
+    let taken = DnsServer::start();
+    assert!(
+        DnsServer::start_on(taken.addr()).is_err(),
+        "an address in use is an error"
+    );
+    let addr = {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let dns = DnsServer::start_on(addr).unwrap();
+    assert_eq!(dns.addr(), addr);
+    dns.set_txt("_mta-sts.fixed.example", &[&["v=STSv1; id=1;"]]);
+    let q = query("_mta-sts.fixed.example.", RecordType::TXT, None);
+    assert_eq!(txts(&udp(addr, &q).unwrap()), vec![vec!["v=STSv1; id=1;"]]);
+    assert_eq!(txts(&tcp(addr, &q)), vec![vec!["v=STSv1; id=1;"]]);
+}
+
+/// `query` asking for DNSSEC: the EDNS0 DO bit (`do_bit`) and/or the AD bit (`ad_bit`).
+fn dnssec_query(name: &str, rtype: RecordType, do_bit: bool, ad_bit: bool) -> Message {
+    let mut m = query(name, rtype, Some(1232));
+    m.metadata.authentic_data = ad_bit;
+    if let Some(e) = m.edns.as_mut() {
+        e.set_dnssec_ok(do_bit);
+    }
+    m
+}
+
+#[test]
+fn ad_only_for_secure_answers_and_only_when_asked() {
+    let dns = DnsServer::start();
+    dns.sign_zone("signed.example");
+    dns.set_mx("signed.example", &[(10, "mx.signed.example")], true);
+    dns.set_a_with("mx.signed.example", &[Ipv4Addr::LOCALHOST], true);
+    dns.set_tlsa(
+        "_25._tcp.mx.signed.example",
+        &[(3, 1, 1, vec![7; 32])],
+        true,
+    );
+    dns.set_mx("plain.example", &[(10, "mx.plain.example")], false);
+    let ad = |name: &str, rtype: RecordType, do_bit: bool, ad_bit: bool| {
+        let m = udp(dns.addr(), &dnssec_query(name, rtype, do_bit, ad_bit)).unwrap();
+        m.metadata.authentic_data
+    };
+    // Asked with DO, or with AD (RFC 6840 §5.7): AD on secure answers.
+    assert!(ad("signed.example.", RecordType::MX, true, false));
+    assert!(ad("signed.example.", RecordType::MX, false, true));
+    // Not asked: no AD, even for secure data.
+    assert!(!ad("signed.example.", RecordType::MX, false, false));
+    assert_eq!(dns.dnssec_queries("signed.example"), 2);
+    // Insecure data: never AD.
+    assert!(!ad("plain.example.", RecordType::MX, true, true));
+    // Negative answers under a signed zone are secure, with an SOA.
+    let m = udp(
+        dns.addr(),
+        &dnssec_query("mx.signed.example.", RecordType::AAAA, true, false),
+    )
+    .unwrap();
+    assert!(m.metadata.authentic_data && m.answers.is_empty());
+    assert!(matches!(&m.authorities[..], [r] if matches!(r.data, RData::SOA(_))));
+    assert!(ad("nope.signed.example.", RecordType::A, true, false));
+    assert!(!ad("nope.plain.example.", RecordType::A, true, false));
+    // TLSA and MX records on the wire.
+    let m = udp(
+        dns.addr(),
+        &dnssec_query("_25._tcp.mx.signed.example.", RecordType::TLSA, true, false),
+    )
+    .unwrap();
+    assert!(
+        matches!(&m.answers[..], [r] if matches!(&r.data, RData::TLSA(t) if t.cert_data == vec![7; 32]))
+    );
+    // A resolver that does not validate never sets AD.
+    dns.set_validating(false);
+    assert!(!ad("signed.example.", RecordType::MX, true, true));
+    assert_eq!(dns.queries_of_type(RecordType::MX), 5);
+}
+
+#[test]
+fn an_insecure_link_in_a_cname_chain_makes_the_answer_insecure() {
+    let dns = DnsServer::start();
+    dns.sign_zone("example");
+    dns.set_cname("mx.example", "real.example");
+    dns.set_a_with("real.example", &[Ipv4Addr::LOCALHOST], true);
+    let ad = || {
+        udp(
+            dns.addr(),
+            &dnssec_query("mx.example.", RecordType::A, true, false),
+        )
+        .unwrap()
+        .metadata
+        .authentic_data
+    };
+    assert!(!ad(), "the CNAME is not signed");
+    dns.set_secure("mx.example", true);
+    assert!(ad());
+}

@@ -200,3 +200,75 @@ fn dropping_the_world_closes_everything() {
     assert!(matches!(tls.read(&mut buf), Ok(0) | Err(_)));
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// The A record of `host` in the world's DNS.
+fn a_record(world: &World, host: &str) -> Option<Ipv4Addr> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_ascii(format!("{host}.")).unwrap(),
+        RecordType::A,
+    ));
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(&q.to_vec().unwrap(), world.dns.addr()).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).unwrap();
+    Message::from_vec(&buf[..n])
+        .unwrap()
+        .answers
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+}
+
+fn get_at(world: &World, ip: Ipv4Addr, host: &str) -> Result<String, String> {
+    let mut tls = connect(world, ip, host)?;
+    write!(
+        tls,
+        "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).unwrap();
+    Ok(String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn many_domains_share_one_certificate_on_their_own_address() {
+    let world = World::new();
+    let first: Vec<String> = (0..3).map(|i| format!("bulk{i}.example")).collect();
+    world.add_policy_domains(&first, "v=STSv1; id=9;", Behaviour::policy("first batch\n"));
+    let second = vec!["other.example".to_string()];
+    world.add_policy_domains(
+        &second,
+        "v=STSv1; id=9;",
+        Behaviour::policy("second batch\n"),
+    );
+
+    let ip = a_record(&world, "mta-sts.bulk0.example").expect("A record");
+    assert_ne!(ip, Ipv4Addr::LOCALHOST, "a server of its own");
+    for d in &first {
+        let host = format!("mta-sts.{d}");
+        assert_eq!(a_record(&world, &host), Some(ip), "one server per batch");
+        let reply = get_at(&world, ip, &host).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("first batch\n"), "{reply}");
+    }
+    assert_eq!(world.requests("bulk1.example"), 1);
+
+    let other = a_record(&world, "mta-sts.other.example").expect("A record");
+    assert_ne!(other, ip, "each batch on its own address");
+    assert!(get_at(&world, other, "mta-sts.other.example")
+        .unwrap()
+        .ends_with("second batch\n"));
+    let err = get_at(&world, ip, "mta-sts.other.example").unwrap_err();
+    assert!(!err.is_empty(), "the first certificate does not cover it");
+
+    world.set_behaviour("bulk2.example", Behaviour::Status(503, "down\n".into()));
+    let reply = get_at(&world, ip, "mta-sts.bulk2.example").unwrap();
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+}

@@ -3,16 +3,16 @@
 //! The drivers implement the trait and call [`daemon_main`]/[`query_main`].
 
 use crate::serve::{Listener, Server};
-use crate::{dns_settings, load_config, parse_or_exit, policy_tls_roots, sd_notify, DaemonSetup};
-use crate::{open_redis, SqliteBackend};
+use crate::{dns_settings, policy_tls_roots, sd_notify, DaemonSetup};
+use crate::{open_redis, PostgresBackend, SqliteBackend};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream as Incoming;
+use futures::StreamExt;
 use mta_sts_core::cache::{Store, StoreError};
-use mta_sts_core::cli::{parse_query_args, QueryArgs};
-use mta_sts_core::config::{CacheConfig, Config, SqliteOptions};
+use mta_sts_core::config::{CacheConfig, Config, RedisTarget, SqliteOptions};
 use mta_sts_core::service::{
-    run_proactive_refresh, run_query, start_stack, with_timeout, BoxStream, DnsClient, DnsTargets,
-    QueryOutcome, Runtime, Shutdown, ShutdownTrigger, Stack, Transport,
+    run_proactive_refresh, start_stack, BoxStream, CacheAdmin, DnsTargets, Runtime, Shutdown,
+    ShutdownTrigger, Stack, Transport,
 };
 use std::io;
 use std::sync::Arc;
@@ -36,6 +36,8 @@ pub trait Driver: Send + Sync + 'static {
     fn unix_incoming(&self, listener: std::os::unix::net::UnixListener) -> io::Result<Connections>;
     /// Completes on SIGTERM or SIGINT.
     fn stop_signal(&self) -> io::Result<BoxFuture<'static, ()>>;
+    /// One item per SIGHUP (reopen the log, reload the config).
+    fn hangup_signals(&self) -> io::Result<futures::stream::BoxStream<'static, ()>>;
 }
 
 /// `mta-sts-daemon`: serve until SIGTERM/SIGINT. Returns the exit status:
@@ -85,6 +87,10 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
             ),
         },
     };
+    let admin = match &config.metrics {
+        Some(listen) => Some(crate::admin_http::bind(listen)?),
+        None => None,
+    };
     setup.after_bind()?;
     let stack = start_with(driver, config.clone(), network, shutdown.clone()).await?;
     let server = Server::start(
@@ -94,6 +100,32 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
         config.shutdown_timeout,
     )
     .map_err(|e| format!("cannot serve on {place}: {e}"))?;
+    if let Some(bound) = admin {
+        let index = stack.caches.index.clone();
+        let state = crate::admin_http::AdminState {
+            metrics: stack.metrics.clone(),
+            admin: CacheAdmin::new(Some(index.clone()), stack.caches.store.clone()),
+            cache_entries: Box::new(move || index.len()),
+            open_connections: server.open_connections(),
+        };
+        let at = crate::admin_http::serve(bound, state)?;
+        log::info!("metrics and cache administration on {at}");
+    }
+    let mut reloader = crate::reload::Reloader {
+        path: setup.config_path.clone(),
+        current: config.clone(),
+        service: stack.service.clone(),
+        engine: stack.engine.clone(),
+        set_limits: server.limits_setter(),
+    };
+    let hangups = driver
+        .hangup_signals()
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    rt.spawn(Box::pin(hangups.for_each(move |()| {
+        reloader.hangup();
+        futures::future::ready(())
+    })));
+    crate::memory::start_upkeep(stack.metrics.clone());
     log::info!("listening on {place}");
     setup.ready();
     shutdown.await;
@@ -144,10 +176,11 @@ impl Network {
     /// `resolver.ca_file` takes effect.
     fn prepare<D: Driver>(driver: &D, config: &Config) -> Result<Network, String> {
         let transport = driver.transport(policy_tls_roots(config)?);
-        Ok(Network {
-            transport,
-            dns: dns_settings(config),
-        })
+        let dns = dns_settings(config);
+        if let Some(warning) = mta_sts_core::dane::nameserver_warning(config, &dns.servers) {
+            log::warn!("{warning}");
+        }
+        Ok(Network { transport, dns })
     }
 }
 
@@ -231,76 +264,35 @@ async fn open_sqlite<R: Runtime>(rt: R, options: &SqliteOptions) -> Arc<dyn Stor
 }
 
 /// The persistent store named by the config (`None` for `internal`).
-async fn open_store<D: Driver>(
+pub(crate) async fn open_store<D: Driver>(
     driver: &D,
     config: &Config,
 ) -> Result<Option<Arc<dyn Store>>, String> {
     Ok(match &config.cache {
         CacheConfig::Internal { .. } => None,
         CacheConfig::Sqlite(options) => Some(open_sqlite(driver.runtime(), options).await),
+        CacheConfig::Postgres(options) => {
+            let backend = PostgresBackend::open(driver.runtime(), options)
+                .await
+                .map_err(|e| e.to_string())?;
+            log::info!("cache: postgres {}", backend.describe());
+            Some(Arc::new(backend))
+        }
         CacheConfig::Redis(options) => {
             let backend = open_redis(driver.runtime(), options)
                 .await
                 .map_err(|e| e.to_string())?;
-            log::info!("cache: redis {}", options.url);
+            match &options.target {
+                RedisTarget::Url(url) => log::info!("cache: redis {url}"),
+                RedisTarget::Sentinel {
+                    sentinels,
+                    master_name,
+                } => log::info!(
+                    "cache: redis_sentinel master {master_name:?} via {} sentinel(s)",
+                    sentinels.len()
+                ),
+            }
             Some(Arc::new(backend))
         }
     })
-}
-
-/// The query program's arguments, parsed (or help/usage printed and exit).
-pub fn query_args() -> QueryArgs {
-    let args = parse_or_exit(parse_query_args(std::env::args_os().skip(1).collect()));
-    let _ = crate::init_logging(args.verbosity.to_log_filter(), None);
-    args
-}
-
-/// `mta-sts-query`: look the domain up once and print what was found.
-/// Returns the exit status: 0 valid policy (or NOT_CHANGED), 1 no policy,
-/// 2 fetch error or bad arguments.
-pub async fn query_main<D: Driver>(driver: D, args: QueryArgs) -> i32 {
-    let config = match &args.config {
-        Some(path) => match load_config(path) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("mta-sts-query: {e}");
-                return 2;
-            }
-        },
-        None => Config::default(),
-    };
-    let transport = match policy_tls_roots(&config) {
-        Ok(roots) => driver.transport(roots),
-        Err(e) => {
-            eprintln!("mta-sts-query: {e}");
-            return 2;
-        }
-    };
-    let targets = dns_settings(&config);
-    let dns = DnsClient::new(
-        driver.runtime(),
-        transport.clone(),
-        targets.servers,
-        targets.attempts,
-        targets.try_timeout,
-    );
-    let query = run_query(
-        &dns,
-        transport.as_ref(),
-        &args.domain,
-        args.known_id.as_deref(),
-        config.resolver.policy_port,
-        &config.resolver.user_agent,
-    );
-    // Bounded like a daemon lookup: the default zone's timeout (4 s).
-    let limit = config.default_zone.timeout;
-    let outcome = with_timeout(&driver.runtime(), limit, query)
-        .await
-        .unwrap_or_else(|| QueryOutcome::FetchError(format!("timed out after {limit:?}")));
-    if args.json {
-        println!("{}", outcome.to_json(&args.domain));
-    } else {
-        print!("{}", outcome.to_text(&args.domain));
-    }
-    outcome.exit_code()
 }

@@ -4,13 +4,36 @@
 use log::{LevelFilter, Log, Metadata, Record};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Logger {
     level: LevelFilter,
-    file: Option<Mutex<File>>,
+    file: Option<Arc<LogFile>>,
+}
+
+/// The `-l` log file, reopened on SIGHUP (after logrotate moved it).
+struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+/// The log file in use, for [`reopen_log`].
+static LOG_FILE: OnceLock<Arc<LogFile>> = OnceLock::new();
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Reopen the `-l` log file (SIGHUP, after log rotation). Nothing to do
+/// when logging to stderr.
+pub fn reopen_log() -> std::io::Result<()> {
+    if let Some(log) = LOG_FILE.get() {
+        let fresh = open_append(&log.path)?;
+        *log.file.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+    }
+    Ok(())
 }
 
 impl Log for Logger {
@@ -26,8 +49,8 @@ impl Log for Logger {
         let message = escape_controls(&raw);
         let line = format!("{} {:<5} {message}\n", timestamp(), record.level());
         match &self.file {
-            Some(file) => {
-                if let Ok(mut f) = file.lock() {
+            Some(log) => {
+                if let Ok(mut f) = log.file.lock() {
                     let _ = f.write_all(line.as_bytes());
                 }
             }
@@ -66,9 +89,14 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 /// Install the logger at `level`, appending to `logfile` when given.
 pub fn init_logging(level: LevelFilter, logfile: Option<&Path>) -> std::io::Result<()> {
     let file = match logfile {
-        Some(path) => Some(Mutex::new(
-            OpenOptions::new().create(true).append(true).open(path)?,
-        )),
+        Some(path) => {
+            let log = Arc::new(LogFile {
+                path: path.to_owned(),
+                file: Mutex::new(open_append(path)?),
+            });
+            let _ = LOG_FILE.set(log.clone());
+            Some(log)
+        }
         None => None,
     };
     // A second call (tests) keeps the first logger: not an error.

@@ -19,6 +19,8 @@ const EXIT_FAILURE: i32 = 1;
 pub struct DaemonSetup {
     /// The command line.
     pub args: DaemonArgs,
+    /// The config file read (reread on SIGHUP).
+    pub config_path: std::path::PathBuf,
     /// The configuration in force.
     pub config: Arc<Config>,
 }
@@ -26,6 +28,7 @@ pub struct DaemonSetup {
 /// Parse the daemon's command line, start logging, load the config. Prints
 /// help/version and exits 0, or prints the error and exits non-zero.
 pub fn prepare_daemon() -> DaemonSetup {
+    crate::memory::limit_arenas();
     let args = parse_or_exit(cli::parse_daemon_args(
         std::env::args_os().skip(1).collect(),
     ));
@@ -33,7 +36,11 @@ pub fn prepare_daemon() -> DaemonSetup {
         eprintln!("mta-sts-daemon: cannot open log file: {e}");
         std::process::exit(EXIT_FAILURE);
     }
-    let mut config = match load_config(&args.config) {
+    let path = config_path(&args.config, args.config_given);
+    if args.check_config {
+        std::process::exit(check_config(&path));
+    }
+    let mut config = match load_config(&path) {
         Ok(config) => config,
         Err(e) => {
             fatal(args.logfile.is_some(), &e);
@@ -48,6 +55,7 @@ pub fn prepare_daemon() -> DaemonSetup {
     }
     DaemonSetup {
         args,
+        config_path: path,
         config: Arc::new(config),
     }
 }
@@ -91,6 +99,62 @@ pub fn parse_or_exit<T>(parsed: Result<CliOutcome<T>, CliError>) -> T {
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(EXIT_USAGE);
+        }
+    }
+}
+
+/// The config file to read: `given` as is when `-c` named it; otherwise
+/// the default, or the Python original README's location when only that
+/// one exists (logged).
+pub fn config_path(given: &Path, explicit: bool) -> std::path::PathBuf {
+    choose_config(
+        given,
+        explicit,
+        Path::new(mta_sts_core::cli::FALLBACK_CONFIG),
+    )
+}
+
+fn choose_config(given: &Path, explicit: bool, fallback: &Path) -> std::path::PathBuf {
+    if !explicit && !given.exists() && fallback.exists() {
+        log::info!(
+            "{} not found, using {}",
+            given.display(),
+            fallback.display()
+        );
+        return fallback.to_owned();
+    }
+    given.to_owned()
+}
+
+/// `mta-sts-daemon --check-config`: read and validate `path` and what it
+/// names (the CA file), print every problem with its key path; 0 when
+/// the daemon would start with it, 1 otherwise.
+pub fn check_config(path: &Path) -> i32 {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            println!("{}: {e}", path.display());
+            return 1;
+        }
+    };
+    let checked = Config::check(&text);
+    for w in &checked.warnings {
+        println!("{}: warning: {w}", path.display());
+    }
+    for e in &checked.errors {
+        println!("{}: error: {e}", path.display());
+    }
+    if !checked.errors.is_empty() {
+        return 1;
+    }
+    match policy_tls_roots(&checked.config).and_then(|roots| roots.connector()) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            0
+        }
+        Err(e) => {
+            println!("{}: error: {e}", path.display());
+            1
         }
     }
 }
@@ -199,4 +263,24 @@ impl TlsRoots {
 pub fn write_pidfile(path: &Path) -> Result<(), String> {
     std::fs::write(path, format!("{}\n", std::process::id()))
         .map_err(|e| format!("pidfile {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_falls_back_to_the_postfix_directory_only_when_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("mta-sts-daemon.yml");
+        let fallback = dir.path().join("postfix-mta-sts-daemon.yml");
+        // Neither exists: the default (then the defaults are used).
+        assert_eq!(choose_config(&default, false, &fallback), default);
+        std::fs::write(&fallback, "").unwrap();
+        assert_eq!(choose_config(&default, false, &fallback), fallback);
+        // -c given: never replaced.
+        assert_eq!(choose_config(&default, true, &fallback), default);
+        std::fs::write(&default, "").unwrap();
+        assert_eq!(choose_config(&default, false, &fallback), default);
+    }
 }

@@ -4,13 +4,16 @@
 //! hop and no allocation beyond the reply; the lookup coordinator writes it
 //! before it answers any waiting request, so a request that arrives after
 //! the first reply finds the result (docs/ARCHITECTURE.md "The path of one
-//! request"). Persistent stores are written through behind it.
+//! request"). Persistent stores are written through behind it. Beside the
+//! policies it keeps DANE results (RFC 7672) for their TTL, in memory only.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use super::entry::{millis, CacheEntry};
 use super::lru::Bounded;
+use crate::dane::DaneResult;
 use crate::domain::Domain;
 use crate::policy::{render_reply, ReplyOptions};
 
@@ -76,20 +79,30 @@ pub enum Held {
     Miss,
 }
 
-/// The shared index (`cache.options.cache_size` domains at most). Every
-/// operation takes a short lock and never awaits under it.
+/// A DANE result and the Unix millisecond until which it is answered.
+#[derive(Debug)]
+struct DaneEntry {
+    result: Arc<DaneResult>,
+    until_ms: u64,
+}
+
+/// The shared index (`cache.options.cache_size` domains at most, and as
+/// many DANE results). Every operation takes a short lock and never
+/// awaits under it.
 #[derive(Debug)]
 pub struct PolicyIndex {
-    grace_ms: u64,
+    grace_ms: AtomicU64,
     map: Mutex<Bounded<Known>>,
+    dane: Mutex<Bounded<DaneEntry>>,
 }
 
 impl PolicyIndex {
     /// An empty index of at most `capacity` domains, fresh for `grace`.
     pub fn new(capacity: usize, grace: Duration) -> Self {
         PolicyIndex {
-            grace_ms: millis(grace),
+            grace_ms: AtomicU64::new(millis(grace)),
             map: Mutex::new(Bounded::new(capacity)),
+            dane: Mutex::new(Bounded::new(capacity)),
         }
     }
 
@@ -101,15 +114,13 @@ impl PolicyIndex {
     /// The fresh answer for `domain` at `now_ms`, if any (RFC 8461 §5.1:
     /// within `cache_grace` of the last check, no traffic).
     pub fn fresh(&self, domain: &str, now_ms: u64) -> Fresh {
+        let grace_ms = self.grace_ms.load(Ordering::Relaxed);
         let mut map = self.lock();
         match map.get(domain) {
-            Some(Known::Policy(c))
-                if c.entry
-                    .is_fresh(now_ms, Duration::from_millis(self.grace_ms)) =>
-            {
+            Some(Known::Policy(c)) if c.entry.is_fresh(now_ms, Duration::from_millis(grace_ms)) => {
                 Fresh::Policy(c.clone())
             }
-            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(self.grace_ms) => {
+            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(grace_ms) => {
                 Fresh::NoPolicy
             }
             _ => Fresh::Miss,
@@ -118,13 +129,24 @@ impl PolicyIndex {
 
     /// Everything known about `domain` at `now_ms`, for the coordinator.
     pub fn known(&self, domain: &str, now_ms: u64) -> Held {
+        let grace_ms = self.grace_ms.load(Ordering::Relaxed);
         match self.lock().get(domain) {
             Some(Known::Policy(c)) => Held::Entry(c.entry.clone()),
-            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(self.grace_ms) => {
+            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(grace_ms) => {
                 Held::NoPolicy
             }
             _ => Held::Miss,
         }
+    }
+
+    /// `cache_grace` in force.
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms.load(Ordering::Relaxed))
+    }
+
+    /// Change `cache_grace` (config reload).
+    pub fn set_grace(&self, grace: Duration) {
+        self.grace_ms.store(millis(grace), Ordering::Relaxed);
     }
 
     /// Store `entry` unless the one held is newer
@@ -155,9 +177,38 @@ impl PolicyIndex {
         map.insert(domain, Known::NoPolicy(now_ms));
     }
 
-    /// Forget `domain` (cache purge); true if anything was held.
+    /// Forget `domain` (cache purge), its DANE result too; true if a
+    /// policy or "no policy" note was held.
     pub fn remove(&self, domain: &str) -> bool {
+        self.dane_lock().remove(domain);
         self.lock().remove(domain)
+    }
+
+    /// Forget everything (cache purge --all); how many domains were held.
+    pub fn clear(&self) -> usize {
+        let mut map = self.lock();
+        let n = map.len();
+        *map = Bounded::new(map.capacity());
+        n
+    }
+
+    fn dane_lock(&self) -> MutexGuard<'_, Bounded<DaneEntry>> {
+        self.dane.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The DANE result for `domain` while it may still be answered at
+    /// `now_ms` (its TTL, RFC 7672 §2.1; a failure's retry delay).
+    pub fn dane_fresh(&self, domain: &str, now_ms: u64) -> Option<Arc<DaneResult>> {
+        match self.dane_lock().get(domain) {
+            Some(e) if now_ms < e.until_ms => Some(e.result.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keep `result` for `domain`, answered until `until_ms`.
+    pub fn store_dane(&self, domain: Domain, result: Arc<DaneResult>, until_ms: u64) {
+        self.dane_lock()
+            .insert(domain, DaneEntry { result, until_ms });
     }
 
     /// Domains holding a policy last checked before `before_ms`: the
@@ -299,6 +350,27 @@ mod tests {
             index.fresh("none.example", 12_000),
             Fresh::Policy(_)
         ));
+    }
+
+    #[test]
+    fn dane_results_are_answered_until_their_time() {
+        use crate::dane::{NoDane, Verdict};
+        let index = PolicyIndex::new(10, Duration::from_secs(60));
+        let result = Arc::new(DaneResult::decided(
+            Verdict::NoDane(NoDane::MxInsecure),
+            Duration::from_secs(5),
+        ));
+        assert!(index.dane_fresh("example.com", 0).is_none());
+        index.store_dane(d("example.com"), result.clone(), 6_000);
+        let held = index.dane_fresh("example.com", 5_999);
+        assert!(held.is_some_and(|r| Arc::ptr_eq(&r, &result)));
+        assert!(index.dane_fresh("example.com", 6_000).is_none());
+        // Apart from policies: no policy is held, and a purge forgets both.
+        assert_eq!(index.known("example.com", 0), Held::Miss);
+        assert!(index.is_empty());
+        index.store(d("example.com"), entry("a", 1_000, 1_000));
+        assert!(index.remove("example.com"));
+        assert!(index.dane_fresh("example.com", 0).is_none());
     }
 
     #[test]

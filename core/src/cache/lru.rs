@@ -78,6 +78,11 @@ impl<V> Bounded<V> {
         found
     }
 
+    /// The most domains stored.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Number of domains stored.
     pub fn len(&self) -> usize {
         self.map.len()

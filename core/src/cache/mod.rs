@@ -13,8 +13,8 @@ mod store;
 
 pub use entry::{fallback, millis, CacheEntry};
 pub use format::{
-    entry_from_json, entry_to_json, f64_secs_to_millis, millis_to_f64_secs, policy_from_json,
-    policy_to_json, secs_to_millis, CacheFormatError,
+    f64_secs_to_millis, millis_to_f64_secs, policy_from_body, policy_from_json, policy_to_json,
+    secs_to_millis, CacheFormatError, OrderedObject,
 };
 pub use index::{Cached, Fresh, Held, PolicyIndex};
 pub use lru::Bounded;

@@ -51,6 +51,24 @@ pub trait Store: Send + Sync + 'static {
     async fn proactive_ts(&self) -> Result<Option<u64>, StoreError>;
     /// Record when a proactive refresh round ran.
     async fn set_proactive_ts(&self, ts_ms: u64) -> Result<(), StoreError>;
+    /// Every stored entry (cache administration: list, export).
+    async fn entries(&self) -> Result<Vec<(Domain, CacheEntry)>, StoreError> {
+        Err(StoreError::Backend(
+            "this store cannot list its entries".into(),
+        ))
+    }
+    /// Remove `domain`'s entry; true if there was one (cache purge).
+    async fn remove(&self, _domain: &Domain) -> Result<bool, StoreError> {
+        Err(StoreError::Backend(
+            "this store cannot remove entries".into(),
+        ))
+    }
+    /// Remove every entry; how many there were (cache purge --all).
+    async fn remove_all(&self) -> Result<u64, StoreError> {
+        Err(StoreError::Backend(
+            "this store cannot remove entries".into(),
+        ))
+    }
 }
 
 /// The entry a lookup goes on with, from what memory holds and what the

@@ -34,7 +34,7 @@ pub enum ConfigError {
         context: &'static str,
     },
     /// `cache.type` names no backend we have.
-    #[error("{path}: unknown cache type {got:?} (expected internal, sqlite or redis)")]
+    #[error("{path}: unknown cache type {got:?} (expected internal, sqlite, redis, redis_sentinel or postgres)")]
     UnknownCacheType {
         /// Key path (`cache.type`).
         path: String,

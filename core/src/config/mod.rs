@@ -17,12 +17,14 @@ use serde_yaml::Value;
 use crate::policy::ReplyOptions;
 
 mod error;
+mod pg_dsn;
 mod reader;
 #[cfg(test)]
 mod tests;
 mod values;
 
 pub use error::ConfigError;
+pub use pg_dsn::{parse_dsn, DsnError, PgDsn, SslMode};
 use reader::Reader;
 
 /// The whole daemon configuration (README.md "Configuration reference").
@@ -56,6 +58,20 @@ pub struct Config {
     /// Ours: the limits that keep one client or a slow network from
     /// exhausting the daemon.
     pub limits: Limits,
+    /// Ours: the metrics and cache administration listener (`metrics`),
+    /// off by default.
+    pub metrics: Option<MetricsListen>,
+}
+
+/// Where the metrics and cache administration HTTP listener listens
+/// (`metrics: {listen: "127.0.0.1:9461"}` or `metrics: {path: ...}`): only
+/// on loopback or a Unix socket, as it can purge the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A loopback TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket path, and its permissions (`mode`, default 0600).
+    Unix(PathBuf, u32),
 }
 
 /// Our additive top-level limits (README.md "Configuration reference").
@@ -100,8 +116,11 @@ pub enum CacheConfig {
     },
     /// SQLite file (`type: sqlite`).
     Sqlite(SqliteOptions),
-    /// Redis server (`type: redis`).
+    /// Redis server (`type: redis`) or a Redis master found through
+    /// Sentinel (`type: redis_sentinel`).
     Redis(RedisOptions),
+    /// PostgreSQL database (`type: postgres`).
+    Postgres(PostgresOptions),
 }
 
 impl CacheConfig {
@@ -126,19 +145,79 @@ pub struct SqliteOptions {
     pub timeout: Duration,
 }
 
-/// `cache.options` for `type: redis` (README.md "Configuration reference").
+/// `cache.options` for `type: redis` and `type: redis_sentinel` (README.md
+/// "Configuration reference"), the options the Python original passes on
+/// to redis-py that we honour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisOptions {
-    /// Server URL (required): `redis://`, `rediss://` or `unix://`.
-    pub url: String,
-    /// Key prefix (ours, default `mta-sts:`).
+    /// Where the server is: a URL, or a master found through Sentinel.
+    pub target: RedisTarget,
+    /// Key prefix (ours, default empty: the Python original's keys).
     pub prefix: String,
     /// Timeout of one command (default 5 s).
     pub socket_timeout: Duration,
     /// Timeout of connecting (default 5 s).
     pub socket_connect_timeout: Duration,
-    /// Upper bound on pooled connections (default: the driver's choice).
+    /// Upper bound on requests in flight (default: the driver's choice).
     pub max_connections: Option<usize>,
+    /// `AUTH` user name (a URL's own wins, as in redis-py's `from_url`).
+    pub username: Option<String>,
+    /// `AUTH` password (a URL's own wins).
+    pub password: Option<String>,
+    /// Database number (a URL's own wins).
+    pub db: Option<i64>,
+}
+
+/// Where the Redis server of a `redis` or `redis_sentinel` cache is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RedisTarget {
+    /// `type: redis`, option `url`: `redis://`, `rediss://` or `unix://`.
+    Url(String),
+    /// `type: redis_sentinel`: the master named `sentinel_master_name`, as
+    /// the `sentinels` (`[host, port]` pairs) report it.
+    Sentinel {
+        /// Sentinel addresses, tried in order.
+        sentinels: Vec<(String, u16)>,
+        /// The monitored master's name.
+        master_name: String,
+    },
+}
+
+impl RedisOptions {
+    /// The `cache.type` these options belong to.
+    pub fn kind(&self) -> &'static str {
+        match self.target {
+            RedisTarget::Url(_) => "redis",
+            RedisTarget::Sentinel { .. } => "redis_sentinel",
+        }
+    }
+}
+
+/// `cache.options` for `type: postgres` (README.md "Configuration
+/// reference"): the asyncpg pool arguments the Python original takes.
+/// Keyword options override what `dsn` says, as in asyncpg; what neither
+/// gives comes from the `PG*` environment variables or libpq's defaults
+/// when the cache opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresOptions {
+    /// The parsed `dsn` (libpq URI or `key=value` string), if given.
+    pub dsn: Option<PgDsn>,
+    /// `host`: host names, addresses or Unix-socket directories.
+    pub hosts: Vec<String>,
+    /// `port`: one, or one per host.
+    pub ports: Vec<u16>,
+    /// `user`.
+    pub user: Option<String>,
+    /// `password`.
+    pub password: Option<String>,
+    /// `database`.
+    pub database: Option<String>,
+    /// Connections opened eagerly once the server answers (default 10).
+    pub min_size: usize,
+    /// Most connections open at once (default 10).
+    pub max_size: usize,
+    /// How long to wait for a connection, connecting included (default 5 s).
+    pub timeout: Duration,
 }
 
 /// `proactive_policy_fetching` (RFC 8461 §5.1: refresh before expiry).
@@ -166,6 +245,9 @@ pub struct ZoneConfig {
     pub require_sni: bool,
     /// Append Postfix 3.10+ TLSRPT attributes (RFC 8460; default false).
     pub tlsrpt: bool,
+    /// Answer `dane-only`/`dane` for domains with DNSSEC-signed TLSA
+    /// records before MTA-STS (RFC 8461 §2, RFC 7672; default false).
+    pub dane: bool,
 }
 
 /// Our additive `resolver` section (docs/ARCHITECTURE.md "Testing": the programs are
@@ -183,6 +265,18 @@ pub struct ResolverConfig {
     pub user_agent: String,
 }
 
+/// Everything found while reading a configuration: the configuration
+/// (defaults where a key was in error), the warnings and the errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The configuration read; only valid when `errors` is empty.
+    pub config: Config,
+    /// One line per ignored key, each naming its key path.
+    pub warnings: Vec<String>,
+    /// Every error, each naming its key path.
+    pub errors: Vec<ConfigError>,
+}
+
 /// A parsed configuration and the warnings found while reading it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
@@ -194,8 +288,8 @@ pub struct Loaded {
 
 /// Default `cache.options.cache_size` of the internal cache.
 pub const DEFAULT_CACHE_SIZE: usize = 10_000;
-/// Default Redis key prefix (ours).
-pub const DEFAULT_REDIS_PREFIX: &str = "mta-sts:";
+/// Default Redis key prefix: none, so the keys are the Python original's.
+pub const DEFAULT_REDIS_PREFIX: &str = "";
 
 impl Default for Config {
     fn default() -> Self {
@@ -213,6 +307,7 @@ impl Default for Config {
             zones: BTreeMap::new(),
             resolver: ResolverConfig::default(),
             limits: Limits::default(),
+            metrics: None,
         }
     }
 }
@@ -243,6 +338,7 @@ impl Default for ZoneConfig {
             timeout: Duration::from_secs(4),
             require_sni: true,
             tlsrpt: false,
+            dane: false,
         }
     }
 }
@@ -262,20 +358,48 @@ impl Config {
     /// Parses and validates a configuration file (README.md "Configuration reference").
     /// An empty document means all defaults; unknown keys become warnings.
     pub fn from_yaml(text: &str) -> Result<Loaded, ConfigError> {
-        let root: Value =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let checked = Config::check(text);
+        match checked.errors.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(Loaded {
+                config: checked.config,
+                warnings: checked.warnings,
+            }),
+        }
+    }
+
+    /// [`Config::from_yaml`] reporting every error and every warning, not
+    /// just the first error (`mta-sts-daemon --check-config`).
+    pub fn check(text: &str) -> Checked {
+        let root: Value = match serde_yaml::from_str(text) {
+            Ok(root) => root,
+            Err(e) => {
+                return Checked {
+                    config: Config::default(),
+                    warnings: Vec::new(),
+                    errors: vec![ConfigError::Syntax(e.to_string())],
+                }
+            }
+        };
         let mut reader = Reader::default();
-        let config = reader.config(&root)?;
-        Ok(Loaded {
+        let config = reader.config(&root);
+        Checked {
             config,
             warnings: reader.warnings,
-        })
+            errors: reader.errors,
+        }
     }
 
     /// The options for socketmap name `name`: its entry in `zones` (exact
     /// match), else `default_zone` (socketmap_table(5)).
     pub fn zone(&self, name: &str) -> &ZoneConfig {
         self.zones.get(name).unwrap_or(&self.default_zone)
+    }
+
+    /// True when any zone (or `default_zone`) has `dane: true`
+    /// (RFC 7672: DNSSEC lookups are made).
+    pub fn dane_enabled(&self) -> bool {
+        self.default_zone.dane || self.zones.values().any(|z| z.dane)
     }
 }
 

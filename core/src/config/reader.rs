@@ -19,6 +19,7 @@ const TOP_KEYS: &[&str] = &[
     "max_lookups_per_connection",
     "read_timeout",
     "idle_timeout",
+    "metrics",
     "cache_grace",
     "cache",
     "proactive_policy_fetching",
@@ -29,15 +30,24 @@ const TOP_KEYS: &[&str] = &[
 const CACHE_KEYS: &[&str] = &["type", "options"];
 const INTERNAL_KEYS: &[&str] = &["cache_size"];
 const SQLITE_KEYS: &[&str] = &["filename", "threads", "timeout"];
-const REDIS_KEYS: &[&str] = &[
-    "url",
+/// Options shared by `redis` and `redis_sentinel`.
+const REDIS_COMMON_KEYS: &[&str] = &[
     "prefix",
     "socket_timeout",
     "socket_connect_timeout",
     "max_connections",
+    "username",
+    "password",
+    "db",
+];
+const REDIS_URL_KEYS: &[&str] = &["url"];
+const SENTINEL_KEYS: &[&str] = &["sentinels", "sentinel_master_name"];
+const POSTGRES_KEYS: &[&str] = &[
+    "dsn", "host", "port", "user", "password", "database", "min_size", "max_size", "timeout",
 ];
 const PROACTIVE_KEYS: &[&str] = &["enabled", "interval", "concurrency_limit", "grace_ratio"];
-const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt"];
+const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt", "dane"];
+const METRICS_KEYS: &[&str] = &["listen", "path", "mode"];
 const RESOLVER_KEYS: &[&str] = &["nameservers", "ca_file", "policy_port", "user_agent"];
 
 /// Path shown for errors about the document itself.
@@ -66,61 +76,107 @@ impl<'a> Section<'a> {
 #[derive(Default)]
 pub(super) struct Reader {
     pub(super) warnings: Vec<String>,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Reader {
-    pub(super) fn config(&mut self, root: &Value) -> Result<Config, ConfigError> {
-        let top = self.section(Some(root), ROOT.to_owned(), TOP_KEYS)?;
+    /// Read the whole document. Errors do not stop the walk: every one is
+    /// kept in `self.errors` (the key is left at its default), so
+    /// `--check-config` can report them all.
+    pub(super) fn config(&mut self, root: &Value) -> Config {
         let mut config = Config::default();
-        if let Some(host) = string(top.get("host"))? {
+        let top = self.section(Some(root), ROOT.to_owned(), TOP_KEYS);
+        let Some(top) = self.keep(top) else {
+            return config;
+        };
+        if let Some(host) = self.keep(string(top.get("host"))).flatten() {
             if host.is_empty() {
-                return Err(invalid(&top.get("host").1, "must not be empty"));
+                self.errors
+                    .push(invalid(&top.get("host").1, "must not be empty"));
+            } else {
+                config.host = host;
             }
-            config.host = host;
         }
-        if let Some(port) = port(top.get("port"))? {
+        if let Some(port) = self.keep(port(top.get("port"))).flatten() {
             config.port = port;
         }
         // Python checks `cfg.get('path')`: an empty path means TCP.
-        config.path = string(top.get("path"))?
+        config.path = self
+            .keep(string(top.get("path")))
+            .flatten()
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
-        config.mode = mode(top.get("mode"))?;
+        config.mode = self.keep(mode(top.get("mode"))).flatten();
         if config.mode.is_some() && config.path.is_none() {
             self.warn(&top.get("mode").1, "only applies with `path`, ignored");
         }
-        if let Some(b) = boolean(top.get("reuse_port"))? {
+        if let Some(b) = self.keep(boolean(top.get("reuse_port"))).flatten() {
             config.reuse_port = b;
         }
-        if let Some(d) = seconds(top.get("shutdown_timeout"), false)? {
+        if let Some(d) = self
+            .keep(seconds(top.get("shutdown_timeout"), false))
+            .flatten()
+        {
             config.shutdown_timeout = d;
         }
-        let limits = &mut config.limits;
-        if let Some(n) = count(top.get("max_connections"))? {
-            limits.max_connections = n;
+        if let Some(n) = self.keep(count(top.get("max_connections"))).flatten() {
+            config.limits.max_connections = n;
         }
-        if let Some(n) = count(top.get("max_lookups"))? {
-            limits.max_lookups = n;
+        if let Some(n) = self.keep(count(top.get("max_lookups"))).flatten() {
+            config.limits.max_lookups = n;
         }
-        if let Some(n) = count(top.get("max_lookups_per_connection"))? {
-            limits.max_lookups_per_connection = n;
+        if let Some(n) = self
+            .keep(count(top.get("max_lookups_per_connection")))
+            .flatten()
+        {
+            config.limits.max_lookups_per_connection = n;
         }
-        if let Some(d) = seconds(top.get("read_timeout"), false)? {
-            limits.read_timeout = d;
+        if let Some(d) = self.keep(seconds(top.get("read_timeout"), false)).flatten() {
+            config.limits.read_timeout = d;
         }
-        if let Some(d) = seconds(top.get("idle_timeout"), false)? {
-            limits.idle_timeout = d;
+        if let Some(d) = self.keep(seconds(top.get("idle_timeout"), false)).flatten() {
+            config.limits.idle_timeout = d;
         }
         // Zero is meaningful: re-check the TXT id on every request.
-        if let Some(d) = seconds(top.get("cache_grace"), true)? {
+        if let Some(d) = self.keep(seconds(top.get("cache_grace"), true)).flatten() {
             config.cache_grace = d;
         }
-        config.cache = self.cache(top.get("cache"))?;
-        config.proactive_policy_fetching = self.proactive(top.get("proactive_policy_fetching"))?;
-        config.default_zone = self.zone(top.get("default_zone"))?;
-        config.zones = self.zones(top.get("zones"))?;
-        config.resolver = self.resolver(top.get("resolver"))?;
-        Ok(config)
+        let cache = self.cache(top.get("cache"));
+        if let Some(cache) = self.keep(cache) {
+            config.cache = cache;
+        }
+        let proactive = self.proactive(top.get("proactive_policy_fetching"));
+        if let Some(p) = self.keep(proactive) {
+            config.proactive_policy_fetching = p;
+        }
+        let default_zone = self.zone(top.get("default_zone"));
+        if let Some(z) = self.keep(default_zone) {
+            config.default_zone = z;
+        }
+        let zones = self.zones(top.get("zones"));
+        if let Some(z) = self.keep(zones) {
+            config.zones = z;
+        }
+        let resolver = self.resolver(top.get("resolver"));
+        if let Some(r) = self.keep(resolver) {
+            config.resolver = r;
+        }
+        let metrics = self.metrics(top.get("metrics"));
+        if let Some(m) = self.keep(metrics) {
+            config.metrics = m;
+        }
+        config
+    }
+
+    /// The value, or `None` with the error kept for the report.
+    fn keep<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
     }
 
     /// Opens a mapping section and warns about its unknown keys.
@@ -183,7 +239,12 @@ impl Reader {
                     timeout: seconds(opts.get("timeout"), false)?.unwrap_or(Duration::from_secs(5)),
                 }))
             }
-            "redis" => self.redis(options, options_path).map(CacheConfig::Redis),
+            "redis" | "redis_sentinel" => self
+                .redis(options, options_path, kind == "redis_sentinel")
+                .map(CacheConfig::Redis),
+            "postgres" => self
+                .postgres(options, options_path)
+                .map(CacheConfig::Postgres),
             _ => Err(ConfigError::UnknownCacheType {
                 path: type_at.1,
                 got: kind,
@@ -195,34 +256,106 @@ impl Reader {
         &mut self,
         options: Option<&Value>,
         path: String,
+        sentinel: bool,
     ) -> Result<RedisOptions, ConfigError> {
         // Python passes every other option to redis-py; we cannot honour
         // them, so say which ones are dropped rather than failing.
-        let opts = self.section_with(
-            options,
-            path,
-            REDIS_KEYS,
-            "redis option not supported, ignored",
-        )?;
-        let url_at = opts.get("url");
-        let url = required(url_at.clone(), "for the redis cache")?;
-        if !["redis://", "rediss://", "unix://"]
-            .iter()
-            .any(|scheme| url.starts_with(scheme))
-        {
-            return Err(invalid(
-                &url_at.1,
-                "must start with redis://, rediss:// or unix://",
-            ));
-        }
+        let own = if sentinel {
+            SENTINEL_KEYS
+        } else {
+            REDIS_URL_KEYS
+        };
+        let known: Vec<&str> = REDIS_COMMON_KEYS.iter().chain(own).copied().collect();
+        let opts =
+            self.section_with(options, path, &known, "redis option not supported, ignored")?;
+        let target = if sentinel {
+            let master_name = required(
+                opts.get("sentinel_master_name"),
+                "for the redis_sentinel cache",
+            )?;
+            let sentinels = sentinel_list(opts.get("sentinels"))?;
+            RedisTarget::Sentinel {
+                sentinels,
+                master_name,
+            }
+        } else {
+            let url_at = opts.get("url");
+            let url = required(url_at.clone(), "for the redis cache")?;
+            if !["redis://", "rediss://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(invalid(
+                    &url_at.1,
+                    "must start with redis://, rediss:// or unix://",
+                ));
+            }
+            RedisTarget::Url(url)
+        };
         let five = Duration::from_secs(5);
+        let db = match whole(opts.get("db"))? {
+            None => None,
+            Some((n, at)) => Some(i64::try_from(n).map_err(|_| invalid(&at, "is too large"))?),
+        };
         Ok(RedisOptions {
-            url,
+            target,
             prefix: string(opts.get("prefix"))?.unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned()),
             socket_timeout: seconds(opts.get("socket_timeout"), false)?.unwrap_or(five),
             socket_connect_timeout: seconds(opts.get("socket_connect_timeout"), false)?
                 .unwrap_or(five),
             max_connections: count(opts.get("max_connections"))?,
+            username: string(opts.get("username"))?,
+            password: string(opts.get("password"))?,
+            db,
+        })
+    }
+
+    fn postgres(
+        &mut self,
+        options: Option<&Value>,
+        path: String,
+    ) -> Result<PostgresOptions, ConfigError> {
+        let opts = self.section_with(
+            options,
+            path,
+            POSTGRES_KEYS,
+            "postgres option not supported, ignored",
+        )?;
+        let dsn_at = opts.get("dsn");
+        let dsn = match string(dsn_at.clone())? {
+            None => None,
+            Some(text) => {
+                let dsn = parse_dsn(&text).map_err(|e| invalid(&dsn_at.1, &e.to_string()))?;
+                for key in &dsn.ignored {
+                    self.warn(
+                        &dsn_at.1,
+                        &format!("parameter {key:?} not supported, ignored"),
+                    );
+                }
+                Some(dsn)
+            }
+        };
+        let min_size = match whole(opts.get("min_size"))? {
+            None => 10,
+            Some((n, at)) => usize::try_from(n).map_err(|_| invalid(&at, "is too large"))?,
+        };
+        let max_size = count(opts.get("max_size"))?.unwrap_or(min_size.max(10));
+        if min_size > max_size {
+            return Err(invalid(
+                &opts.get("min_size").1,
+                &format!("must not exceed max_size ({max_size})"),
+            ));
+        }
+        Ok(PostgresOptions {
+            dsn,
+            hosts: string_or_list(opts.get("host"))?,
+            ports: port_or_list(opts.get("port"))?,
+            user: string(opts.get("user"))?,
+            password: string(opts.get("password"))?,
+            database: string(opts.get("database"))?,
+            min_size,
+            max_size,
+            timeout: seconds(opts.get("timeout"), false)?.unwrap_or(Duration::from_secs(5)),
         })
     }
 
@@ -254,6 +387,7 @@ impl Reader {
             timeout: seconds(s.get("timeout"), false)?.unwrap_or(d.timeout),
             require_sni: boolean(s.get("require_sni"))?.unwrap_or(d.require_sni),
             tlsrpt: boolean(s.get("tlsrpt"))?.unwrap_or(d.tlsrpt),
+            dane: boolean(s.get("dane"))?.unwrap_or(d.dane),
         })
     }
 
@@ -275,6 +409,47 @@ impl Reader {
             zones.insert(name.clone(), zone);
         }
         Ok(zones)
+    }
+
+    /// `metrics: {listen: ADDR}` or `{path: PATH, mode: 0600}`; the TCP
+    /// address must be loopback.
+    fn metrics(
+        &mut self,
+        (value, path): (Option<&Value>, String),
+    ) -> Result<Option<MetricsListen>, ConfigError> {
+        if value.is_none() {
+            return Ok(None);
+        }
+        let m = self.section(value, path.clone(), METRICS_KEYS)?;
+        let listen = string(m.get("listen"))?;
+        let socket = string(m.get("path"))?;
+        let mode = mode(m.get("mode"))?;
+        match (listen, socket) {
+            (Some(_), Some(_)) => Err(invalid(&path, "give either `listen` or `path`, not both")),
+            (None, None) => Err(invalid(
+                &path,
+                "give `listen` (a loopback address) or `path`",
+            )),
+            (Some(addr), None) => {
+                let at = join(&path, "listen");
+                let addr: SocketAddr = addr
+                    .parse()
+                    .map_err(|_| invalid(&at, &format!("{addr:?} is not an address:port")))?;
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        &at,
+                        &format!(
+                            "{addr} is not a loopback address (the endpoint can purge the cache)"
+                        ),
+                    ));
+                }
+                Ok(Some(MetricsListen::Tcp(addr)))
+            }
+            (None, Some(socket)) => Ok(Some(MetricsListen::Unix(
+                PathBuf::from(socket),
+                mode.unwrap_or(0o600),
+            ))),
+        }
     }
 
     fn resolver(

@@ -48,7 +48,8 @@ fn every_default() {
     assert_eq!(p.concurrency_limit, 100);
     assert_eq!(p.grace_ratio, 2.0);
     let z = &c.default_zone;
-    assert!(!z.strict_testing && z.require_sni && !z.tlsrpt);
+    assert!(!z.strict_testing && z.require_sni && !z.tlsrpt && !z.dane);
+    assert!(!c.dane_enabled());
     assert_eq!(z.timeout, Duration::from_secs(4));
     assert!(c.zones.is_empty());
     assert!(c.resolver.nameservers.is_empty());
@@ -83,6 +84,7 @@ default_zone:
   timeout: 0.5
   require_sni: false
   tlsrpt: true
+  dane: true
 zones:
   myzone:
     strict_testing: false
@@ -127,8 +129,10 @@ resolver:
             timeout: Duration::from_millis(500),
             require_sni: false,
             tlsrpt: true,
+            dane: true,
         }
     );
+    assert!(c.dane_enabled());
     // Keys missing from a zone take the built-in defaults, not default_zone's.
     assert_eq!(
         c.zones.get("myzone"),
@@ -162,30 +166,139 @@ resolver:
 fn redis_options() {
     let text = "cache:\n  type: redis\n  options:\n    url: redis://127.0.0.1:6379/0\n    \
                     prefix: 'x:'\n    socket_timeout: 2\n    socket_connect_timeout: 3\n    \
-                    max_connections: 25\n    password: secret\n";
+                    max_connections: 25\n    password: secret\n    db: 2\n    retry_on_timeout: true\n";
     let loaded = load(text);
     assert_eq!(
         loaded.config.cache,
         CacheConfig::Redis(RedisOptions {
-            url: "redis://127.0.0.1:6379/0".to_owned(),
+            target: RedisTarget::Url("redis://127.0.0.1:6379/0".to_owned()),
             prefix: "x:".to_owned(),
             socket_timeout: Duration::from_secs(2),
             socket_connect_timeout: Duration::from_secs(3),
             max_connections: Some(25),
+            username: None,
+            password: Some("secret".to_owned()),
+            db: Some(2),
         })
     );
     assert_eq!(
         loaded.warnings,
-        ["cache.options.password: redis option not supported, ignored"]
+        ["cache.options.retry_on_timeout: redis option not supported, ignored"]
     );
     let minimal = load("cache: {type: redis, options: {url: 'unix:///run/redis.sock'}}");
     let CacheConfig::Redis(r) = minimal.config.cache else {
         panic!("expected redis");
     };
-    assert_eq!(r.prefix, "mta-sts:");
+    // No prefix: the Python original's keys.
+    assert_eq!(r.prefix, "");
+    assert_eq!(r.kind(), "redis");
     assert_eq!(r.socket_timeout, Duration::from_secs(5));
     assert_eq!(r.socket_connect_timeout, Duration::from_secs(5));
     assert_eq!(r.max_connections, None);
+    assert_eq!((r.username, r.password, r.db), (None, None, None));
+}
+
+/// The Python original's `mta-sts-daemon.yml.redis_sentinel` example.
+#[test]
+fn redis_sentinel_options() {
+    let text = r#"
+cache:
+  type: redis_sentinel
+  options:
+    sentinel_master_name: "mymaster"
+    sentinels:
+      - ["sentinel1", 26379]
+      - ["sentinel2", 26379]
+      - ["sentinel3", 26379]
+    password: "StrongPassword"
+    max_connections: 25
+    socket_timeout: 1.0
+    socket_connect_timeout: 1.0
+"#;
+    let loaded = load(text);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let CacheConfig::Redis(r) = loaded.config.cache else {
+        panic!("expected redis");
+    };
+    assert_eq!(r.kind(), "redis_sentinel");
+    assert_eq!(
+        r.target,
+        RedisTarget::Sentinel {
+            sentinels: vec![
+                ("sentinel1".to_owned(), 26379),
+                ("sentinel2".to_owned(), 26379),
+                ("sentinel3".to_owned(), 26379)
+            ],
+            master_name: "mymaster".to_owned(),
+        }
+    );
+    assert_eq!(r.password.as_deref(), Some("StrongPassword"));
+    assert_eq!(r.socket_timeout, Duration::from_secs(1));
+    // `url` belongs to `redis` only.
+    let w = load("cache: {type: redis_sentinel, options: {sentinel_master_name: m, sentinels: [[h, 1]], url: 'redis://x'}}");
+    assert_eq!(
+        w.warnings,
+        ["cache.options.url: redis option not supported, ignored"]
+    );
+}
+
+/// The Python original's `mta-sts-daemon.yml.postgres` example, and every
+/// asyncpg option we take.
+#[test]
+fn postgres_options() {
+    let c = load(
+        "cache:\n  type: postgres\n  options:\n    dsn: postgres://user@%2Frun%2Fpostgresql/user\n",
+    )
+    .config
+    .cache;
+    let CacheConfig::Postgres(p) = c else {
+        panic!("expected postgres")
+    };
+    let dsn = p.dsn.as_ref().unwrap();
+    assert_eq!(dsn.hosts, ["/run/postgresql"]);
+    assert_eq!(dsn.user.as_deref(), Some("user"));
+    assert_eq!(
+        (p.min_size, p.max_size, p.timeout),
+        (10, 10, Duration::from_secs(5))
+    );
+    assert!(p.hosts.is_empty() && p.ports.is_empty());
+
+    let loaded = load(
+        "cache:\n  type: postgres\n  options:\n    host: [db1, /run/postgresql]\n    port: 5433\n    \
+         user: mta\n    password: pw\n    database: sts\n    min_size: 0\n    max_size: 3\n    \
+         timeout: 1.5\n    command_timeout: 3\n    dsn: 'host=x application_name=a foo=1'\n",
+    );
+    let CacheConfig::Postgres(p) = loaded.config.cache else {
+        panic!("expected postgres")
+    };
+    assert_eq!(p.hosts, ["db1", "/run/postgresql"]);
+    assert_eq!(p.ports, [5433]);
+    assert_eq!(p.user.as_deref(), Some("mta"));
+    assert_eq!(p.password.as_deref(), Some("pw"));
+    assert_eq!(p.database.as_deref(), Some("sts"));
+    assert_eq!((p.min_size, p.max_size), (0, 3));
+    assert_eq!(p.timeout, Duration::from_millis(1500));
+    assert_eq!(
+        loaded.warnings,
+        [
+            "cache.options.command_timeout: postgres option not supported, ignored",
+            "cache.options.dsn: parameter \"foo\" not supported, ignored",
+        ]
+    );
+    let p = load("cache: {type: postgres, options: {host: 'a, b', port: [1, 2], max_size: 20}}")
+        .config
+        .cache;
+    let CacheConfig::Postgres(p) = p else {
+        panic!("expected postgres")
+    };
+    assert_eq!(p.hosts, ["a", "b"]);
+    assert_eq!(p.ports, [1, 2]);
+    assert_eq!((p.min_size, p.max_size), (10, 20));
+    // Nothing at all is fine too: libpq's defaults.
+    assert!(matches!(
+        load("cache: {type: postgres}").config.cache,
+        CacheConfig::Postgres(_)
+    ));
 }
 
 #[test]
@@ -283,6 +396,16 @@ fn zone_with_empty_body_takes_defaults() {
 }
 
 #[test]
+fn dane_per_zone_and_its_errors_name_the_key() {
+    let c = load("zones: {d: {dane: yes}, plain: {tlsrpt: true}}").config;
+    assert!(c.zone("d").dane);
+    assert!(!c.zone("plain").dane && !c.default_zone.dane);
+    assert!(c.dane_enabled());
+    let err = Config::from_yaml("zones: {d: {dane: maybe}}").unwrap_err();
+    assert!(err.to_string().contains("zones.d.dane"), "{err}");
+}
+
+#[test]
 fn zone_lookup_exact_else_default() {
     let c = load("default_zone: {timeout: 9}\nzones: {strict: {strict_testing: yes}}").config;
     assert!(c.zone("strict").strict_testing);
@@ -356,6 +479,31 @@ fn each_validation_error_names_its_key() {
         ),
         ("cache: {type: redis, options: {}}", "cache.options.url"),
         (
+            "cache: {type: redis_sentinel, options: {sentinels: [[h, 1]]}}",
+            "cache.options.sentinel_master_name",
+        ),
+        (
+            "cache: {type: redis_sentinel, options: {sentinel_master_name: m}}",
+            "cache.options.sentinels",
+        ),
+        (
+            "cache: {type: redis_sentinel, options: {sentinel_master_name: m, sentinels: []}}",
+            "cache.options.sentinels",
+        ),
+        (
+            "cache: {type: redis_sentinel, options: {sentinel_master_name: m, sentinels: [[h, 0]]}}",
+            "cache.options.sentinels[0][1]",
+        ),
+        (
+            "cache: {type: redis_sentinel, options: {sentinel_master_name: m, sentinels: [h]}}",
+            "cache.options.sentinels[0]",
+        ),
+        ("cache: {type: postgres, options: {dsn: 'mysql://x'}}", "cache.options.dsn"),
+        ("cache: {type: postgres, options: {port: [1, x]}}", "cache.options.port[1]"),
+        ("cache: {type: postgres, options: {min_size: 5, max_size: 2}}", "cache.options.min_size"),
+        ("cache: {type: postgres, options: {max_size: 0}}", "cache.options.max_size"),
+        ("cache: {type: postgres, options: {timeout: 0}}", "cache.options.timeout"),
+        (
             "cache: {type: redis, options: {url: 'http://x'}}",
             "cache.options.url",
         ),
@@ -408,7 +556,7 @@ fn error_messages_read_well() {
     );
     assert_eq!(
         error("cache: {type: foo}").to_string(),
-        "cache.type: unknown cache type \"foo\" (expected internal, sqlite or redis)"
+        "cache.type: unknown cache type \"foo\" (expected internal, sqlite, redis, redis_sentinel or postgres)"
     );
     assert_eq!(
         error("cache: {type: sqlite}").to_string(),
@@ -487,4 +635,51 @@ proptest! {
         prop_assert_eq!(&c.cache, &CacheConfig::Internal { cache_size: size });
         prop_assert_eq!(c.zone(&zone).timeout, Duration::from_millis(millis));
     }
+}
+
+#[test]
+fn metrics_listener_on_loopback_or_a_unix_socket_only() {
+    let c = load("metrics:\n  listen: \"127.0.0.1:9461\"\n").config;
+    assert_eq!(
+        c.metrics,
+        Some(MetricsListen::Tcp("127.0.0.1:9461".parse().unwrap()))
+    );
+    let c = load("metrics:\n  path: /run/mta-sts/metrics.sock\n").config;
+    assert_eq!(
+        c.metrics,
+        Some(MetricsListen::Unix(
+            "/run/mta-sts/metrics.sock".into(),
+            0o600
+        ))
+    );
+    assert_eq!(load("").config.metrics, None);
+    for (text, path) in [
+        ("metrics:\n  listen: \"0.0.0.0:9461\"\n", "metrics.listen"),
+        ("metrics:\n  listen: nonsense\n", "metrics.listen"),
+        ("metrics: {}\n", "metrics"),
+        ("metrics:\n  listen: \"[::1]:1\"\n  path: /x\n", "metrics"),
+    ] {
+        assert_eq!(error(text).path(), Some(path), "{text}");
+    }
+}
+
+#[test]
+fn check_reports_every_error_with_its_path() {
+    let checked = Config::check(
+        "port: abc\ncache_grace: -1\ndefault_zone:\n  timeout: soon\nzones:\n  z:\n    tlsrpt: maybe\nbogus: 1\n",
+    );
+    assert_eq!(checked.warnings.len(), 1, "{:?}", checked.warnings);
+    let errors = checked.errors;
+    let paths: Vec<Option<&str>> = errors.iter().map(|e| e.path()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            Some("port"),
+            Some("cache_grace"),
+            Some("default_zone.timeout"),
+            Some("zones.z.tlsrpt")
+        ]
+    );
+    // from_yaml still gives the first.
+    assert_eq!(error("port: abc\ncache_grace: -1\n").path(), Some("port"));
 }

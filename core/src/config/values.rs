@@ -211,3 +211,77 @@ pub(super) fn nameserver(value: &Value, path: &str) -> Result<SocketAddr, Config
         })
         .ok_or_else(|| wrong_type(path, EXPECTED, value))
 }
+
+/// `sentinels`: a non-empty list of `[host, port]` pairs, as redis-py's
+/// `Sentinel` takes them.
+pub(super) fn sentinel_list((value, path): At<'_>) -> Result<Vec<(String, u16)>, ConfigError> {
+    const EXPECTED: &str = "a [host, port] pair";
+    let items = match value {
+        None => {
+            return Err(ConfigError::Missing {
+                path,
+                context: "for the redis_sentinel cache",
+            })
+        }
+        Some(Value::Sequence(items)) if !items.is_empty() => items,
+        Some(other) => return Err(wrong_type(&path, "a list of [host, port] pairs", other)),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = format!("{path}[{i}]");
+            let Value::Sequence(pair) = item else {
+                return Err(wrong_type(&at, EXPECTED, item));
+            };
+            match pair.as_slice() {
+                [Value::String(host), port_value] if !host.is_empty() => {
+                    match port((Some(port_value), format!("{at}[1]")))? {
+                        Some(p) => Ok((host.clone(), p)),
+                        None => Err(wrong_type(&at, EXPECTED, item)),
+                    }
+                }
+                _ => Err(wrong_type(&at, EXPECTED, item)),
+            }
+        })
+        .collect()
+}
+
+/// A string (split at commas) or a list of strings: asyncpg's `host`.
+pub(super) fn string_or_list((value, path): At<'_>) -> Result<Vec<String>, ConfigError> {
+    const EXPECTED: &str = "a string or a list of strings";
+    match value {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) if !s.is_empty() => Ok(s.clone()),
+                other => Err(wrong_type(&format!("{path}[{i}]"), "a string", other)),
+            })
+            .collect(),
+        Some(other) => Err(wrong_type(&path, EXPECTED, other)),
+    }
+}
+
+/// A port or a list of ports: asyncpg's `port`.
+pub(super) fn port_or_list((value, path): At<'_>) -> Result<Vec<u16>, ConfigError> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let at = format!("{path}[{i}]");
+                port((Some(item), at.clone()))?.ok_or_else(|| wrong_type(&at, "a port", item))
+            })
+            .collect(),
+        Some(one) => Ok(port((Some(one), path))?.into_iter().collect()),
+    }
+}

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::dane::{Combined, DaneRun};
 use super::remembered::Remembered;
 use super::{
     Action, Answer, Failure, FetchResult, LookupId, Reason, RequestId, ResolverSettings, TxtResult,
@@ -27,9 +28,9 @@ enum Stage {
 }
 
 #[derive(Debug)]
-struct Waiter {
-    request: RequestId,
-    deadline: Instant,
+pub(super) struct Waiter {
+    pub(super) request: RequestId,
+    pub(super) deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -46,13 +47,15 @@ struct Lookup {
 
 /// A pending deadline. Requests sort before lookups at the same instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Timer {
+pub(super) enum Timer {
     Request(LookupId, RequestId),
+    DaneRequest(LookupId, RequestId),
     Lookup(LookupId),
+    DaneLookup(LookupId),
 }
 
 /// Why a request that waited for a lookup slot until its deadline failed.
-const OVERLOADED: &str = "too many lookups in flight";
+pub(super) const OVERLOADED: &str = "too many lookups in flight";
 
 /// Longest deadline honoured; guards `Instant + Duration` against overflow.
 const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
@@ -63,24 +66,33 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// exactly once, by its deadline.
 #[derive(Debug)]
 pub struct Resolver {
-    settings: ResolverSettings,
-    index: Arc<PolicyIndex>,
+    pub(super) settings: ResolverSettings,
+    pub(super) index: Arc<PolicyIndex>,
     next_lookup: u64,
     lookups: HashMap<LookupId, Lookup>,
     pub(super) running: HashMap<Domain, LookupId>,
-    timers: BTreeSet<(Instant, Timer)>,
+    pub(super) timers: BTreeSet<(Instant, Timer)>,
     pub(super) failures: Remembered<(Domain, String)>,
-    /// Lookups doing IO (not queued).
-    active: usize,
+    /// Lookups doing IO (not queued), of both kinds.
+    pub(super) active: usize,
+    /// Requests that joined a running lookup, ever.
+    joined: u64,
     /// The latest monotonic time passed in.
     now: Option<Instant>,
-    /// Lookups waiting for a slot, oldest first (ids of finished ones are
-    /// skipped).
+    /// Lookups of both kinds waiting for a slot, oldest first (ids of
+    /// finished ones are skipped).
     queue: VecDeque<LookupId>,
-    actions: VecDeque<Action>,
+    pub(super) actions: VecDeque<Action>,
     /// The latest wall clock passed in: `handle_timeout` has none, and a
     /// deadline is at most a zone timeout after the last call that had one.
-    wall_ms: u64,
+    pub(super) wall_ms: u64,
+    /// DANE lookups (RFC 7672), by id.
+    pub(super) dane_lookups: HashMap<LookupId, DaneRun>,
+    /// The running DANE lookup of each domain.
+    pub(super) dane_running: HashMap<Domain, LookupId>,
+    /// Requests of `dane: true` zones waiting for their DANE and MTA-STS
+    /// parts.
+    pub(super) combined: HashMap<RequestId, Combined>,
 }
 
 impl Resolver {
@@ -95,11 +107,24 @@ impl Resolver {
             timers: BTreeSet::new(),
             failures: Remembered::new(millis(settings.retry_after_failure), settings.memory_limit),
             active: 0,
+            joined: 0,
             now: None,
             queue: VecDeque::new(),
             actions: VecDeque::new(),
             wall_ms: 0,
+            dane_lookups: HashMap::new(),
+            dane_running: HashMap::new(),
+            combined: HashMap::new(),
         }
+    }
+
+    /// Apply a reloaded configuration: `cache_grace` (also in the index)
+    /// and the bound on lookups doing IO.
+    pub fn update(&mut self, cache_grace: Duration, max_lookups: usize) {
+        self.settings.cache_grace = cache_grace;
+        self.settings.max_lookups = max_lookups;
+        self.index.set_grace(cache_grace);
+        self.start_queued();
     }
 
     /// The shared index this resolver writes.
@@ -120,7 +145,19 @@ impl Resolver {
         wall_ms: u64,
     ) {
         self.advance(now, wall_ms);
-        let deadline = deadline(now, timeout);
+        self.request_sts(request, domain, deadline(now, timeout), wall_ms);
+    }
+
+    /// The MTA-STS part of a request: join the domain's running lookup,
+    /// answer from the index, or start a lookup. Returns the lookup the
+    /// request now waits on, if any.
+    pub(super) fn request_sts(
+        &mut self,
+        request: RequestId,
+        domain: Domain,
+        deadline: Instant,
+        wall_ms: u64,
+    ) -> Option<LookupId> {
         let waiter = Waiter { request, deadline };
         if let Some(&id) = self.running.get(&domain) {
             if let Some(lookup) = self.lookups.get_mut(&id) {
@@ -129,22 +166,23 @@ impl Resolver {
                     self.timers.insert((deadline, Timer::Request(id, request)));
                 }
                 lookup.waiters.push(waiter);
-                return;
+                self.joined += 1;
+                return Some(id);
             }
         }
         let held = match self.index.known(domain.as_str(), wall_ms) {
             Held::NoPolicy => {
                 self.reply(request, domain, None, Reason::NoPolicyRemembered);
-                return;
+                return None;
             }
             Held::Entry(e) if e.is_fresh(wall_ms, self.settings.cache_grace) => {
                 self.reply(request, domain, Some(e.policy), Reason::Cached);
-                return;
+                return None;
             }
             Held::Entry(e) => Some(e),
             Held::Miss => None,
         };
-        self.start(domain, held, deadline, false, vec![waiter]);
+        Some(self.start(domain, held, deadline, false, vec![waiter]))
     }
 
     /// Proactive refresh (RFC 8461 §5.1, `proactive_policy_fetching`): a
@@ -310,6 +348,8 @@ impl Resolver {
             match timer {
                 Timer::Request(id, request) => self.expire_request(id, request, at),
                 Timer::Lookup(id) => self.expire_lookup(id),
+                Timer::DaneRequest(id, request) => self.expire_dane_request(id, request, at),
+                Timer::DaneLookup(id) => self.expire_dane_lookup(id),
             }
         }
     }
@@ -324,17 +364,31 @@ impl Resolver {
         self.timers.first().map(|&(at, _)| at)
     }
 
-    /// Number of lookups running (for graceful shutdown and tests).
+    /// Number of lookups running, of both kinds (for graceful shutdown
+    /// and tests).
     pub fn in_flight(&self) -> usize {
-        self.lookups.len()
+        self.lookups.len() + self.dane_lookups.len()
     }
 
     /// Record the clock and settle deadlines already past, so that a result
     /// arriving after its lookup's deadline is ignored even if the driver
     /// was late calling `handle_timeout`.
-    fn advance(&mut self, now: Instant, wall_ms: u64) {
+    pub(super) fn advance(&mut self, now: Instant, wall_ms: u64) {
         self.wall_ms = wall_ms;
         self.handle_timeout(now);
+    }
+
+    /// A new lookup id (shared by both kinds, so IO and `Cancel` are keyed
+    /// by it alone).
+    pub(super) fn next_id(&mut self) -> LookupId {
+        self.next_lookup += 1;
+        LookupId(self.next_lookup)
+    }
+
+    /// Queue a lookup for its first IO under `max_lookups`.
+    pub(super) fn enqueue(&mut self, id: LookupId) {
+        self.queue.push_back(id);
+        self.start_queued();
     }
 
     fn start(
@@ -344,9 +398,8 @@ impl Resolver {
         deadline: Instant,
         refresh: bool,
         waiters: Vec<Waiter>,
-    ) {
-        self.next_lookup += 1;
-        let id = LookupId(self.next_lookup);
+    ) -> LookupId {
+        let id = self.next_id();
         self.timers.insert((deadline, Timer::Lookup(id)));
         self.running.insert(domain.clone(), id);
         self.lookups.insert(
@@ -360,48 +413,78 @@ impl Resolver {
                 waiters,
             },
         );
-        self.queue.push_back(id);
-        self.start_queued();
+        self.enqueue(id);
+        id
     }
 
     /// Give queued lookups their first IO while fewer than `max_lookups`
     /// are doing IO (oldest first: requests wait in order).
-    fn start_queued(&mut self) {
+    pub(super) fn start_queued(&mut self) {
         while self.active < self.settings.max_lookups.max(1) {
             let Some(id) = self.queue.pop_front() else {
                 return;
             };
-            let persistent = self.settings.persistent;
-            let Some(l) = self.lookups.get_mut(&id) else {
-                continue;
-            };
-            if !matches!(l.stage, Stage::Queued) {
-                continue;
-            }
-            if self.now.is_some_and(|now| l.deadline <= now) {
-                // Its deadline is being processed: starting IO now would
-                // only be cancelled.
-                continue;
-            }
-            let domain = l.domain.clone();
-            let action = if persistent {
-                l.stage = Stage::LoadingStore;
-                Action::LoadStore { lookup: id, domain }
-            } else {
-                l.stage = Stage::QueryingTxt;
-                Action::QueryTxt { lookup: id, domain }
+            let action = match self.first_io(id) {
+                Some(action) => action,
+                None => match self.first_dane_io(id) {
+                    Some(action) => action,
+                    None => continue,
+                },
             };
             self.active += 1;
             self.actions.push_back(action);
         }
     }
 
-    /// Lookups waiting for a slot (for metrics and tests).
+    /// Requests that joined a lookup already running, since the start.
+    pub fn coalesced_total(&self) -> u64 {
+        self.joined
+    }
+
+    /// True when a lookup with `deadline` is past it: starting IO now
+    /// would only be cancelled.
+    pub(super) fn is_past(&self, deadline: Instant) -> bool {
+        self.now.is_some_and(|now| deadline <= now)
+    }
+
+    /// The first IO of queued MTA-STS lookup `id`, if it is one.
+    fn first_io(&mut self, id: LookupId) -> Option<Action> {
+        let persistent = self.settings.persistent;
+        let past = self.lookups.get(&id).map(|l| self.is_past(l.deadline))?;
+        let l = self.lookups.get_mut(&id)?;
+        if !matches!(l.stage, Stage::Queued) || past {
+            return None;
+        }
+        let domain = l.domain.clone();
+        Some(if persistent {
+            l.stage = Stage::LoadingStore;
+            Action::LoadStore { lookup: id, domain }
+        } else {
+            l.stage = Stage::QueryingTxt;
+            Action::QueryTxt { lookup: id, domain }
+        })
+    }
+
+    /// Lookups of both kinds waiting for a slot (for metrics and tests).
     pub fn queued(&self) -> usize {
         self.lookups
             .values()
             .filter(|l| matches!(l.stage, Stage::Queued))
             .count()
+            + self.dane_lookups.values().filter(|l| l.queued).count()
+    }
+
+    /// Take `request` off MTA-STS lookup `id` (its DANE verdict answered
+    /// it); the lookup goes on for the others and for the index.
+    pub(super) fn leave_lookup(&mut self, id: LookupId, request: RequestId) {
+        let Some(lookup) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        if let Some(pos) = lookup.waiters.iter().position(|w| w.request == request) {
+            let w = lookup.waiters.remove(pos);
+            self.timers
+                .remove(&(w.deadline, Timer::Request(id, w.request)));
+        }
     }
 
     /// Make `entry` visible in memory now, and persist it behind.
@@ -412,6 +495,8 @@ impl Resolver {
         }
     }
 
+    /// The MTA-STS answer for `request`: the reply, or the MTA-STS part of
+    /// a `dane: true` zone's request.
     fn reply(
         &mut self,
         request: RequestId,
@@ -419,10 +504,18 @@ impl Resolver {
         policy: Option<Policy>,
         reason: Reason,
     ) {
+        if self.combined.contains_key(&request) {
+            self.sts_part(request, policy, reason);
+            return;
+        }
         self.actions.push_back(Action::Reply {
             request,
             domain,
-            answer: Answer { policy, reason },
+            answer: Answer {
+                policy,
+                reason,
+                dane: None,
+            },
         });
     }
 
@@ -502,6 +595,6 @@ impl Resolver {
     }
 }
 
-fn deadline(now: Instant, timeout: Duration) -> Instant {
+pub(super) fn deadline(now: Instant, timeout: Duration) -> Instant {
     now.checked_add(timeout.min(MAX_TIMEOUT)).unwrap_or(now)
 }

@@ -8,7 +8,16 @@
 //! Concurrent requests for one domain join one lookup. What a lookup learns
 //! is written to the shared [`crate::cache::PolicyIndex`] before any reply
 //! leaves, so a later request finds it in memory.
+//!
+//! A request from a zone with `dane: true` ([`Resolver::handle_dane_request`])
+//! waits on two lookups that run at once, each joined per domain: the DANE
+//! lookup (RFC 7672, [`Action::LookupDane`]) and the MTA-STS lookup. A DANE
+//! verdict that decides (RFC 8461 §2: `dane-only`, `dane`, a null MX, or a
+//! failure) answers at once; "no DANE" waits for the MTA-STS answer.
 
+mod dane;
+#[cfg(test)]
+mod dane_tests;
 mod machine;
 mod outcome;
 mod remembered;
@@ -19,9 +28,11 @@ pub use machine::Resolver;
 pub use outcome::{DnsFailure, Failure, NoPolicy};
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::CacheEntry;
+use crate::dane::DaneResult;
 use crate::domain::Domain;
 use crate::policy::{Mode, Policy};
 
@@ -126,6 +137,15 @@ pub enum Action {
         /// The entry to write.
         entry: CacheEntry,
     },
+    /// Run the DANE lookup of the domain (RFC 7672 §2.2: MX, A/AAAA and
+    /// TLSA queries with the DO bit); pass the result to
+    /// [`Resolver::handle_dane`].
+    LookupDane {
+        /// The lookup to answer.
+        lookup: LookupId,
+        /// The destination domain.
+        domain: Domain,
+    },
     /// The lookup's deadline passed: drop its IO; late results are ignored.
     Cancel {
         /// The cancelled lookup.
@@ -150,6 +170,29 @@ pub struct Answer {
     pub policy: Option<Policy>,
     /// How the answer was reached, for one log line per lookup.
     pub reason: Reason,
+    /// For a request of a `dane: true` zone, the DANE decision (RFC 8461
+    /// §2); when it [decides](crate::dane::Verdict::decides), it is the
+    /// reply and `policy`/`reason` say only what MTA-STS knew by then.
+    pub dane: Option<DaneAnswer>,
+}
+
+/// A DANE result as a request got it (RFC 7672 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaneAnswer {
+    /// The result, shared with the index and the lookup's other requests.
+    pub result: Arc<DaneResult>,
+    /// Answered from the index with no traffic.
+    pub cached: bool,
+}
+
+impl fmt::Display for DaneAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.result)?;
+        if self.cached {
+            f.write_str(" (cached)")?;
+        }
+        Ok(())
+    }
 }
 
 /// How an answer was reached.
@@ -173,6 +216,9 @@ pub enum Reason {
     FailureBackoff,
     /// The deadline passed; the cached policy is used while unexpired.
     Timeout,
+    /// The DANE verdict decided the reply before the MTA-STS lookup ended
+    /// (RFC 8461 §2); that lookup goes on and its result is kept.
+    DaneDecided,
 }
 
 impl fmt::Display for Reason {
@@ -188,6 +234,7 @@ impl fmt::Display for Reason {
                 f.write_str("recent fetch failure for this id, not retried yet")
             }
             Reason::Timeout => f.write_str("lookup timed out"),
+            Reason::DaneDecided => f.write_str("not waited for, DANE decided"),
         }
     }
 }

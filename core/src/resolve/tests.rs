@@ -118,7 +118,11 @@ fn reply(req: u64, dom: &str, policy: Option<Policy>, reason: Reason) -> Action 
     Action::Reply {
         request: RequestId(req),
         domain: d(dom),
-        answer: Answer { policy, reason },
+        answer: Answer {
+            policy,
+            reason,
+            dane: None,
+        },
     }
 }
 
@@ -1248,6 +1252,7 @@ fn hours_of_cache_life(persistent: bool) {
                     replies += 1;
                 }
                 Action::Cancel { .. } => panic!("no deadline should pass"),
+                Action::LookupDane { .. } => panic!("no DANE without a dane zone"),
             }
         }
         assert_eq!(replies, 1);
@@ -1296,6 +1301,11 @@ enum Op {
         dom: u8,
         timeout_ms: u64,
     },
+    /// A request from a `dane: true` zone.
+    DaneRequest {
+        dom: u8,
+        timeout_ms: u64,
+    },
     Advance {
         ms: u64,
         extra_wall_s: u64,
@@ -1311,6 +1321,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0u8..3, 0u64..3000).prop_map(|(dom, timeout_ms)| Op::Request { dom, timeout_ms }),
         1 => (0u8..3, 0u64..3000).prop_map(|(dom, timeout_ms)| Op::Refresh { dom, timeout_ms }),
+        2 => (0u8..3, 0u64..3000).prop_map(|(dom, timeout_ms)| Op::DaneRequest { dom, timeout_ms }),
         2 => (0u64..2000, prop_oneof![Just(0u64), 0u64..400, Just(DAY)])
             .prop_map(|(ms, extra_wall_s)| Op::Advance { ms, extra_wall_s }),
         4 => (any::<usize>(), any::<u8>(), 0u64..2000)
@@ -1323,6 +1334,25 @@ enum Io {
     Load,
     Txt,
     Fetch,
+    Dane,
+}
+
+/// A DANE result for the property tests, by `variant`.
+fn dane_result(variant: u8) -> crate::dane::DaneResult {
+    use crate::dane::{DaneFailure, DaneResult, NoDane, Verdict};
+    let ttl = Duration::from_secs(u64::from(variant % 5));
+    match variant % 6 {
+        0 => DaneResult::decided(Verdict::DaneOnly, ttl.max(crate::dane::MIN_TTL)),
+        1 => DaneResult::decided(Verdict::Dane, crate::dane::MIN_TTL),
+        2 => DaneResult::decided(Verdict::NullMx, crate::dane::MIN_TTL),
+        3 => DaneResult::failed(DaneFailure::Dns {
+            name: "x".into(),
+            qtype: crate::dns::QueryType::Tlsa,
+            cause: DnsFailure::Server(DnsError::ServFail),
+        }),
+        4 => DaneResult::failed(DaneFailure::Local("EMFILE".into())),
+        _ => DaneResult::decided(Verdict::NoDane(NoDane::MxInsecure), crate::dane::MIN_TTL),
+    }
 }
 
 /// A test driver: the resolver, the requests not answered yet (with their
@@ -1331,6 +1361,8 @@ struct Harness {
     r: Resolver,
     persistent: bool,
     open: HashMap<RequestId, Instant>,
+    /// Requests of a `dane: true` zone.
+    dane: std::collections::HashSet<RequestId>,
     pending: Vec<(Io, LookupId, Domain)>,
     store: HashMap<Domain, CacheEntry>,
 }
@@ -1347,6 +1379,9 @@ impl Harness {
                     self.pending.push((Io::Load, lookup, domain));
                 }
                 Action::QueryTxt { lookup, domain } => self.pending.push((Io::Txt, lookup, domain)),
+                Action::LookupDane { lookup, domain } => {
+                    self.pending.push((Io::Dane, lookup, domain))
+                }
                 Action::FetchPolicy { lookup, domain, .. } => {
                     self.pending.push((Io::Fetch, lookup, domain))
                 }
@@ -1374,6 +1409,31 @@ impl Harness {
                     prop_assert!(deadline.is_some(), "unknown or repeated reply {request:?}");
                     prop_assert!(deadline.is_some_and(|d| now <= d), "reply after deadline");
                     let index = self.r.index();
+                    let is_dane = self.dane.remove(&request);
+                    prop_assert_eq!(answer.dane.is_some(), is_dane, "DANE part of {:?}", request);
+                    if let Some(dane) = &answer.dane {
+                        let verdict = &dane.result.verdict;
+                        let remembered = match verdict {
+                            crate::dane::Verdict::Temp(f) => !f.is_local(),
+                            _ => true,
+                        };
+                        // A result learnt from a lookup that decides the
+                        // reply is in the index first (a timeout of the
+                        // request alone is not a result; "no DANE" may wait
+                        // for MTA-STS past its TTL).
+                        let own_timeout = matches!(
+                            verdict,
+                            crate::dane::Verdict::Temp(crate::dane::DaneFailure::Timeout)
+                        );
+                        if !dane.cached && remembered && !own_timeout && verdict.decides() {
+                            let held = index.dane_fresh(domain.as_str(), wall);
+                            prop_assert!(held.is_some(), "{} not in the index", dane);
+                        }
+                        // The MTA-STS part may have come long before this
+                        // reply (waiting for DANE), or not at all: what
+                        // the index holds now says nothing about it.
+                        continue;
+                    }
                     match (&answer.reason, &answer.policy) {
                         (Reason::Cached | Reason::Confirmed | Reason::Fetched, Some(p)) => {
                             let fresh = match index.fresh(domain.as_str(), wall) {
@@ -1414,6 +1474,7 @@ fn run_ops_with(settings: ResolverSettings, ops: Vec<Op>) -> Result<(), TestCase
         r: resolver_with(settings, 100),
         persistent: settings.persistent,
         open: HashMap::new(),
+        dane: Default::default(),
         pending: Vec::new(),
         store: HashMap::new(),
     };
@@ -1436,6 +1497,14 @@ fn run_ops_with(settings: ResolverSettings, ops: Vec<Op>) -> Result<(), TestCase
             Op::Refresh { dom, timeout_ms } => {
                 let timeout = ms(timeout_ms);
                 h.r.handle_refresh(d(domains[usize::from(dom)]), timeout, now, wall);
+            }
+            Op::DaneRequest { dom, timeout_ms } => {
+                let req = RequestId(next_req);
+                next_req += 1;
+                let timeout = ms(timeout_ms);
+                h.open.insert(req, now + timeout);
+                h.dane.insert(req);
+                h.r.handle_dane_request(req, d(domains[usize::from(dom)]), timeout, now, wall);
             }
             Op::Advance {
                 ms: step,
@@ -1493,6 +1562,7 @@ fn run_ops_with(settings: ResolverSettings, ops: Vec<Op>) -> Result<(), TestCase
                         };
                         h.r.handle_fetch(lookup, res, now, wall);
                     }
+                    Io::Dane => h.r.handle_dane(lookup, dane_result(variant), now, wall),
                 }
             }
         }
@@ -1514,6 +1584,9 @@ fn run_ops_with(settings: ResolverSettings, ops: Vec<Op>) -> Result<(), TestCase
     prop_assert_eq!(h.r.in_flight(), 0);
     prop_assert_eq!(h.r.poll_timeout(), None);
     prop_assert!(h.r.running.is_empty());
+    prop_assert!(h.r.dane_running.is_empty());
+    prop_assert!(h.r.combined.is_empty());
+    prop_assert!(h.dane.is_empty());
     Ok(())
 }
 
@@ -1565,6 +1638,7 @@ proptest! {
                         r.handle_fetch(lookup, FetchResult::Policy(policy.clone()), now, wall);
                         fetched = true;
                     }
+                    Io::Dane => prop_assert!(false, "no DANE lookup"),
                 }
                 at
             } else {
@@ -1602,6 +1676,7 @@ proptest! {
                         prop_assert!(answers.insert(request, answer).is_none(), "second reply");
                     }
                     Action::Cancel { .. } => prop_assert!(false, "no deadline passes"),
+                    Action::LookupDane { .. } => prop_assert!(false, "no DANE lookup"),
                 }
             }
         }

@@ -5,7 +5,7 @@
 
 use super::udp_pool::UdpPool;
 use super::{with_timeout, Runtime, Transport};
-use crate::dns::{self, Answer, DnsError, QueryType, Response};
+use crate::dns::{self, Answer, Answered, DnsError, Parsed, QueryType};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::StreamExt;
 use std::net::SocketAddr;
@@ -52,6 +52,7 @@ pub struct DnsClient<R: Runtime> {
     attempts: u32,
     try_timeout: Duration,
     udp: UdpPool<R>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl<R: Runtime> DnsClient<R> {
@@ -71,7 +72,32 @@ impl<R: Runtime> DnsClient<R> {
             servers,
             attempts: attempts.max(1),
             try_timeout,
+            metrics: None,
         }
+    }
+
+    /// Count every query in `metrics` (by type and response code).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count(&self, qtype: QueryType, outcome: &Result<Answered, DnsLookupError>) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let rcode = match outcome {
+            Ok(Answered {
+                answer: Answer::NoRecords(dns::NoRecordsKind::NxDomain),
+                ..
+            }) => "NXDOMAIN",
+            Ok(_) => "NOERROR",
+            Err(DnsLookupError::Timeout) => "timeout",
+            Err(DnsLookupError::Server(DnsError::ServFail)) => "SERVFAIL",
+            Err(DnsLookupError::Server(DnsError::Refused)) => "REFUSED",
+            Err(_) => "error",
+        };
+        metrics.dns_query(&format!("{qtype:?}").to_ascii_uppercase(), rcode);
     }
 
     /// The runtime the client runs on (for the fetch's timers).
@@ -82,13 +108,37 @@ impl<R: Runtime> DnsClient<R> {
     /// Look `name` up; NXDOMAIN and NODATA are answers (`Answer::NoRecords`),
     /// SERVFAIL/REFUSED/timeouts are errors.
     pub async fn query(&self, name: &str, qtype: QueryType) -> Result<Answer, DnsLookupError> {
+        let outcome = self.ask(name, qtype, false).await;
+        self.count(qtype, &outcome);
+        Ok(outcome?.answer)
+    }
+
+    /// Look `name` up asking for DNSSEC validation (EDNS0 DO and AD bits,
+    /// RFC 6840 §5.7): the answer with its AD bit, TTL and CNAME-expanded
+    /// name, for DANE (RFC 7672 §2.1). Errors as [`DnsClient::query`].
+    pub async fn query_dnssec(
+        &self,
+        name: &str,
+        qtype: QueryType,
+    ) -> Result<Answered, DnsLookupError> {
+        let outcome = self.ask(name, qtype, true).await;
+        self.count(qtype, &outcome);
+        outcome
+    }
+
+    async fn ask(
+        &self,
+        name: &str,
+        qtype: QueryType,
+        dnssec: bool,
+    ) -> Result<Answered, DnsLookupError> {
         let mut last = DnsLookupError::NoNameservers;
         for _ in 0..self.attempts {
             for &server in &self.servers {
                 match with_timeout(
                     &self.rt,
                     self.try_timeout,
-                    self.exchange(server, name, qtype),
+                    self.exchange(server, name, qtype, dnssec),
                 )
                 .await
                 {
@@ -108,9 +158,14 @@ impl<R: Runtime> DnsClient<R> {
     }
 
     /// A query for `name` with a fresh unpredictable id.
-    fn new_query(&self, name: &str, qtype: QueryType) -> Result<(u16, Vec<u8>), DnsLookupError> {
+    fn new_query(
+        &self,
+        name: &str,
+        qtype: QueryType,
+        dnssec: bool,
+    ) -> Result<(u16, Vec<u8>), DnsLookupError> {
         let id = self.udp.random_u16();
-        Ok((id, dns::build_query(id, name, qtype)?))
+        Ok((id, dns::build_query_with(id, name, qtype, dnssec)?))
     }
 
     /// UDP sockets open for queries (bounded: a few per nameserver).
@@ -123,8 +178,9 @@ impl<R: Runtime> DnsClient<R> {
         server: SocketAddr,
         name: &str,
         qtype: QueryType,
-    ) -> Result<Answer, DnsLookupError> {
-        let (_, mut query) = self.new_query(name, qtype)?;
+        dnssec: bool,
+    ) -> Result<Answered, DnsLookupError> {
+        let (_, mut query) = self.new_query(name, qtype, dnssec)?;
         let mut pending = self.udp.send(server, &mut query).await?;
         let id = pending.id();
         loop {
@@ -133,9 +189,11 @@ impl<R: Runtime> DnsClient<R> {
                     "DNS socket closed",
                 )));
             };
-            match dns::parse_response(&datagram, id, name, qtype) {
-                Ok(Response::Answer(answer)) => return Ok(answer),
-                Ok(Response::Truncated) => return self.exchange_tcp(server, name, qtype).await,
+            match dns::parse_response_full(&datagram, id, name, qtype) {
+                Ok(Parsed::Answered(answer)) => return Ok(answer),
+                Ok(Parsed::Truncated) => {
+                    return self.exchange_tcp(server, name, qtype, dnssec).await
+                }
                 // A datagram that is not the answer to our question (late,
                 // spoofed): keep waiting for the real one.
                 Err(e) if e.is_unrelated() => continue,
@@ -149,8 +207,9 @@ impl<R: Runtime> DnsClient<R> {
         server: SocketAddr,
         name: &str,
         qtype: QueryType,
-    ) -> Result<Answer, DnsLookupError> {
-        let (id, query) = self.new_query(name, qtype)?;
+        dnssec: bool,
+    ) -> Result<Answered, DnsLookupError> {
+        let (id, query) = self.new_query(name, qtype, dnssec)?;
         let mut stream = self.transport.tcp_connect(server).await?;
         stream.write_all(&dns::tcp_frame(&query)).await?;
         stream.flush().await?;
@@ -158,9 +217,9 @@ impl<R: Runtime> DnsClient<R> {
         stream.read_exact(&mut len).await?;
         let mut msg = vec![0u8; dns::tcp_length(&len).unwrap_or(0)];
         stream.read_exact(&mut msg).await?;
-        match dns::parse_response(&msg, id, name, qtype)? {
-            Response::Answer(answer) => Ok(answer),
-            Response::Truncated => Err(DnsError::Malformed("truncated TCP response".into()).into()),
+        match dns::parse_response_full(&msg, id, name, qtype)? {
+            Parsed::Answered(answer) => Ok(answer),
+            Parsed::Truncated => Err(DnsError::Malformed("truncated TCP response".into()).into()),
         }
     }
 }

@@ -3,24 +3,27 @@
 //! actions come out and are carried out as tasks on the driver's runtime
 //! (docs/ARCHITECTURE.md "The lookup coordinator").
 
-use super::{fetch_policy, lookup_txt, with_timeout, DnsClient, Runtime, Transport};
+use super::{fetch_policy, lookup_dane, lookup_txt, with_timeout, DnsClient, Runtime, Transport};
 use crate::cache::{CacheEntry, PolicyIndex, Store, StoreError};
+use crate::dane::DaneFailure;
+use crate::dane::DaneResult;
 use crate::domain::Domain;
+use crate::metrics::Metrics;
 use crate::resolve::{
-    Action, Answer, Failure, FetchResult, LookupId, Reason, RequestId, Resolver, ResolverSettings,
-    TxtResult,
+    Action, Answer, DaneAnswer, Failure, FetchResult, LookupId, Reason, RequestId, Resolver,
+    ResolverSettings, TxtResult,
 };
 use futures::channel::{mpsc, oneshot};
 use futures::future::{AbortHandle, Abortable, BoxFuture};
 use futures::{FutureExt, StreamExt};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// What the engine needs besides its collaborators.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineSettings {
     /// Decisions of the resolve state machine (cache_grace, retry limit).
     pub resolver: ResolverSettings,
@@ -28,13 +31,37 @@ pub struct EngineSettings {
     pub policy_port: u16,
     /// `User-Agent` of policy fetches.
     pub user_agent: String,
+    /// Where fetch results, store errors and joined requests are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What the coordinator is asked to do.
+enum Message {
+    /// Answer a request.
+    Lookup(Request),
+    /// Apply a reloaded configuration.
+    Update {
+        cache_grace: Duration,
+        max_lookups: usize,
+    },
+}
+
+/// What a request asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The MTA-STS answer (a zone without `dane`).
+    Lookup,
+    /// A proactive refresh (RFC 8461 §5.1).
+    Refresh,
+    /// DANE first, then MTA-STS (a zone with `dane: true`; RFC 8461 §2).
+    Dane,
 }
 
 /// A request that missed the index, or a proactive refresh.
 struct Request {
     domain: Domain,
     timeout: Duration,
-    refresh: bool,
+    kind: Kind,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -51,38 +78,70 @@ enum Outcome {
         lookup: LookupId,
         result: FetchResult,
     },
+    Dane {
+        lookup: LookupId,
+        result: DaneResult,
+    },
 }
 
 /// A cheap, cloneable way to ask the engine for answers.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::UnboundedSender<Message>,
+    metrics: Arc<Metrics>,
 }
 
 impl EngineHandle {
+    /// Apply a reloaded configuration: `cache_grace` and `max_lookups`.
+    pub fn update(&self, cache_grace: Duration, max_lookups: usize) {
+        let _ = self.tx.unbounded_send(Message::Update {
+            cache_grace,
+            max_lookups,
+        });
+    }
+
+    /// Where the coordinator's work is counted.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The policy answer for `domain`, within `timeout` (the zone's).
     pub async fn lookup(&self, domain: Domain, timeout: Duration) -> Answer {
-        self.ask(domain, timeout, false).await
+        self.ask(domain, timeout, Kind::Lookup).await
+    }
+
+    /// The DANE verdict for `domain` and, unless it decides, the MTA-STS
+    /// answer, within `timeout` (a `dane: true` zone; RFC 8461 §2,
+    /// RFC 7672).
+    pub async fn lookup_dane(&self, domain: Domain, timeout: Duration) -> Answer {
+        self.ask(domain, timeout, Kind::Dane).await
     }
 
     /// Re-check `domain`'s TXT id even within cache_grace (proactive refresh).
     pub async fn refresh(&self, domain: Domain, timeout: Duration) -> Answer {
-        self.ask(domain, timeout, true).await
+        self.ask(domain, timeout, Kind::Refresh).await
     }
 
-    async fn ask(&self, domain: Domain, timeout: Duration, refresh: bool) -> Answer {
+    async fn ask(&self, domain: Domain, timeout: Duration, kind: Kind) -> Answer {
         let (reply, rx) = oneshot::channel();
         // If the engine is gone the request (and its reply sender) is
         // dropped, so `rx` fails below: one fallback for both cases.
-        let _ = self.tx.unbounded_send(Request {
+        let _ = self.tx.unbounded_send(Message::Lookup(Request {
             domain,
             timeout,
-            refresh,
+            kind,
             reply,
-        });
-        rx.await.unwrap_or(Answer {
+        }));
+        let stopped = || Failure::Local("resolver stopped".into());
+        rx.await.unwrap_or_else(|_| Answer {
             policy: None,
-            reason: Reason::Fallback(Failure::Local("resolver stopped".into())),
+            reason: Reason::Fallback(stopped()),
+            dane: (kind == Kind::Dane).then(|| DaneAnswer {
+                result: Arc::new(DaneResult::failed(DaneFailure::Local(
+                    stopped().to_string(),
+                ))),
+                cached: false,
+            }),
         })
     }
 }
@@ -98,6 +157,8 @@ pub struct Engine<R: Runtime> {
     results_tx: mpsc::UnboundedSender<Outcome>,
     waiting: HashMap<u64, oneshot::Sender<Answer>>,
     io: HashMap<LookupId, AbortHandle>,
+    /// Lookups whose policy fetch is running (a cancel is a fetch timeout).
+    fetching: HashSet<LookupId>,
     next_request: u64,
     timer: Option<(Instant, BoxFuture<'static, ()>)>,
 }
@@ -116,6 +177,7 @@ impl<R: Runtime> Engine<R> {
     ) -> EngineHandle {
         let (tx, requests) = mpsc::unbounded();
         let (results_tx, results) = mpsc::unbounded();
+        let metrics = settings.metrics.clone();
         let resolver_settings = ResolverSettings {
             persistent: store.is_some(),
             ..settings.resolver
@@ -130,23 +192,24 @@ impl<R: Runtime> Engine<R> {
             results_tx,
             waiting: HashMap::new(),
             io: HashMap::new(),
+            fetching: HashSet::new(),
             next_request: 0,
             timer: None,
         };
         rt.spawn(engine.run(requests, results).boxed());
-        EngineHandle { tx }
+        EngineHandle { tx, metrics }
     }
 
     async fn run(
         mut self,
-        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut requests: mpsc::UnboundedReceiver<Message>,
         mut results: mpsc::UnboundedReceiver<Outcome>,
     ) {
         let mut accepting = true;
         loop {
             self.arm_timer();
             enum Event {
-                Request(Option<Request>),
+                Request(Option<Message>),
                 Outcome(Outcome),
                 Timer,
             }
@@ -171,23 +234,41 @@ impl<R: Runtime> Engine<R> {
             let now = self.rt.now();
             let wall = self.rt.unix_ms();
             match event {
-                Event::Request(Some(Request {
+                Event::Request(Some(Message::Update {
+                    cache_grace,
+                    max_lookups,
+                })) => self.resolver.update(cache_grace, max_lookups),
+                Event::Request(Some(Message::Lookup(Request {
                     domain,
                     timeout,
-                    refresh,
+                    kind,
                     reply,
-                })) => {
+                }))) => {
                     let id = self.next_request;
                     self.next_request = self.next_request.wrapping_add(1);
                     self.waiting.insert(id, reply);
-                    if refresh {
-                        // The request below joins the refresh lookup, so its
-                        // reply tells when the refresh is done.
-                        self.resolver
-                            .handle_refresh(domain.clone(), timeout, now, wall);
+                    let request = RequestId(id);
+                    let joined_before = self.resolver.coalesced_total();
+                    match kind {
+                        Kind::Dane => self
+                            .resolver
+                            .handle_dane_request(request, domain, timeout, now, wall),
+                        Kind::Refresh => {
+                            // The request below joins the refresh lookup, so
+                            // its reply tells when the refresh is done.
+                            self.resolver
+                                .handle_refresh(domain.clone(), timeout, now, wall);
+                            self.resolver
+                                .handle_request(request, domain, timeout, now, wall);
+                        }
+                        Kind::Lookup => self
+                            .resolver
+                            .handle_request(request, domain, timeout, now, wall),
                     }
-                    self.resolver
-                        .handle_request(RequestId(id), domain, timeout, now, wall);
+                    let joined = self.resolver.coalesced_total() - joined_before;
+                    if !matches!(kind, Kind::Refresh) && joined > 0 {
+                        self.settings.metrics.coalesced(joined);
+                    }
                 }
                 Event::Request(None) => accepting = false,
                 Event::Outcome(Outcome::Store { lookup, stored }) => {
@@ -196,11 +277,25 @@ impl<R: Runtime> Engine<R> {
                 }
                 Event::Outcome(Outcome::Txt { lookup, result }) => {
                     self.io.remove(&lookup);
+                    match &result {
+                        TxtResult::NoPolicy(_) => self.settings.metrics.fetch_result("no_txt"),
+                        TxtResult::Error(failure) => self.settings.metrics.fetch_failure(failure),
+                        TxtResult::Id(_) => {}
+                    }
                     self.resolver.handle_txt(lookup, result, now, wall);
                 }
                 Event::Outcome(Outcome::Fetch { lookup, result }) => {
                     self.io.remove(&lookup);
+                    self.fetching.remove(&lookup);
+                    match &result {
+                        FetchResult::Policy(_) => self.settings.metrics.fetch_result("ok"),
+                        FetchResult::Error(failure) => self.settings.metrics.fetch_failure(failure),
+                    }
                     self.resolver.handle_fetch(lookup, result, now, wall);
+                }
+                Event::Outcome(Outcome::Dane { lookup, result }) => {
+                    self.io.remove(&lookup);
+                    self.resolver.handle_dane(lookup, result, now, wall);
                 }
                 Event::Timer => {
                     self.timer = None;
@@ -247,7 +342,10 @@ impl<R: Runtime> Engine<R> {
                     let dns = self.dns.clone();
                     let transport = self.transport.clone();
                     let settings = self.settings.clone();
+                    let rt = self.rt.clone();
+                    self.fetching.insert(lookup);
                     self.spawn_io(lookup, async move {
+                        let started = rt.now();
                         let fetched = fetch_policy(
                             &dns,
                             transport.as_ref(),
@@ -256,6 +354,8 @@ impl<R: Runtime> Engine<R> {
                             &settings.user_agent,
                         )
                         .await;
+                        let took = rt.now().saturating_duration_since(started);
+                        settings.metrics.fetch_seconds(took.as_secs_f64());
                         let result = match fetched {
                             Ok(policy) => FetchResult::Policy(policy),
                             Err(e) => FetchResult::Error(e.into()),
@@ -263,13 +363,22 @@ impl<R: Runtime> Engine<R> {
                         Outcome::Fetch { lookup, result }
                     });
                 }
+                Action::LookupDane { lookup, domain } => {
+                    let dns = self.dns.clone();
+                    self.spawn_io(lookup, async move {
+                        let result = lookup_dane(&dns, &domain).await;
+                        Outcome::Dane { lookup, result }
+                    });
+                }
                 Action::Persist { domain, entry } => {
                     let Some(store) = self.store.clone() else {
                         continue;
                     };
+                    let metrics = self.settings.metrics.clone();
                     self.rt.spawn(
                         async move {
                             if let Err(e) = store.set(&domain, &entry).await {
+                                metrics.store_error();
                                 log::warn!("{domain}: cache write failed: {e}");
                             }
                         }
@@ -279,6 +388,9 @@ impl<R: Runtime> Engine<R> {
                 Action::Cancel { lookup } => {
                     if let Some(handle) = self.io.remove(&lookup) {
                         handle.abort();
+                    }
+                    if self.fetching.remove(&lookup) {
+                        self.settings.metrics.fetch_result("timeout");
                     }
                 }
                 Action::Reply {
@@ -303,6 +415,7 @@ impl<R: Runtime> Engine<R> {
             return;
         };
         let rt = self.rt.clone();
+        let metrics = self.settings.metrics.clone();
         // A slow or dead shared store must not eat the zone timeout: give it
         // a short slice and go on with what memory holds.
         let limit = STORE_READ_LIMIT;
@@ -312,6 +425,7 @@ impl<R: Runtime> Engine<R> {
                 None => Err(StoreError::Timeout(limit)),
             };
             if let Err(e) = &stored {
+                metrics.store_error();
                 log::warn!("{domain}: cache read failed, going on without it: {e}");
             }
             Outcome::Store { lookup, stored }

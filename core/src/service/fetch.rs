@@ -21,7 +21,9 @@ pub async fn lookup_txt<R: Runtime>(dns: &DnsClient<R>, domain: &Domain) -> TxtR
             Err(e) => TxtResult::NoPolicy(NoPolicy::Record(e)),
         },
         Ok(Answer::NoRecords(kind)) => TxtResult::NoPolicy(NoPolicy::NoRecord(kind)),
-        Ok(Answer::Addresses(_)) => TxtResult::Error(Failure::Txt(DnsFailure::UnexpectedAnswer)),
+        Ok(Answer::Addresses(_) | Answer::Mx(_) | Answer::Tlsa(_)) => {
+            TxtResult::Error(Failure::Txt(DnsFailure::UnexpectedAnswer))
+        }
         Err(e) => TxtResult::Error(Failure::Txt(e.into())),
     }
 }

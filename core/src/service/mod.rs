@@ -5,8 +5,10 @@
 //! hands in a [`Runtime`] (spawn, timers, clock) and a [`Transport`]
 //! (UDP/TCP/TLS connections).
 
+mod admin;
 mod answer;
 mod connection;
+mod dane;
 mod dns_client;
 mod engine;
 mod fetch;
@@ -17,13 +19,15 @@ mod stack;
 mod time;
 mod udp_pool;
 
+pub use admin::{export_line, parse_export_line, summary_line, utc, AdminError, CacheAdmin};
 pub use answer::{Miss, Service, WallClock};
 pub use connection::serve_connection;
+pub use dane::lookup_dane;
 pub use dns_client::{DnsClient, DnsLookupError};
 pub use engine::{Engine, EngineHandle, EngineSettings};
 pub use fetch::{fetch_policy, lookup_txt, FetchError};
 pub use proactive::run_proactive_refresh;
-pub use query::{run_query, QueryOutcome};
+pub use query::{run_query, DaneQuery, QueryOutcome};
 pub use server::{serve, Shutdown, ShutdownTrigger};
 pub use stack::{start_stack, Caches, DnsTargets, Stack};
 pub use time::with_timeout;

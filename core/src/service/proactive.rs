@@ -8,6 +8,7 @@ use super::{Caches, EngineHandle, Runtime, Shutdown};
 use crate::cache::{millis, StoreError};
 use crate::config::ProactiveConfig;
 use crate::domain::Domain;
+use crate::resolve::Reason;
 use futures::future::{select, Either};
 use futures::StreamExt;
 use std::sync::Mutex;
@@ -65,7 +66,21 @@ pub async fn run_proactive_refresh<R: Runtime>(
                 let engine = engine.clone();
                 async move {
                     let answer = engine.refresh(domain.clone(), timeout).await;
-                    log::debug!("proactive refresh of {domain}: {}", answer.reason);
+                    let metrics = engine.metrics();
+                    match (&answer.reason, &answer.policy) {
+                        (Reason::Fallback(_) | Reason::Timeout, policy) => {
+                            metrics.proactive_failure();
+                            if policy.is_some() {
+                                // RFC 8461 §3.3: the administrator should hear of it.
+                                metrics.refresh_failure();
+                                log::warn!(
+                                    "{domain}: cached policy could not be refreshed ({})",
+                                    answer.reason
+                                );
+                            }
+                        }
+                        _ => log::debug!("proactive refresh of {domain}: {}", answer.reason),
+                    }
                 }
             })
             .buffer_unordered(settings.concurrency_limit.max(1))
@@ -73,6 +88,7 @@ pub async fn run_proactive_refresh<R: Runtime>(
         if let Either::Right(_) = select(Box::pin(round), shutdown.clone()).await {
             return;
         }
+        engine.metrics().proactive_round();
         *memory_ts.lock().unwrap_or_else(|p| p.into_inner()) = Some(now_ms);
         let recorded = match &caches.store {
             Some(store) => store.set_proactive_ts(now_ms).await,

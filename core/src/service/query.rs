@@ -1,9 +1,12 @@
 //! The `mta-sts-query` tool's logic: one TXT lookup and policy fetch for a
-//! domain, shown to a person or a script.
+//! domain, shown to a person or a script; with DANE (RFC 7672), the DANE
+//! status of each MX host and the answer the daemon would give (RFC 8461
+//! §2: DANE first).
 
 use super::{fetch_policy, lookup_txt, DnsClient, Runtime, Transport};
+use crate::dane::{self, DaneResult, Verdict};
 use crate::domain::normalize_key;
-use crate::policy::{Mode, Policy};
+use crate::policy::{render_reply, Mode, Policy, ReplyOptions};
 use crate::resolve::TxtResult;
 
 /// What `mta-sts-query` found (the Python tool's STSFetchResult).
@@ -59,7 +62,11 @@ impl QueryOutcome {
 
     /// A JSON object for scripts.
     pub fn to_json(&self, domain: &str) -> String {
-        let value = match self {
+        self.json_value(domain).to_string()
+    }
+
+    fn json_value(&self, domain: &str) -> serde_json::Value {
+        match self {
             QueryOutcome::Valid { id, policy } => serde_json::json!({
                 "domain": domain, "status": "VALID", "id": id,
                 "policy": {"version": "STSv1", "mode": mode_name(policy.mode), "max_age": policy.max_age, "mx": policy.mx},
@@ -73,7 +80,119 @@ impl QueryOutcome {
             QueryOutcome::FetchError(why) => {
                 serde_json::json!({"domain": domain, "status": "FETCH_ERROR", "reason": why})
             }
-        };
+        }
+    }
+}
+
+/// What `mta-sts-query` found with DANE on: the MTA-STS outcome, the DANE
+/// result (RFC 7672 §2.2) and the reply a `dane: true` zone with `opts`
+/// would give (RFC 8461 §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaneQuery {
+    /// The MTA-STS side.
+    pub sts: QueryOutcome,
+    /// The DANE side.
+    pub dane: DaneResult,
+    /// The zone's reply options, for the MTA-STS answer.
+    pub opts: ReplyOptions,
+}
+
+impl DaneQuery {
+    /// The socketmap reply the daemon would give (`OK dane-only`,
+    /// `NOTFOUND `, `TEMP ...`, `OK secure match=...`), or `None` when
+    /// the MTA-STS side is not known (NOT_CHANGED).
+    pub fn answer(&self, domain: &str) -> Option<String> {
+        match &self.dane.verdict {
+            Verdict::DaneOnly | Verdict::Dane => {
+                dane::reply_value(&self.dane.verdict).map(|v| format!("OK {v}"))
+            }
+            Verdict::NullMx => Some("NOTFOUND ".to_owned()),
+            Verdict::Temp(why) => Some(format!("TEMP {domain}: DANE lookup failed: {why}")),
+            Verdict::NoDane(_) => match &self.sts {
+                QueryOutcome::Valid { policy, .. } => Some(
+                    render_reply(policy, domain, self.opts)
+                        .map_or_else(|| "NOTFOUND ".to_owned(), |v| format!("OK {v}")),
+                ),
+                QueryOutcome::NoPolicy(_) | QueryOutcome::FetchError(_) => {
+                    Some("NOTFOUND ".to_owned())
+                }
+                QueryOutcome::NotChanged { .. } => None,
+            },
+        }
+    }
+
+    /// Exit status: 0 for a DANE answer (`dane-only`, `dane`), 1 for a
+    /// null MX, 2 when the DANE lookup failed, else the MTA-STS status.
+    pub fn exit_code(&self) -> i32 {
+        match &self.dane.verdict {
+            Verdict::DaneOnly | Verdict::Dane => 0,
+            Verdict::NullMx => 1,
+            Verdict::Temp(_) => 2,
+            Verdict::NoDane(_) => self.sts.exit_code(),
+        }
+    }
+
+    /// A form a person reads: the MTA-STS report, then `dane:` with the
+    /// outcome, one `dane_host:` line per MX host, and `answer:`.
+    pub fn to_text(&self, domain: &str) -> String {
+        let mut s = self.sts.to_text(domain);
+        s.push_str(&format!(
+            "dane: {}
+",
+            self.dane.verdict.label()
+        ));
+        s.push_str(&format!(
+            "dane_reason: {}
+",
+            self.dane
+        ));
+        for host in &self.dane.hosts {
+            s.push_str(&format!(
+                "dane_host: {host}
+"
+            ));
+        }
+        if let Some(answer) = self.answer(domain) {
+            s.push_str(&format!(
+                "answer: {}
+",
+                answer.trim_end()
+            ));
+        }
+        s
+    }
+
+    /// The MTA-STS JSON object with `dane` (outcome, reason, TTL, hosts)
+    /// and `answer` added.
+    pub fn to_json(&self, domain: &str) -> String {
+        let mut value = self.sts.json_value(domain);
+        let hosts: Vec<serde_json::Value> = self
+            .dane
+            .hosts
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "host": h.host, "status": h.dane.label(), "detail": h.dane.to_string(),
+                })
+            })
+            .collect();
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                "dane".to_owned(),
+                serde_json::json!({
+                    "outcome": self.dane.verdict.label(),
+                    "reason": self.dane.to_string(),
+                    "implicit_mx": self.dane.implicit_mx,
+                    "ttl": self.dane.ttl.as_secs(),
+                    "hosts": hosts,
+                }),
+            );
+            object.insert(
+                "answer".to_owned(),
+                self.answer(domain)
+                    .map_or(serde_json::Value::Null, Into::into),
+            );
+        }
         value.to_string()
     }
 }

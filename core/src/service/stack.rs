@@ -4,6 +4,7 @@
 use super::{DnsClient, Engine, EngineHandle, EngineSettings, Runtime, Service, Transport};
 use crate::cache::{PolicyIndex, Store};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::resolve::{ResolverSettings, RETRY_AFTER_FAILURE};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ pub struct Stack<R: Runtime> {
     pub service: Arc<Service>,
     /// The caches the stack answers from.
     pub caches: Caches,
+    /// The daemon's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The shared in-memory index and the persistent store behind it, if any.
@@ -50,13 +53,17 @@ pub fn start_stack<R: Runtime>(
     config: Arc<Config>,
     store: Option<Arc<dyn Store>>,
 ) -> Stack<R> {
-    let dns = Arc::new(DnsClient::new(
-        rt.clone(),
-        transport.clone(),
-        dns.servers,
-        dns.attempts,
-        dns.try_timeout,
-    ));
+    let metrics = Arc::new(Metrics::new(config.zones.keys().map(String::as_str)));
+    let dns = Arc::new(
+        DnsClient::new(
+            rt.clone(),
+            transport.clone(),
+            dns.servers,
+            dns.attempts,
+            dns.try_timeout,
+        )
+        .with_metrics(metrics.clone()),
+    );
     let cache_size = config.cache.memory_size();
     let index = Arc::new(PolicyIndex::new(cache_size, config.cache_grace));
     let settings = EngineSettings {
@@ -69,6 +76,7 @@ pub fn start_stack<R: Runtime>(
         },
         policy_port: config.resolver.policy_port,
         user_agent: config.resolver.user_agent.clone(),
+        metrics: metrics.clone(),
     };
     let engine = Engine::start(
         rt.clone(),
@@ -84,11 +92,13 @@ pub fn start_stack<R: Runtime>(
         index.clone(),
         engine.clone(),
         Arc::new(move || clock.unix_ms()),
+        metrics.clone(),
     ));
     Stack {
         dns,
         engine,
         service,
         caches: Caches { index, store },
+        metrics,
     }
 }

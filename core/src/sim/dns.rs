@@ -3,16 +3,22 @@
 //! RFC 7766). Queries are parsed and answered with hickory-proto, with the
 //! query's id and question (RFC 1035 §4.1), so the real stub client's
 //! checks run. Unknown names get NXDOMAIN; a known name without the asked
-//! type gets NODATA (RFC 2308 §2).
+//! type gets NODATA (RFC 2308 §2), with an SOA giving its negative TTL.
+//!
+//! It plays a validating resolver for DANE (RFC 7672 §2.1): a rule may be
+//! DNSSEC-secure, and negative answers under a signed zone are; the AD bit
+//! is set on secure answers only when the query asked with DO or AD
+//! (RFC 6840 §5.7), and every query's DO bit is logged.
 
 use super::net::{InboxHandle, PipeEnd};
 use super::Sim;
-use crate::dns::QueryType;
+use crate::dns::{QueryType, TlsaRecord};
 use crate::service::Runtime;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::FutureExt;
 use hickory_proto::op::{Edns, Message, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, TXT};
+use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TLSA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,6 +32,10 @@ pub enum DnsAnswer {
     Txt(Vec<String>),
     /// A or AAAA records (the addresses of the asked family are sent).
     Addrs(Vec<IpAddr>),
+    /// MX records: preference and exchange (`.` for a null MX, RFC 7505).
+    Mx(Vec<(u16, String)>),
+    /// TLSA records (RFC 6698).
+    Tlsa(Vec<TlsaRecord>),
     /// NOERROR with no records (NODATA).
     NoData,
     /// RCODE NXDOMAIN.
@@ -45,7 +55,14 @@ pub struct DnsRule {
     pub latency: Duration,
     /// Over UDP, answer with TC set and no records; TCP answers in full.
     pub truncate_udp: bool,
+    /// DNSSEC-secure: AD is set when the query asks (RFC 6840 §5.7).
+    pub secure: bool,
+    /// TTL of the records (and of the SOA of a negative answer).
+    pub ttl: u32,
 }
+
+/// TTL of rules set with the helpers.
+pub const DEFAULT_TTL: u32 = 60;
 
 /// Which transport a query came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +84,8 @@ pub struct QueryLog {
     pub qtype: QueryType,
     /// Transport.
     pub via: Via,
+    /// The query asked for DNSSEC (EDNS0 DO or the AD bit).
+    pub dnssec: bool,
 }
 
 #[derive(Default)]
@@ -74,6 +93,18 @@ struct State {
     rules: HashMap<(String, QueryType), DnsRule>,
     default_latency: Duration,
     log: Vec<QueryLog>,
+    /// Zones whose negative answers are secure.
+    signed: Vec<String>,
+    /// Never set AD (a resolver that does not validate).
+    not_validating: bool,
+}
+
+impl State {
+    fn signed(&self, name: &str) -> bool {
+        self.signed
+            .iter()
+            .any(|z| name == z || name.ends_with(&format!(".{z}")))
+    }
 }
 
 /// The scripted DNS server (shared by every nameserver address of a
@@ -92,6 +123,8 @@ fn qtype_of(rt: RecordType) -> Option<QueryType> {
         RecordType::TXT => Some(QueryType::Txt),
         RecordType::A => Some(QueryType::A),
         RecordType::AAAA => Some(QueryType::Aaaa),
+        RecordType::MX => Some(QueryType::Mx),
+        RecordType::TLSA => Some(QueryType::Tlsa),
         _ => None,
     }
 }
@@ -129,8 +162,35 @@ impl DnsServer {
             answer,
             latency,
             truncate_udp: false,
+            secure: false,
+            ttl: DEFAULT_TTL,
         };
         self.set_rule(name, qtype, rule);
+    }
+
+    /// Answer `qtype` queries for `name` with `answer`, DNSSEC-secure,
+    /// with records of `ttl` seconds, after the default latency.
+    pub fn set_secure(&self, name: &str, qtype: QueryType, answer: DnsAnswer, ttl: u32) {
+        let latency = self.state().default_latency;
+        let rule = DnsRule {
+            answer,
+            latency,
+            truncate_udp: false,
+            secure: true,
+            ttl,
+        };
+        self.set_rule(name, qtype, rule);
+    }
+
+    /// Make the negative answers (NXDOMAIN, NODATA) for `zone` and the
+    /// names under it secure (signed denial of existence).
+    pub fn sign_zone(&self, zone: &str) {
+        self.state().signed.push(norm(zone));
+    }
+
+    /// Never set AD, like a resolver that does not validate.
+    pub fn set_not_validating(&self, on: bool) {
+        self.state().not_validating = on;
     }
 
     /// Publish `v=STSv1; id=<id>;` at `_mta-sts.<domain>` (RFC 8461 §3.1).
@@ -152,6 +212,8 @@ impl DnsServer {
                 answer: DnsAnswer::NoData,
                 latency,
                 truncate_udp: false,
+                secure: false,
+                ttl: DEFAULT_TTL,
             })
             .answer = answer;
     }
@@ -196,6 +258,21 @@ impl DnsServer {
             .count()
     }
 
+    /// Queries received for `name`/`qtype` that asked for DNSSEC.
+    pub fn dnssec_queries(&self, name: &str, qtype: QueryType) -> usize {
+        let name = norm(name);
+        self.state()
+            .log
+            .iter()
+            .filter(|q| q.name == name && q.qtype == qtype && q.dnssec)
+            .count()
+    }
+
+    /// Queries received of type `qtype`, any name.
+    pub fn queries_of(&self, qtype: QueryType) -> usize {
+        self.state().log.iter().filter(|q| q.qtype == qtype).count()
+    }
+
     /// TXT queries for `_mta-sts.<domain>`.
     pub fn txt_queries(&self, domain: &str) -> usize {
         self.queries(&format!("_mta-sts.{domain}"), QueryType::Txt)
@@ -222,6 +299,8 @@ impl DnsServer {
         resp.metadata.recursion_desired = query.metadata.recursion_desired;
         resp.metadata.recursion_available = true;
         resp.add_query(question.clone());
+        let dnssec = query.metadata.authentic_data
+            || query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
         if query.edns.is_some() {
             let mut edns = Edns::new();
             edns.set_max_payload(1232);
@@ -235,12 +314,13 @@ impl DnsServer {
                     name: name.clone(),
                     qtype,
                     via,
+                    dnssec,
                 });
             }
             let rule = qtype.and_then(|t| st.rules.get(&(name.clone(), t)).cloned());
             let known = st.rules.keys().any(|(n, _)| *n == name);
             let latency = st.default_latency;
-            rule.unwrap_or(DnsRule {
+            let mut rule = rule.unwrap_or(DnsRule {
                 answer: if known {
                     DnsAnswer::NoData
                 } else {
@@ -248,8 +328,24 @@ impl DnsServer {
                 },
                 latency,
                 truncate_udp: false,
-            })
+                secure: false,
+                ttl: DEFAULT_TTL,
+            });
+            if matches!(rule.answer, DnsAnswer::NoData | DnsAnswer::NxDomain) && st.signed(&name) {
+                rule.secure = true;
+            }
+            if st.not_validating {
+                rule.secure = false;
+            }
+            rule
         };
+        let negative = matches!(rule.answer, DnsAnswer::NoData | DnsAnswer::NxDomain);
+        resp.metadata.authentic_data = dnssec && rule.secure;
+        if negative {
+            // The negative TTL (RFC 2308 §5) comes from the SOA.
+            let soa = SOA::new(Name::root(), Name::root(), 1, 3600, 600, 86_400, rule.ttl);
+            resp.add_authority(Record::from_rdata(Name::root(), rule.ttl, RData::SOA(soa)));
+        }
         if via == Via::Udp && rule.truncate_udp {
             resp.metadata.truncation = true;
             return Some((resp.to_vec().expect("sim DNS: encode"), rule.latency));
@@ -267,7 +363,7 @@ impl DnsServer {
                         b => b.chunks(255).collect(),
                     };
                     let data = RData::TXT(TXT::from_bytes(parts));
-                    resp.add_answer(Record::from_rdata(owner.clone(), 60, data));
+                    resp.add_answer(Record::from_rdata(owner.clone(), rule.ttl, data));
                 }
             }
             DnsAnswer::Addrs(addrs) => {
@@ -277,7 +373,29 @@ impl DnsServer {
                         (IpAddr::V6(a), Some(QueryType::Aaaa)) => RData::AAAA(AAAA(*a)),
                         _ => continue,
                     };
-                    resp.add_answer(Record::from_rdata(owner.clone(), 60, data));
+                    resp.add_answer(Record::from_rdata(owner.clone(), rule.ttl, data));
+                }
+            }
+            DnsAnswer::Mx(list) => {
+                for (preference, exchange) in list {
+                    let exchange = if exchange == "." {
+                        Name::root()
+                    } else {
+                        Name::from_ascii(format!("{}.", norm(exchange))).expect("sim DNS: MX name")
+                    };
+                    let data = RData::MX(MX::new(*preference, exchange));
+                    resp.add_answer(Record::from_rdata(owner.clone(), rule.ttl, data));
+                }
+            }
+            DnsAnswer::Tlsa(list) => {
+                for r in list {
+                    let data = RData::TLSA(TLSA::new(
+                        CertUsage::from(r.usage),
+                        Selector::from(r.selector),
+                        Matching::from(r.matching),
+                        r.data.clone(),
+                    ));
+                    resp.add_answer(Record::from_rdata(owner.clone(), rule.ttl, data));
                 }
             }
         }

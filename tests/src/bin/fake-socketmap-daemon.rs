@@ -1,6 +1,5 @@
 //! A stand-in daemon for the self-tests of `mta_sts_tests::Daemon`: reads `host`/`port`/`path`
-//! from the `-c` YAML file (README.md "Configuration reference"), or takes the listener on
-//! descriptor 3 when `LISTEN_FDS=1` (socket activation), serves socketmap (socketmap_table(5))
+//! from the `-c` YAML file (README.md "Configuration reference"), serves socketmap (socketmap_table(5))
 //! answering `OK key=<key>`, or `NOTFOUND ` for keys starting with `none`, and exits 0 on SIGTERM.
 
 use std::io::{Read, Write};
@@ -74,10 +73,12 @@ fn main() {
             }
         }
     } else {
-        let l = if std::env::var("LISTEN_FDS").as_deref() == Ok("1") {
-            // Socket activation, as `Daemon::start` hands the port over.
-            // SAFETY: descriptor 3 is the listening socket the starter passed.
-            unsafe { std::os::fd::FromRawFd::from_raw_fd(3) }
+        let activated = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string())
+            && std::env::var("LISTEN_FDS").ok().as_deref() == Some("1");
+        let l = if activated {
+            // Socket activation (as the test harness hands listeners over).
+            // SAFETY: descriptor 3 is the listener the harness passed us.
+            unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(3) }
         } else {
             let port = value("port:").unwrap_or_else(|| "8461".into());
             TcpListener::bind(format!("127.0.0.1:{port}")).expect("bind tcp")

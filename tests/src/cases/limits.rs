@@ -149,3 +149,64 @@ pub fn overload_answers_temp(bins: &Bins) {
     // The slot is free again: the waiting domain now resolves.
     expect(&d, "fast", "wait.example", &secure("mx.wait.example"));
 }
+
+/// Under a 256-descriptor limit, one connection pipelining 2,000 uncached names with the
+/// resolver down neither locks other clients out nor runs out of descriptors: a cached
+/// domain is answered at once meanwhile, every flooded name gets exactly one reply
+/// (`NOTFOUND` for the failed lookups, or `TEMP` for a local overload), and the daemon's
+/// open descriptors stay under the limit.
+pub fn flood_under_a_low_descriptor_limit(bins: &Bins) {
+    let mut world = World::new();
+    publish_enforce(&world, "known.example", "1", &["mx.known.example"]);
+    let d = crate::Daemon::start_with_nofile(
+        bins.daemon,
+        &world.config_yaml("cache_grace: 3600\ndefault_zone:\n  timeout: 2\n"),
+        &["-v", "info"],
+        256,
+    );
+    expect(&d, "postfix", "known.example", &secure("mx.known.example"));
+    world.dns.stop();
+    let mut flood = d.client();
+    let names: Vec<String> = (0..2000).map(|i| format!("f{i}.flood.example")).collect();
+    let sender = {
+        let mut sender = d.client();
+        std::mem::swap(&mut sender, &mut flood);
+        let names = names.clone();
+        std::thread::spawn(move || {
+            for name in &names {
+                sender.send_request("postfix", name);
+            }
+            sender.set_timeout(Duration::from_secs(60));
+            (0..names.len())
+                .map(|_| sender.read_reply())
+                .collect::<Vec<_>>()
+        })
+    };
+    pause(300);
+    let t0 = Instant::now();
+    assert_eq!(
+        lookup(&d, "postfix", "known.example"),
+        secure("mx.known.example")
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "locked out for {:?}",
+        t0.elapsed()
+    );
+    let pid = d.pid().expect("pid");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(fds > 0 && fds < 256, "{fds} descriptors open");
+    let replies = sender.join().expect("flood thread");
+    assert_eq!(replies.len(), 2000);
+    for reply in &replies {
+        let r = reply.as_deref().unwrap_or("(none)");
+        assert!(
+            r == "NOTFOUND " || r.starts_with("TEMP "),
+            "{r:?}; log:\n{}",
+            d.log()
+        );
+    }
+    drop(flood);
+}

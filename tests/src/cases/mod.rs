@@ -3,7 +3,9 @@
 //! [`crate::e2e_suite`]. Replies are asserted exactly; "no network traffic" is asserted with
 //! the DNS query and HTTPS request counters.
 
+pub mod admin;
 pub mod cache;
+pub mod dane;
 pub mod fetch;
 pub mod keys;
 pub mod limits;
@@ -12,8 +14,10 @@ pub mod persist;
 pub mod policy;
 pub mod postfix;
 pub mod protocol;
+pub mod python;
 pub mod query;
 pub mod request_path;
+pub mod shared;
 pub mod tls;
 pub mod txt;
 

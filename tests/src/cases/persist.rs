@@ -1,7 +1,7 @@
 //! The persistent caches and the proactive refresh (docs/ARCHITECTURE.md "Cache",
 //! "Configuration"; RFC 8461 §5.1): real SQLite files (read and written with the `sqlite3`
-//! CLI in the Python original's layout) and a real `redis-server` (one JSON value per domain
-//! at `<prefix><domain>`, the last refresh round at `<prefix>!proactive_fetch_ts`).
+//! CLI in the Python original's layout) and a real `redis-server` (the Python original's
+//! layout: a sorted set per domain, the last refresh round in the `_metadata` hash).
 //! Each case has its own world, daemons, Redis and files.
 
 use std::io::{BufRead, BufReader, Write};
@@ -12,17 +12,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{expect, lookup, pause, publish_enforce, secure, start, sts_txt, Bins};
 use crate::daemon::yaml_str;
 use crate::{
-    find_program, free_port, policy_body, run_bounded, Behaviour, Daemon, Listen, RedisServer,
-    World,
+    find_program, free_port, policy_body, run_bounded, Behaviour, Daemon, Listen, PgServer,
+    RedisServer, SentinelSet, World,
 };
 
 /// Served from cache with no traffic for the whole case.
-const LONG_GRACE: &str = "cache_grace: 3600\n";
-/// The Redis key prefix (the default, written out so the keys below are certain).
-const PREFIX: &str = "mta-sts:";
+pub(super) const LONG_GRACE: &str = "cache_grace: 3600\n";
 
 /// Wall clock, Unix seconds.
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -30,7 +28,7 @@ fn now_secs() -> u64 {
 }
 
 /// Polls `check` every 50 ms until it holds (true) or `timeout` passes (false).
-fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub(super) fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if check() {
@@ -51,17 +49,17 @@ pub(super) fn sqlite_cache(file: &Path) -> String {
     )
 }
 
-/// `cache:` section for the test Redis with the default prefix and 1 s timeouts.
+/// `cache:` section for the test Redis with no prefix (the Python original's keys) and 1 s
+/// timeouts.
 pub(super) fn redis_cache(redis: &RedisServer) -> String {
     redis_cache_url(&redis.url())
 }
 
 fn redis_cache_url(url: &str) -> String {
     format!(
-        "cache:\n  type: redis\n  options:\n    url: {}\n    prefix: {}\n    \
+        "cache:\n  type: redis\n  options:\n    url: {}\n    \
          socket_timeout: 1\n    socket_connect_timeout: 1\n",
         yaml_str(url),
-        yaml_str(PREFIX)
     )
 }
 
@@ -140,38 +138,31 @@ impl Drop for SqliteLock {
     }
 }
 
-/// The value of `key` in Redis (`GET`), `None` if absent or Redis is unreachable.
-fn redis_get(redis: &RedisServer, key: &str) -> Option<String> {
-    let reply = redis.cmd(&["GET", key]).ok()?;
-    let (_, value) = reply.strip_prefix('$')?.split_once("\r\n")?;
-    Some(value.to_string())
+/// The record of `domain` in Redis: the JSON `[pol_id, pol_body]` of the Python layout.
+pub(super) fn redis_entry(redis: &RedisServer, domain: &str) -> Option<serde_json::Value> {
+    redis.policy_record(domain).map(|(json, _, _)| json)
 }
 
-/// The stored JSON entry of `domain` in Redis, parsed.
-fn redis_entry(redis: &RedisServer, domain: &str) -> Option<serde_json::Value> {
-    redis_get(redis, &format!("{PREFIX}{domain}")).and_then(|v| serde_json::from_str(&v).ok())
-}
-
-/// Waits (up to 5 s) until the Redis entry of `domain` has `pol_id == id`.
-fn wait_redis_id(redis: &RedisServer, domain: &str, id: &str) -> bool {
+/// Waits (up to 5 s) until the Redis record of `domain` has `pol_id == id`.
+pub(super) fn wait_redis_id(redis: &RedisServer, domain: &str, id: &str) -> bool {
     wait_until(Duration::from_secs(5), || {
-        redis_entry(redis, domain).is_some_and(|e| e["pol_id"] == id)
+        redis_entry(redis, domain).is_some_and(|e| e[0] == id)
     })
 }
 
 /// Stops `d` with SIGTERM and asserts exit 0.
-fn stop(d: &mut Daemon) {
+pub(super) fn stop(d: &mut Daemon) {
     let status = d.terminate();
     assert!(status.success(), "{status:?}; log:\n{}", d.log());
 }
 
 /// Takes the policy host of `domain` down (500) while its TXT record stays as it is.
-fn host_down(world: &World, domain: &str) {
+pub(super) fn host_down(world: &World, domain: &str) {
     world.set_behaviour(domain, Behaviour::Status(500, "down\n".into()));
 }
 
 /// Asserts that `d` answers `domain` with `want` and no DNS or HTTPS traffic at all.
-fn expect_no_traffic(world: &World, d: &Daemon, domain: &str, want: &str) {
+pub(super) fn expect_no_traffic(world: &World, d: &Daemon, domain: &str, want: &str) {
     let (dns, https) = (world.dns.total_queries(), world.requests(domain));
     expect(d, "postfix", domain, want);
     assert_eq!(
@@ -215,18 +206,15 @@ pub fn redis_survives_restart(bins: &Bins) {
             first.log()
         );
         let entry = redis_entry(&redis, "keep.example").unwrap_or_default();
-        assert_eq!(
-            entry["pol_body"]["mx"],
-            serde_json::json!(["mx.keep.example"])
-        );
-        assert_eq!(entry["pol_body"]["mode"], "enforce");
+        assert_eq!(entry[1]["mx"], serde_json::json!(["mx.keep.example"]));
+        assert_eq!(entry[1]["mode"], "enforce");
     });
 }
 
 /// The first daemon on `config` fetches a policy (`stored` checks it reached the cache) and
 /// stops; with the policy host down, the next daemon on the same cache answers it with no
 /// DNS or HTTPS traffic.
-fn survives_restart(bins: &Bins, world: &World, config: &str, stored: impl Fn(&Daemon)) {
+pub(super) fn survives_restart(bins: &Bins, world: &World, config: &str, stored: impl Fn(&Daemon)) {
     publish_enforce(world, "keep.example", "1", &["mx.keep.example"]);
     let mut first = start(bins, world, config);
     expect(
@@ -653,15 +641,16 @@ pub fn proactive_ts_persisted_sqlite(bins: &Bins) {
     proactive_ts_case(bins, &world, &sqlite_cache(&file), &read);
 }
 
-/// [`proactive_ts_case`] on Redis: `<prefix>!proactive_fetch_ts`.
+/// [`proactive_ts_case`] on Redis: field `proactive_fetch_ts` of the `_metadata` hash.
 pub fn proactive_ts_persisted_redis(bins: &Bins) {
     let world = World::new();
     let redis = RedisServer::start();
-    let key = format!("{PREFIX}!proactive_fetch_ts");
     let read = || {
-        redis_get(&redis, &key)
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|secs| secs as u64)
+        let reply = redis
+            .cmd(&["HGET", "_metadata", "proactive_fetch_ts"])
+            .ok()?;
+        let (_, value) = reply.strip_prefix('$')?.split_once("\r\n")?;
+        value.trim().parse::<f64>().ok().map(|secs| secs as u64)
     };
     proactive_ts_case(bins, &world, &redis_cache(&redis), &read);
 }
@@ -679,44 +668,75 @@ fn config_examples() -> Vec<PathBuf> {
 }
 
 /// Every file of `config_examples/` starts the daemon, with the listener replaced by the
-/// test's own (TCP port or Unix socket), the SQLite file moved to a temp dir and the Redis
-/// URL pointed at a test `redis-server`; the daemon then answers a lookup that needs no
-/// network and logs the cache it uses.
+/// test's own (TCP port or Unix socket), the SQLite file moved to a temp dir, the Redis URL,
+/// the sentinels and the PostgreSQL dsn pointed at test servers (a password the test servers
+/// do not have is left out); the daemon then answers a lookup that needs no network and
+/// logs the cache it uses.
 pub fn config_examples_start(bins: &Bins) {
-    let redis = RedisServer::start();
     let tmp = tempfile::tempdir().expect("temp dir");
     let files = config_examples();
-    assert!(files.len() >= 4, "{files:?}");
-    for file in files {
-        let text = std::fs::read_to_string(&file).expect("read example");
+    assert!(files.len() >= 6, "{files:?}");
+    let texts: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).expect("read example"))
+        .collect();
+    let uses = |kind: &str| texts.iter().any(|t| t.contains(&format!("type: {kind}\n")));
+    let redis = uses("redis").then(RedisServer::start);
+    let sentinels = uses("redis_sentinel").then(SentinelSet::start);
+    let pg = uses("postgres").then(PgServer::start);
+    for (file, text) in files.iter().zip(&texts) {
         let unix = text.lines().any(|l| l.starts_with("path:"));
         let mut kind = "internal";
         let mut yaml = String::new();
+        let mut in_list = false;
         for line in text.lines() {
             let trimmed = line.trim_start();
             let indent = line.strip_suffix(trimmed).unwrap_or_default();
+            if in_list && trimmed.starts_with("- ") {
+                continue;
+            }
+            in_list = false;
             if ["host:", "port:", "path:"]
                 .iter()
                 .any(|k| line.starts_with(k))
+                || trimmed.starts_with("password:")
             {
                 continue;
             }
-            if trimmed.starts_with("filename:") {
-                kind = "sqlite";
+            if let Some(t) = trimmed.strip_prefix("type: ") {
+                kind = ["sqlite", "redis", "redis_sentinel", "postgres"]
+                    .into_iter()
+                    .find(|k| *k == t.trim())
+                    .unwrap_or("internal");
+            }
+            let test_value = if trimmed.starts_with("filename:") {
                 let db = tmp.path().join(format!(
                     "{}.db",
                     file.file_stem().unwrap_or_default().to_string_lossy()
                 ));
-                yaml.push_str(&format!(
-                    "{indent}filename: {}\n",
-                    yaml_str(&db.display().to_string())
-                ));
+                Some(("filename", yaml_str(&db.display().to_string())))
             } else if trimmed.starts_with("url:") {
-                kind = "redis";
-                yaml.push_str(&format!("{indent}url: {}\n", yaml_str(&redis.url())));
+                redis.as_ref().map(|r| ("url", yaml_str(&r.url())))
+            } else if trimmed.starts_with("sentinels:") {
+                in_list = true;
+                sentinels
+                    .as_ref()
+                    .map(|s| ("sentinels", s.sentinels_yaml()))
+            } else if trimmed.starts_with("sentinel_master_name:") {
+                sentinels
+                    .as_ref()
+                    .map(|s| ("sentinel_master_name", yaml_str(&s.name)))
+            } else if trimmed.starts_with("dsn:") {
+                pg.as_ref().map(|p| ("dsn", yaml_str(&p.dsn())))
             } else {
-                yaml.push_str(line);
-                yaml.push('\n');
+                None
+            };
+            match test_value {
+                Some((key, value)) => yaml.push_str(&format!("{indent}{key}: {value}\n")),
+                None => {
+                    yaml.push_str(line);
+                    yaml.push('\n');
+                }
             }
         }
         let name = file.display().to_string();
@@ -733,11 +753,20 @@ pub fn config_examples_start(bins: &Bins) {
         };
         expect(&d, "postfix", "[192.0.2.1]", super::NOTFOUND);
         assert!(
-            d.log().contains(&format!("cache: {kind}")) || kind == "internal",
+            d.log().contains(&format!("cache: {kind} ")) || kind == "internal",
             "{name}: cache {kind} not logged; log:\n{}",
+            d.log()
+        );
+        assert!(
+            !d.log().contains("going on without"),
+            "{name}: cache server not reached; log:\n{}",
             d.log()
         );
         assert!(d.is_running(), "{name}: log:\n{}", d.log());
         stop(&mut d);
+    }
+    if let Some(pg) = &pg {
+        // The example's daemon created the Python original's tables.
+        assert_eq!(pg.psql("select count(*) from sts_policy_cache"), "0");
     }
 }

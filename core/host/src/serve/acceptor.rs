@@ -52,6 +52,7 @@ impl Listener {
 
 /// The running server.
 pub struct Server {
+    ctx: Arc<Context>,
     registry: Arc<Registry>,
     acceptors: Vec<JoinHandle<()>>,
     /// The write end of the wake pipe: dropping it makes the read end,
@@ -71,7 +72,7 @@ impl Server {
         let ctx = Arc::new(Context {
             service,
             registry: registry.clone(),
-            limits,
+            limits: std::sync::RwLock::new(limits),
             shutdown_timeout,
         });
         let mut acceptors = Vec::new();
@@ -113,15 +114,26 @@ impl Server {
             acceptors.push(thread);
         }
         Ok(Server {
+            ctx,
             registry,
             acceptors,
             wake,
         })
     }
 
-    /// Connections open now.
-    pub fn open_connections(&self) -> usize {
-        self.registry.len()
+    /// Sets the limits of connections accepted from then on (config
+    /// reload).
+    pub fn limits_setter(&self) -> Box<dyn Fn(Limits) + Send + Sync> {
+        let ctx = self.ctx.clone();
+        Box::new(move |limits| {
+            *ctx.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
+        })
+    }
+
+    /// Reads how many connections are open (for the metrics endpoint).
+    pub fn open_connections(&self) -> Box<dyn Fn() -> usize + Send + Sync> {
+        let registry = self.registry.clone();
+        Box::new(move || registry.len())
     }
 
     /// Stop: accept no more, answer what every open connection has sent or
@@ -182,7 +194,12 @@ where
     A: FnMut() -> io::Result<S>,
 {
     loop {
-        ctx.registry.wait_below(ctx.limits.max_connections);
+        let max = ctx
+            .limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .max_connections;
+        ctx.registry.wait_below(max);
         if ctx.registry.stopping() {
             return;
         }

@@ -28,8 +28,9 @@ pub struct Context {
     pub service: Arc<Service>,
     /// Open connections and the stop flag.
     pub registry: Arc<Registry>,
-    /// Connection limits and timeouts.
-    pub limits: Limits,
+    /// Connection limits and timeouts (replaced on a config reload; each
+    /// connection keeps those in force when it was accepted).
+    pub limits: std::sync::RwLock<Limits>,
     /// How long a stop may take in all (`shutdown_timeout`).
     pub shutdown_timeout: Duration,
 }
@@ -53,7 +54,7 @@ enum Wait {
 }
 
 fn run<S: Stream>(stream: &mut S, ctx: &Context) -> io::Result<()> {
-    let limits = &ctx.limits;
+    let limits = &ctx.limits.read().unwrap_or_else(|p| p.into_inner()).clone();
     let mut conn = Connection::new(DEFAULT_MAX_REQUEST, limits.max_lookups_per_connection);
     let mut buf = vec![0u8; 8192];
     // A client that never reads its replies cannot hold the thread forever.
@@ -66,6 +67,7 @@ fn run<S: Stream>(stream: &mut S, ctx: &Context) -> io::Result<()> {
         answer_buffered(&mut conn, &ctx.service);
         if conn.failed() && !warned {
             warned = true;
+            ctx.service.metrics().perm();
             log::warn!("malformed request: answering what was queued, then PERM and close");
         }
         let out = conn.transmit();

@@ -34,7 +34,8 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-use pool::{run_blocking, Pool};
+use crate::blocking::run_blocking;
+use pool::Pool;
 
 /// Move a corrupt cache file (and its `-wal`/`-shm` companions) aside to
 /// `<file>.corrupt-<unix ms>`, so a new one can be made and nothing of the
@@ -206,6 +207,59 @@ impl<R: Runtime> Store for SqliteBackend<R> {
                     }
                 })
                 .collect())
+        })
+        .await
+    }
+
+    /// Every decodable row; rows that are not valid are skipped (logged).
+    async fn entries(&self) -> Result<Vec<(Domain, CacheEntry)>, StoreError> {
+        self.with_conn(|conn| {
+            let rows: Vec<(Option<String>, Value, Option<String>, Option<String>, Value)> = conn
+                .prepare_cached(
+                    "select domain, ts, pol_id, pol_body, fetched_at from sts_policy_cache",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?
+                    .collect()
+                })
+                .map_err(|e| backend_error("entries", e))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(name, ts, id, body, fetched)| {
+                    let domain = Domain::new(name.as_deref()?).ok()?;
+                    match decode_row(&ts, id, body, &fetched) {
+                        Ok(entry) => Some((domain, entry)),
+                        Err(e) => {
+                            log::debug!("sqlite cache: skipping row {domain}: {e}");
+                            None
+                        }
+                    }
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn remove(&self, domain: &Domain) -> Result<bool, StoreError> {
+        let domain = domain.clone();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "delete from sts_policy_cache where domain = ?1",
+                [domain.as_str()],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| backend_error("remove", e))
+        })
+        .await
+    }
+
+    async fn remove_all(&self) -> Result<u64, StoreError> {
+        self.with_conn(|conn| {
+            conn.execute("delete from sts_policy_cache", [])
+                .map(|n| n as u64)
+                .map_err(|e| backend_error("remove_all", e))
         })
         .await
     }

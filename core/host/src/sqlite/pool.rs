@@ -1,35 +1,17 @@
-//! A small pool of SQLite connections used on the runtime's blocking pool,
-//! so the async executor never waits on the disk or on a lock.
+//! A small pool of SQLite connections used on the runtime's blocking pool
+//! (`crate::blocking`), so the async executor never waits on the disk or on
+//! a lock.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::channel::oneshot;
 use rusqlite::{Connection, OpenFlags};
 
 use mta_sts_core::cache::StoreError;
-use mta_sts_core::service::Runtime;
 
 use super::schema::prepare_file;
-
-/// Run blocking `work` on the runtime's blocking pool and await its result.
-pub(super) async fn run_blocking<R, T, F>(rt: &R, work: F) -> Result<T, StoreError>
-where
-    R: Runtime,
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
-{
-    let (tx, rx) = oneshot::channel();
-    rt.spawn_blocking(Box::new(move || {
-        // The receiver may be gone (the lookup timed out): nothing to do.
-        let _ = tx.send(work());
-    }));
-    rx.await.map_err(|_| {
-        StoreError::Backend("sqlite: the blocking task ended without a result".into())
-    })?
-}
 
 /// Connections of one database file, each used by one blocking job at a
 /// time. Jobs run on blocking threads, so waiting here for a free

@@ -1,44 +1,11 @@
 use super::schema::PYTHON_SCHEMA;
 use super::*;
-use futures::channel::oneshot;
+use crate::test_rt::ThreadRt;
 use futures::executor::block_on;
-use futures::future::BoxFuture;
 use mta_sts_core::policy::{Mode, Policy};
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
-/// A runtime made of std threads: enough to drive the backend.
-#[derive(Clone)]
-struct ThreadRt;
-
-impl Runtime for ThreadRt {
-    fn spawn(&self, fut: BoxFuture<'static, ()>) {
-        std::thread::spawn(move || block_on(fut));
-    }
-    fn spawn_blocking(&self, work: Box<dyn FnOnce() + Send + 'static>) {
-        std::thread::spawn(work);
-    }
-    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        let (tx, rx) = oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            std::thread::sleep(d);
-            let _ = tx.send(());
-        });
-        Box::pin(async move {
-            let _ = rx.await;
-        })
-    }
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-    fn unix_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-}
 
 const PYTHON_BODY: &str =
     r#"{"mx": ["mail.example.com"], "version": "STSv1", "mode": "enforce", "max_age": 86400}"#;

@@ -4,6 +4,7 @@
 
 mod burst;
 mod connection;
+mod dane;
 mod dns_client;
 mod fetch;
 mod grace;

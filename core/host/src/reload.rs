@@ -1,0 +1,121 @@
+//! SIGHUP: reopen the log file (after log rotation) and reload the config.
+//! Zones, `cache_grace` and the limits take effect at once, without
+//! dropping connections or the cache; what needs a restart (listen
+//! address, cache type, ...) is logged as such and left as it is.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mta_sts_core::config::{Config, Limits};
+use mta_sts_core::service::{EngineHandle, Service};
+
+/// What a reload changes.
+pub struct Reloader {
+    /// The config file.
+    pub path: PathBuf,
+    /// The configuration in force.
+    pub current: Arc<Config>,
+    /// Answers with the zones.
+    pub service: Arc<Service>,
+    /// Holds `cache_grace` and `max_lookups`.
+    pub engine: EngineHandle,
+    /// Sets the connection limits.
+    pub set_limits: Box<dyn Fn(Limits) + Send + Sync>,
+}
+
+impl Reloader {
+    /// Handle one SIGHUP.
+    pub fn hangup(&mut self) {
+        if let Err(e) = crate::logging::reopen_log() {
+            log::error!("cannot reopen the log file: {e}");
+        }
+        let mut new = match crate::load_config(&self.path) {
+            Ok(config) => config,
+            Err(e) => {
+                log::error!("config reload failed, keeping the running configuration: {e}");
+                return;
+            }
+        };
+        for what in needs_restart(&self.current, &new) {
+            log::warn!("config reload: {what} changed; it takes effect after a restart");
+        }
+        if let Some(nofile) = crate::fdlimit::raise_nofile() {
+            if let Some(warning) = crate::fdlimit::fit(&mut new.limits, nofile) {
+                log::warn!("{warning}");
+            }
+        }
+        // Keep what cannot change while running, take the rest.
+        let applied = Config {
+            cache_grace: new.cache_grace,
+            default_zone: new.default_zone.clone(),
+            zones: new.zones.clone(),
+            limits: new.limits.clone(),
+            ..(*self.current).clone()
+        };
+        let applied = Arc::new(applied);
+        self.service.reload(applied.clone());
+        self.engine
+            .update(applied.cache_grace, applied.limits.max_lookups);
+        (self.set_limits)(applied.limits.clone());
+        self.current = applied;
+        log::info!(
+            "configuration reloaded from {} ({} zone(s), cache_grace {:?})",
+            self.path.display(),
+            self.current.zones.len(),
+            self.current.cache_grace
+        );
+    }
+}
+
+/// The settings that differ between `old` and `new` but only take effect
+/// at start.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |what: &'static str, differs: bool| {
+        if differs {
+            changed.push(what);
+        }
+    };
+    check(
+        "the listen address (host, port, path, mode, reuse_port)",
+        (&old.host, old.port, &old.path, old.mode, old.reuse_port)
+            != (&new.host, new.port, &new.path, new.mode, new.reuse_port),
+    );
+    check("cache", old.cache != new.cache);
+    check(
+        "proactive_policy_fetching",
+        old.proactive_policy_fetching != new.proactive_policy_fetching,
+    );
+    check("resolver", old.resolver != new.resolver);
+    check("metrics", old.metrics != new.metrics);
+    check(
+        "shutdown_timeout",
+        old.shutdown_timeout != new.shutdown_timeout,
+    );
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_only_settings_are_named() {
+        let old = Config::default();
+        let mut new = Config {
+            cache_grace: std::time::Duration::from_secs(5),
+            ..Config::default()
+        };
+        new.limits.idle_timeout = std::time::Duration::from_secs(5);
+        assert!(needs_restart(&old, &new).is_empty());
+        new.port = 1;
+        new.cache = mta_sts_core::config::CacheConfig::Internal { cache_size: 5 };
+        assert_eq!(
+            needs_restart(&old, &new),
+            vec![
+                "the listen address (host, port, path, mode, reuse_port)",
+                "cache"
+            ]
+        );
+    }
+}

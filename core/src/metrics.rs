@@ -1,0 +1,487 @@
+//! The daemon's metrics (README.md "Metrics"), kept with the Prometheus
+//! client's atomic counters and encoded in the OpenMetrics text format for
+//! the `metrics` listener. Counters on the request path are handles taken
+//! once (one atomic add per request), so recording costs nothing that shows
+//! on the cached path.
+
+use std::collections::HashMap;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::resolve::{Failure, Reason};
+
+/// Labels of `mta_sts_lookups_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    zone: String,
+    outcome: String,
+}
+
+/// A single label `name=value`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsLabels {
+    r#type: String,
+    rcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// What a request was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// `OK secure ...`.
+    Secure,
+    /// `NOTFOUND `.
+    NotFound,
+    /// `TEMP ...`.
+    Temp,
+    /// `PERM ...` (malformed request).
+    Perm,
+    /// `OK dane-only`.
+    DaneOnly,
+    /// `OK dane`.
+    Dane,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 6] = [
+        Outcome::Secure,
+        Outcome::NotFound,
+        Outcome::Temp,
+        Outcome::Perm,
+        Outcome::DaneOnly,
+        Outcome::Dane,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Secure => "secure",
+            Outcome::NotFound => "notfound",
+            Outcome::Temp => "temp",
+            Outcome::Perm => "perm",
+            Outcome::DaneOnly => "dane_only",
+            Outcome::Dane => "dane",
+        }
+    }
+}
+
+/// Where an answer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Memory (or the store) within `cache_grace`, no traffic.
+    Fresh,
+    /// The TXT id was checked and unchanged.
+    Revalidated,
+    /// A policy was fetched.
+    Fetched,
+    /// The domain publishes no policy (found on the network).
+    NoPolicy,
+    /// A lookup failed; the cached, unexpired policy answered.
+    StaleOnFailure,
+    /// A lookup failed with nothing cached.
+    Failed,
+    /// The key is no domain (IP literal, parent-domain probe, invalid).
+    InvalidKey,
+}
+
+impl Source {
+    const ALL: [Source; 7] = [
+        Source::Fresh,
+        Source::Revalidated,
+        Source::Fetched,
+        Source::NoPolicy,
+        Source::StaleOnFailure,
+        Source::Failed,
+        Source::InvalidKey,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Source::Fresh => "fresh",
+            Source::Revalidated => "revalidated",
+            Source::Fetched => "fetched",
+            Source::NoPolicy => "no_policy",
+            Source::StaleOnFailure => "stale_on_failure",
+            Source::Failed => "failed",
+            Source::InvalidKey => "invalid_key",
+        }
+    }
+
+    /// The source of a coordinator answer, by how it was reached and
+    /// whether a policy came with it.
+    pub fn of(reason: &Reason, has_policy: bool) -> Source {
+        match reason {
+            Reason::Cached | Reason::NoPolicyRemembered => Source::Fresh,
+            Reason::Confirmed => Source::Revalidated,
+            // DANE answered from the network; MTA-STS still looking.
+            Reason::DaneDecided => Source::Fetched,
+            Reason::Fetched => Source::Fetched,
+            Reason::NoPolicy(_) if has_policy => Source::StaleOnFailure,
+            Reason::NoPolicy(_) => Source::NoPolicy,
+            Reason::Fallback(_) | Reason::FailureBackoff | Reason::Timeout if has_policy => {
+                Source::StaleOnFailure
+            }
+            Reason::Fallback(_) | Reason::FailureBackoff | Reason::Timeout => Source::Failed,
+        }
+    }
+}
+
+/// The counters of one zone, one per [`Outcome`].
+#[derive(Clone, Debug)]
+pub struct ZoneCounters {
+    counters: Vec<(Outcome, Counter)>,
+}
+
+impl ZoneCounters {
+    /// Count one answer.
+    pub fn count(&self, outcome: Outcome) {
+        if let Some((_, c)) = self.counters.iter().find(|(o, _)| *o == outcome) {
+            c.inc();
+        }
+    }
+}
+
+/// Label of the counters of requests whose zone is not in `zones`.
+pub const DEFAULT_ZONE_LABEL: &str = "default";
+
+/// Every metric of the daemon.
+pub struct Metrics {
+    registry: Registry,
+    lookups: Family<LookupLabels, Counter>,
+    answers: Vec<(Source, Counter)>,
+    fetches: Family<ResultLabels, Counter>,
+    fetch_seconds: Histogram,
+    dns: Family<DnsLabels, Counter>,
+    cache_entries: Gauge,
+    open_connections: Gauge,
+    coalesced: Counter,
+    proactive_rounds: Counter,
+    proactive_failures: Counter,
+    refresh_failures: Counter,
+    store_errors: Counter,
+    /// Lookups that went to the network (not exported: an activity gauge
+    /// for the host's memory upkeep).
+    network_lookups: Counter,
+    zones: HashMap<String, ZoneCounters>,
+    perm: ZoneCounters,
+}
+
+impl Metrics {
+    /// Metrics for a daemon serving `zones` (plus the default zone).
+    pub fn new<'a>(zones: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut registry = Registry::with_prefix("mta_sts");
+        let lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "lookups",
+            "Socketmap requests answered, by zone and outcome",
+            lookups.clone(),
+        );
+        let answers_family = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "answers",
+            "Answers by where they came from (memory within cache_grace, network, stale policy on failure)",
+            answers_family.clone(),
+        );
+        let answers = Source::ALL
+            .iter()
+            .map(|&s| {
+                let labels = SourceLabels {
+                    source: s.label().into(),
+                };
+                (s, answers_family.get_or_create_owned(&labels))
+            })
+            .collect();
+        let fetches = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_fetches",
+            "Policy lookups that went to the network, by result (RFC 8461 §3.3)",
+            fetches.clone(),
+        );
+        let fetch_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        registry.register(
+            "policy_fetch_seconds",
+            "Time to fetch a policy over HTTPS",
+            fetch_seconds.clone(),
+        );
+        let dns = Family::<DnsLabels, Counter>::default();
+        registry.register(
+            "dns_queries",
+            "DNS queries by type and response code",
+            dns.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Domains held in memory (policies and no-policy notes)",
+            cache_entries.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Open socketmap connections",
+            open_connections.clone(),
+        );
+        let coalesced = Counter::default();
+        registry.register(
+            "coalesced_requests",
+            "Requests that joined a lookup already running for their domain",
+            coalesced.clone(),
+        );
+        let proactive_rounds = Counter::default();
+        registry.register(
+            "proactive_rounds",
+            "Proactive refresh rounds run",
+            proactive_rounds.clone(),
+        );
+        let proactive_failures = Counter::default();
+        registry.register(
+            "proactive_failures",
+            "Proactive refreshes of a domain that failed",
+            proactive_failures.clone(),
+        );
+        let refresh_failures = Counter::default();
+        registry.register(
+            "refresh_failures",
+            "Cached policies that could not be refreshed (RFC 8461 §3.3: alert the administrator)",
+            refresh_failures.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "Cache store reads and writes that failed",
+            store_errors.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        registry.register("build_info", "The daemon's version", build.clone());
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+
+        let counters_for = |zone: &str| ZoneCounters {
+            counters: Outcome::ALL
+                .iter()
+                .map(|&o| {
+                    let labels = LookupLabels {
+                        zone: zone.into(),
+                        outcome: o.label().into(),
+                    };
+                    (o, lookups.get_or_create_owned(&labels))
+                })
+                .collect(),
+        };
+        let mut by_zone = HashMap::new();
+        for zone in zones {
+            by_zone.insert(zone.to_owned(), counters_for(zone));
+        }
+        by_zone.insert(
+            DEFAULT_ZONE_LABEL.to_owned(),
+            counters_for(DEFAULT_ZONE_LABEL),
+        );
+        let perm = counters_for("");
+        Metrics {
+            registry,
+            lookups,
+            answers,
+            fetches,
+            fetch_seconds,
+            dns,
+            cache_entries,
+            open_connections,
+            coalesced,
+            proactive_rounds,
+            proactive_failures,
+            refresh_failures,
+            store_errors,
+            network_lookups: Counter::default(),
+            zones: by_zone,
+            perm,
+        }
+    }
+
+    /// The counters of zone `name` (the default zone's for names not in
+    /// `zones`).
+    pub fn zone(&self, name: &str) -> &ZoneCounters {
+        self.zones
+            .get(name)
+            .or_else(|| self.zones.get(DEFAULT_ZONE_LABEL))
+            .unwrap_or(&self.perm)
+    }
+
+    /// A malformed request answered `PERM` (its zone is unknown).
+    pub fn perm(&self) {
+        self.perm.count(Outcome::Perm);
+    }
+
+    /// Count where an answer came from.
+    pub fn answered_from(&self, source: Source) {
+        if let Some((_, c)) = self.answers.iter().find(|(s, _)| *s == source) {
+            c.inc();
+        }
+    }
+
+    /// A policy lookup's network result: `ok`, `no_txt`, or a
+    /// [`Failure::kind`], or `timeout`.
+    pub fn fetch_result(&self, result: &str) {
+        self.network_lookups.inc();
+        self.fetches
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// A failed policy lookup.
+    pub fn fetch_failure(&self, failure: &Failure) {
+        self.fetch_result(failure.kind());
+    }
+
+    /// How long a policy fetch took.
+    pub fn fetch_seconds(&self, secs: f64) {
+        self.fetch_seconds.observe(secs);
+    }
+
+    /// One DNS query of `qtype` answered with `rcode` (or `timeout`, `error`).
+    pub fn dns_query(&self, qtype: &str, rcode: &str) {
+        self.dns
+            .get_or_create(&DnsLabels {
+                r#type: qtype.into(),
+                rcode: rcode.into(),
+            })
+            .inc();
+    }
+
+    /// `n` requests joined running lookups.
+    pub fn coalesced(&self, n: u64) {
+        self.coalesced.inc_by(n);
+    }
+
+    /// A proactive refresh round ran.
+    pub fn proactive_round(&self) {
+        self.proactive_rounds.inc();
+    }
+
+    /// A proactive refresh of one domain failed.
+    pub fn proactive_failure(&self) {
+        self.proactive_failures.inc();
+    }
+
+    /// A cached policy could not be refreshed (RFC 8461 §3.3).
+    pub fn refresh_failure(&self) {
+        self.refresh_failures.inc();
+    }
+
+    /// A store read or write failed.
+    pub fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    /// How many lookups have gone to the network since the start.
+    pub fn network_lookups(&self) -> u64 {
+        self.network_lookups.get()
+    }
+
+    /// The OpenMetrics text of every metric, with the gauges read now.
+    pub fn encode(&self, cache_entries: usize, open_connections: usize) -> String {
+        self.cache_entries
+            .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
+        self.open_connections
+            .set(i64::try_from(open_connections).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The lookups counter of `zone` and `outcome` (tests and summaries).
+    pub fn lookups(&self, zone: &str, outcome: Outcome) -> u64 {
+        self.lookups
+            .get(&LookupLabels {
+                zone: zone.into(),
+                outcome: outcome.label().into(),
+            })
+            .map_or(0, |c| c.get())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new([])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_outcomes_and_sources_are_encoded() {
+        let m = Metrics::new(["postfix"]);
+        m.zone("postfix").count(Outcome::Secure);
+        m.zone("postfix").count(Outcome::Secure);
+        m.zone("unknown-name").count(Outcome::NotFound);
+        m.perm();
+        m.answered_from(Source::Fresh);
+        m.fetch_result("ok");
+        m.fetch_seconds(0.02);
+        m.dns_query("TXT", "NOERROR");
+        m.coalesced(3);
+        assert_eq!(m.lookups("postfix", Outcome::Secure), 2);
+        assert_eq!(m.lookups(DEFAULT_ZONE_LABEL, Outcome::NotFound), 1);
+        let text = m.encode(7, 2);
+        for line in [
+            "mta_sts_lookups_total{zone=\"postfix\",outcome=\"secure\"} 2",
+            "mta_sts_lookups_total{zone=\"default\",outcome=\"notfound\"} 1",
+            "mta_sts_lookups_total{zone=\"\",outcome=\"perm\"} 1",
+            "mta_sts_answers_total{source=\"fresh\"} 1",
+            "mta_sts_policy_fetches_total{result=\"ok\"} 1",
+            "mta_sts_dns_queries_total{type=\"TXT\",rcode=\"NOERROR\"} 1",
+            "mta_sts_cache_entries 7",
+            "mta_sts_open_connections 2",
+            "mta_sts_coalesced_requests_total 3",
+            "mta_sts_policy_fetch_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains("mta_sts_build_info{version="));
+    }
+
+    #[test]
+    fn sources_follow_the_reason() {
+        use crate::resolve::{DnsFailure, NoPolicy};
+        let servfail = Failure::Txt(DnsFailure::Timeout);
+        assert_eq!(Source::of(&Reason::Cached, true), Source::Fresh);
+        assert_eq!(Source::of(&Reason::Confirmed, true), Source::Revalidated);
+        assert_eq!(Source::of(&Reason::Fetched, true), Source::Fetched);
+        assert_eq!(
+            Source::of(&Reason::Fallback(servfail.clone()), true),
+            Source::StaleOnFailure
+        );
+        assert_eq!(
+            Source::of(&Reason::Fallback(servfail), false),
+            Source::Failed
+        );
+        let nx = NoPolicy::NoRecord(crate::dns::NoRecordsKind::NxDomain);
+        assert_eq!(Source::of(&Reason::NoPolicy(nx), false), Source::NoPolicy);
+    }
+}

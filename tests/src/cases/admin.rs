@@ -1,0 +1,234 @@
+//! Operations (README.md "Metrics", "Cache administration", "Programs"): the metrics
+//! endpoint, `mta-sts-query --cache`, SIGHUP (log reopened, config reloaded without
+//! dropping connections or the cache) and `mta-sts-daemon --check-config`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::persist::sqlite_cache;
+use super::{expect, pause, publish_enforce, secure, start, Bins};
+use crate::{run_bounded, run_query, World};
+
+/// `metrics: {path: ...}` in the daemon's own dir.
+fn metrics_yaml(dir: &Path) -> String {
+    format!(
+        "metrics:\n  path: {}\n",
+        crate::daemon::yaml_str(&dir.join("metrics.sock").display().to_string())
+    )
+}
+
+/// A GET or DELETE on the daemon's metrics socket: status and body.
+fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect metrics socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// The metrics endpoint counts lookups by zone and outcome, answers by source, fetches by
+/// result, and shows the cache size; it listens only where configured.
+pub fn metrics_endpoint_counts(bins: &Bins) {
+    let world = World::new();
+    publish_enforce(&world, "m.example", "1", &["mx.m.example"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = start(bins, &world, &metrics_yaml(dir.path()));
+    expect(&d, "postfix", "m.example", &secure("mx.m.example"));
+    expect(&d, "postfix", "m.example", &secure("mx.m.example"));
+    let mut c = d.client();
+    c.send_raw(b"x:bad");
+    assert!(c.wait_closed());
+    let (status, text) = http(&dir.path().join("metrics.sock"), "GET", "/metrics");
+    assert_eq!(status, 200, "{text}");
+    for line in [
+        "mta_sts_lookups_total{zone=\"default\",outcome=\"secure\"} 2",
+        "mta_sts_lookups_total{zone=\"\",outcome=\"perm\"} 1",
+        "mta_sts_answers_total{source=\"fetched\"} 1",
+        "mta_sts_answers_total{source=\"fresh\"} 1",
+        "mta_sts_policy_fetches_total{result=\"ok\"} 1",
+        "mta_sts_cache_entries 1",
+        "mta_sts_policy_fetch_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+    assert!(
+        text.contains("mta_sts_dns_queries_total{type=\"TXT\",rcode=\"NOERROR\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        http(&dir.path().join("metrics.sock"), "GET", "/nope").0,
+        404
+    );
+}
+
+/// `mta-sts-query --cache` on the internal cache, through the running daemon: list,
+/// show, export, purge (takes effect at once: the next request fetches again), import.
+pub fn cache_admin_through_the_daemon(bins: &Bins) {
+    let world = World::new();
+    publish_enforce(&world, "a1.example", "1", &["mx.a1.example"]);
+    publish_enforce(&world, "a2.example", "7", &["mx.a2.example"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = start(
+        bins,
+        &world,
+        &format!("cache_grace: 3600\n{}", metrics_yaml(dir.path())),
+    );
+    expect(&d, "postfix", "a1.example", &secure("mx.a1.example"));
+    expect(&d, "postfix", "a2.example", &secure("mx.a2.example"));
+    let cfg = d.config_path().display().to_string();
+    let q = |args: &[&str]| {
+        let mut all = vec!["-c", cfg.as_str()];
+        all.extend_from_slice(args);
+        run_query(bins.query, &all)
+    };
+    let (code, out, err) = q(&["--cache", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("a1.example enforce id=1") && out.contains("a2.example enforce id=7"),
+        "{out}"
+    );
+    let (code, out, _) = q(&["--cache", "show", "A2.example"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("a2.example enforce id=7"), "{out}");
+    let (code, exported, _) = q(&["--cache", "export"]);
+    assert_eq!(code, 0);
+    assert_eq!(exported.lines().count(), 2, "{exported}");
+    // Purge: the running daemon forgets at once.
+    assert_eq!(world.requests("a1.example"), 1);
+    let (code, out, err) = q(&["--cache", "purge", "a1.example"]);
+    assert_eq!(code, 0, "{out}{err}");
+    expect(&d, "postfix", "a1.example", &secure("mx.a1.example"));
+    assert_eq!(
+        world.requests("a1.example"),
+        2,
+        "purge did not reach the daemon"
+    );
+    let (code, _, _) = q(&["--cache", "purge", "never.example"]);
+    assert_eq!(code, 1);
+    // Purge everything, then import the export: answered with no traffic.
+    let (code, _, _) = q(&["--cache", "purge", "--all"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = q(&["--cache", "list"]);
+    assert!(out.trim().is_empty(), "{out}");
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, &exported).expect("write export");
+    let (code, out, err) = q(&["--cache", "import", &file.display().to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("imported 2"), "{out}");
+    let fetched = world.requests("a2.example");
+    expect(&d, "postfix", "a2.example", &secure("mx.a2.example"));
+    assert_eq!(
+        world.requests("a2.example"),
+        fetched,
+        "imported entry not used"
+    );
+}
+
+/// With a persistent store and no endpoint, `--cache` acts on the store itself.
+pub fn cache_admin_on_the_store(bins: &Bins) {
+    let world = World::new();
+    publish_enforce(&world, "s1.example", "1", &["mx.s1.example"]);
+    let file = world.dir().join("cache.db");
+    let mut d = start(bins, &world, &sqlite_cache(&file));
+    expect(&d, "postfix", "s1.example", &secure("mx.s1.example"));
+    pause(300);
+    d.terminate();
+    let cfg = world
+        .write_config(&sqlite_cache(&file))
+        .display()
+        .to_string();
+    let (code, out, err) = run_query(bins.query, &["-c", &cfg, "--cache", "list", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"domain\":\"s1.example\""), "{out}");
+    let (code, _, err) = run_query(bins.query, &["-c", &cfg, "--cache", "purge", "s1.example"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run_query(bins.query, &["-c", &cfg, "--cache", "list"]);
+    assert!(out.trim().is_empty(), "{out}");
+    // The internal cache has nothing to act on without a daemon endpoint.
+    let plain = world.write_config("").display().to_string();
+    let (code, _, err) = run_query(bins.query, &["-c", &plain, "--cache", "list"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("metrics"), "{err}");
+}
+
+/// SIGHUP reopens the log file and reloads zones and cache_grace, keeping connections
+/// and the cache; a changed listen address is logged as needing a restart.
+pub fn sighup_reloads_and_reopens_the_log(bins: &Bins) {
+    let world = World::new();
+    publish_enforce(&world, "h.example", "1", &["mx.h.example"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logfile = dir.path().join("daemon.log");
+    let d = super::start_with(
+        bins,
+        &world,
+        "cache_grace: 3600\n",
+        &["-l", &logfile.display().to_string()],
+    );
+    let mut conn = d.client();
+    assert_eq!(conn.query("postfix", "h.example"), secure("mx.h.example"));
+    // Rotate the log, change the config: a zone without SNI, another port.
+    std::fs::rename(&logfile, dir.path().join("daemon.log.1")).expect("rotate");
+    let config = std::fs::read_to_string(d.config_path()).expect("read config");
+    let changed = format!("{config}zones:\n  nosni:\n    require_sni: false\n").replacen(
+        "\nport:",
+        "\nport: 1\nold_port:",
+        1,
+    );
+    std::fs::write(d.config_path(), changed).expect("write config");
+    d.signal(libc::SIGHUP);
+    pause(500);
+    // Same connection, new zone, no new fetch (the cache survived).
+    let rotated = std::fs::read_to_string(dir.path().join("daemon.log.1")).unwrap_or_default();
+    let fresh = std::fs::read_to_string(&logfile).unwrap_or_default();
+    assert_eq!(
+        conn.query("nosni", "h.example"),
+        "OK secure match=mx.h.example",
+        "logs:\n{rotated}\n---\n{fresh}"
+    );
+    assert_eq!(world.requests("h.example"), 1);
+    let log = std::fs::read_to_string(&logfile).unwrap_or_default();
+    assert!(
+        log.contains("configuration reloaded"),
+        "new log file:\n{log}\n{}",
+        d.log()
+    );
+    assert!(log.contains("after a restart"), "{log}");
+}
+
+/// `--check-config`: 0 and "ok" for a good file; 1 and every problem with its key path.
+pub fn check_config_reports_every_problem(bins: &Bins) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = dir.path().join("good.yml");
+    std::fs::write(&good, "port: 8461\ncache_grace: 30\n").expect("write");
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "port: abc\nzones:\n  z:\n    timeout: soon\nunknown_key: 1\n",
+    )
+    .expect("write");
+    let run = |path: &Path| {
+        let mut cmd = std::process::Command::new(bins.daemon);
+        cmd.arg("--check-config").arg("-c").arg(path);
+        run_bounded(cmd, Duration::from_secs(20))
+    };
+    let (code, out, err) = run(&good);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok"), "{out}");
+    let (code, out, err) = run(&bad);
+    assert_eq!(code, 1, "{out}{err}");
+    for needle in ["port", "zones.z.timeout", "unknown_key"] {
+        assert!(out.contains(needle), "{needle} missing:\n{out}");
+    }
+}
