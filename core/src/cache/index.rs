@@ -8,7 +8,7 @@
 //! policies it keeps DANE results (RFC 7672) for their TTL, in memory only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use super::entry::{millis, CacheEntry};
@@ -92,7 +92,7 @@ struct DaneEntry {
 #[derive(Debug)]
 pub struct PolicyIndex {
     grace_ms: AtomicU64,
-    map: Mutex<Bounded<Known>>,
+    map: RwLock<Bounded<Known>>,
     dane: Mutex<Bounded<DaneEntry>>,
 }
 
@@ -101,21 +101,27 @@ impl PolicyIndex {
     pub fn new(capacity: usize, grace: Duration) -> Self {
         PolicyIndex {
             grace_ms: AtomicU64::new(millis(grace)),
-            map: Mutex::new(Bounded::new(capacity)),
+            map: RwLock::new(Bounded::new(capacity)),
             dane: Mutex::new(Bounded::new(capacity)),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Bounded<Known>> {
+    /// For reads: hits take the shared lock, so concurrent connections
+    /// never wait on each other.
+    fn read(&self) -> RwLockReadGuard<'_, Bounded<Known>> {
         // No code path panics under the lock; recover anyway.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> RwLockWriteGuard<'_, Bounded<Known>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The fresh answer for `domain` at `now_ms`, if any (RFC 8461 §5.1:
     /// within `cache_grace` of the last check, no traffic).
     pub fn fresh(&self, domain: &str, now_ms: u64) -> Fresh {
         let grace_ms = self.grace_ms.load(Ordering::Relaxed);
-        let mut map = self.lock();
+        let map = self.read();
         match map.get(domain) {
             Some(Known::Policy(c)) if c.entry.is_fresh(now_ms, Duration::from_millis(grace_ms)) => {
                 Fresh::Policy(c.clone())
@@ -130,7 +136,7 @@ impl PolicyIndex {
     /// Everything known about `domain` at `now_ms`, for the coordinator.
     pub fn known(&self, domain: &str, now_ms: u64) -> Held {
         let grace_ms = self.grace_ms.load(Ordering::Relaxed);
-        match self.lock().get(domain) {
+        match self.read().get(domain) {
             Some(Known::Policy(c)) => Held::Entry(c.entry.clone()),
             Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(grace_ms) => {
                 Held::NoPolicy
@@ -214,7 +220,7 @@ impl PolicyIndex {
     /// Domains holding a policy last checked before `before_ms`: the
     /// proactive refresh's work list for the internal cache.
     pub fn checked_before(&self, before_ms: u64) -> Vec<Domain> {
-        self.lock()
+        self.read()
             .iter()
             .filter_map(|(d, k)| match k {
                 Known::Policy(c) if c.entry.checked_at_ms < before_ms => Some(d.clone()),
@@ -225,7 +231,7 @@ impl PolicyIndex {
 
     /// Every cached policy entry (cache administration).
     pub fn entries(&self) -> Vec<(Domain, CacheEntry)> {
-        self.lock()
+        self.read()
             .iter()
             .filter_map(|(d, k)| match k {
                 Known::Policy(c) => Some((d.clone(), c.entry.clone())),
@@ -236,7 +242,7 @@ impl PolicyIndex {
 
     /// Number of domains held (policies and "no policy" notes).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.read().len()
     }
 
     /// True when nothing is held.

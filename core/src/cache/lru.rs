@@ -4,17 +4,20 @@
 //! allocates nor reorders anything (docs/ARCHITECTURE.md "Cache").
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::domain::Domain;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Slot<V> {
     value: V,
-    referenced: bool,
+    /// Set by a read (a shared borrow suffices: readers never block each
+    /// other), cleared by the eviction hand.
+    referenced: AtomicBool,
 }
 
 /// A bounded map with second-chance eviction. O(1) amortised per operation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Bounded<V> {
     capacity: usize,
     map: HashMap<Domain, Slot<V>>,
@@ -33,9 +36,11 @@ impl<V> Bounded<V> {
     }
 
     /// The value for `domain`, if any; marks it used.
-    pub fn get(&mut self, domain: &str) -> Option<&V> {
-        let slot = self.map.get_mut(domain)?;
-        slot.referenced = true;
+    pub fn get(&self, domain: &str) -> Option<&V> {
+        let slot = self.map.get(domain)?;
+        if !slot.referenced.load(Ordering::Relaxed) {
+            slot.referenced.store(true, Ordering::Relaxed);
+        }
         Some(&slot.value)
     }
 
@@ -52,7 +57,7 @@ impl<V> Bounded<V> {
         }
         if let Some(slot) = self.map.get_mut(domain.as_str()) {
             slot.value = value;
-            slot.referenced = true;
+            *slot.referenced.get_mut() = true;
             return;
         }
         while self.map.len() >= self.capacity {
@@ -63,7 +68,7 @@ impl<V> Bounded<V> {
             domain,
             Slot {
                 value,
-                referenced: false,
+                referenced: AtomicBool::new(false),
             },
         );
     }
@@ -102,8 +107,8 @@ impl<V> Bounded<V> {
         while let Some(domain) = self.ring.pop_front() {
             match self.map.get_mut(domain.as_str()) {
                 None => continue,
-                Some(slot) if slot.referenced => {
-                    slot.referenced = false;
+                Some(slot) if slot.referenced.load(Ordering::Relaxed) => {
+                    *slot.referenced.get_mut() = false;
                     self.ring.push_back(domain);
                 }
                 Some(_) => {
