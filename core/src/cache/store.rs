@@ -51,11 +51,17 @@ pub trait Store: Send + Sync + 'static {
     async fn proactive_ts(&self) -> Result<Option<u64>, StoreError>;
     /// Record when a proactive refresh round ran.
     async fn set_proactive_ts(&self, ts_ms: u64) -> Result<(), StoreError>;
-    /// Every stored entry (cache administration: list, export).
+    /// Every stored entry (cache administration: list, export); entries
+    /// that do not read are skipped. By default every domain checked before
+    /// the end of time, each read in turn.
     async fn entries(&self) -> Result<Vec<(Domain, CacheEntry)>, StoreError> {
-        Err(StoreError::Backend(
-            "this store cannot list its entries".into(),
-        ))
+        let mut out = Vec::new();
+        for domain in self.checked_before(u64::MAX).await? {
+            if let Ok(Some(entry)) = self.get(&domain).await {
+                out.push((domain, entry));
+            }
+        }
+        Ok(out)
     }
     /// Remove `domain`'s entry; true if there was one (cache purge).
     async fn remove(&self, _domain: &Domain) -> Result<bool, StoreError> {

@@ -192,14 +192,9 @@ impl Resolver {
         let Some(run) = self.dane_lookups.get_mut(&id) else {
             return;
         };
-        let Some(pos) = run
-            .waiters
-            .iter()
-            .position(|w| w.request == request && w.deadline == at)
-        else {
+        if !super::machine::take_waiter(&mut run.waiters, request, at) {
             return;
-        };
-        run.waiters.remove(pos);
+        }
         let failure = if run.queued {
             DaneFailure::Local(OVERLOADED.into())
         } else {

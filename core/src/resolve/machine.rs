@@ -33,6 +33,25 @@ pub(super) struct Waiter {
     pub(super) deadline: Instant,
 }
 
+/// Remove the waiter of `request` with `deadline` from `waiters`; true if it
+/// was there (a request leaves its lookup when its own deadline passes).
+pub(super) fn take_waiter(
+    waiters: &mut Vec<Waiter>,
+    request: RequestId,
+    deadline: Instant,
+) -> bool {
+    match waiters
+        .iter()
+        .position(|w| w.request == request && w.deadline == deadline)
+    {
+        Some(pos) => {
+            waiters.remove(pos);
+            true
+        }
+        None => false,
+    }
+}
+
 #[derive(Debug)]
 struct Lookup {
     domain: Domain,
@@ -560,14 +579,9 @@ impl Resolver {
         let Some(lookup) = self.lookups.get_mut(&id) else {
             return;
         };
-        let Some(pos) = lookup
-            .waiters
-            .iter()
-            .position(|w| w.request == request && w.deadline == deadline)
-        else {
+        if !take_waiter(&mut lookup.waiters, request, deadline) {
             return;
-        };
-        lookup.waiters.remove(pos);
+        }
         let domain = lookup.domain.clone();
         let reason = match lookup.stage {
             Stage::Queued => Reason::Fallback(Failure::Local(OVERLOADED.into())),

@@ -245,19 +245,6 @@ impl<R: Runtime> Store for PostgresBackend<R> {
             .collect())
     }
 
-    /// Row `id = 1` of `proactive_fetch_ts`: our milliseconds while they
-    /// match Python's seconds, else the seconds.
-    /// Every row that reads as an entry (others are skipped).
-    async fn entries(&self) -> Result<Vec<(Domain, CacheEntry)>, StoreError> {
-        let mut out = Vec::new();
-        for domain in self.checked_before(u64::MAX).await? {
-            if let Some(entry) = self.get(&domain).await.ok().flatten() {
-                out.push((domain, entry));
-            }
-        }
-        Ok(out)
-    }
-
     async fn remove(&self, domain: &Domain) -> Result<bool, StoreError> {
         let name = domain.as_str().to_owned();
         self.with_client(move |client| {

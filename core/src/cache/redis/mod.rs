@@ -227,17 +227,6 @@ impl<C: RedisCommands> Store for RedisBackend<C> {
         Ok(stale)
     }
 
-    /// Every domain key's entry (those that do not read are skipped).
-    async fn entries(&self) -> Result<Vec<(Domain, CacheEntry)>, StoreError> {
-        let mut out = Vec::new();
-        for domain in self.checked_before(u64::MAX).await? {
-            if let Some(entry) = self.get(&domain).await.ok().flatten() {
-                out.push((domain, entry));
-            }
-        }
-        Ok(out)
-    }
-
     async fn remove(&self, domain: &Domain) -> Result<bool, StoreError> {
         let keys = [self.key(domain)];
         match self.commands.eval(&REMOVE_ENTRY, &keys, &[]).await? {
