@@ -2,6 +2,7 @@
 //! to the `-l` log file.
 
 use log::{LevelFilter, Log, Metadata, Record};
+use mta_sts_core::service::civil_from_days;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -122,23 +123,9 @@ fn timestamp() -> String {
     )
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{civil_from_days, escape_controls};
+    use super::escape_controls;
 
     #[test]
     fn control_characters_are_escaped() {
@@ -147,12 +134,5 @@ mod tests {
             escape_controls("z\nINFO forged\r\u{1b}[31m\u{202e}x\u{7f}"),
             "z\\nINFO forged\\r\\u{1b}[31m\\u{202e}x\\u{7f}"
         );
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_722), (2023, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 }
