@@ -36,7 +36,90 @@ pub struct Policy {
     pub mx: Vec<String>,
     /// Every non-empty policy line as published (trimmed of the line ending),
     /// in order: the TLSRPT `policy_string` values (RFC 8460 §4.4).
-    pub lines: Vec<String>,
+    pub lines: PolicyLines,
+}
+
+/// The lines of a policy, in order, kept as one text with `\n` between
+/// them: one allocation per cached policy rather than one per line
+/// (docs/ARCHITECTURE.md "Cache"). A line never holds `\n` or is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyLines(Box<str>);
+
+impl PolicyLines {
+    /// The lines, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.split('\n').filter(|l| !l.is_empty())
+    }
+
+    /// How many lines there are.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// True when there is no line.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The last line, if any.
+    pub fn last(&self) -> Option<&str> {
+        self.iter().last()
+    }
+
+    /// Append `line` (a `\n` in it becomes a space; an empty line is
+    /// dropped).
+    pub fn push(&mut self, line: &str) {
+        *self = self.iter().chain(std::iter::once(line)).collect();
+    }
+
+    /// Remove every line.
+    pub fn clear(&mut self) {
+        self.0 = Box::default();
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for PolicyLines {
+    fn from_iter<I: IntoIterator<Item = S>>(lines: I) -> Self {
+        let mut text = String::new();
+        for line in lines {
+            let line = line.as_ref();
+            if line.is_empty() {
+                continue;
+            }
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.extend(line.chars().map(|c| if c == '\n' { ' ' } else { c }));
+        }
+        PolicyLines(text.into_boxed_str())
+    }
+}
+
+impl From<Vec<String>> for PolicyLines {
+    fn from(lines: Vec<String>) -> Self {
+        lines.into_iter().collect()
+    }
+}
+
+impl<const N: usize> PartialEq<[&str; N]> for PolicyLines {
+    fn eq(&self, other: &[&str; N]) -> bool {
+        self.iter().eq(other.iter().copied())
+    }
+}
+
+impl PartialEq<Vec<&str>> for PolicyLines {
+    fn eq(&self, other: &Vec<&str>) -> bool {
+        self.iter().eq(other.iter().copied())
+    }
+}
+
+impl<'a> IntoIterator for &'a PolicyLines {
+    type Item = &'a str;
+    type IntoIter = Box<dyn Iterator<Item = &'a str> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
 }
 
 /// Zone options that shape the Postfix reply (docs/ARCHITECTURE.md "Replies").
@@ -122,7 +205,7 @@ pub fn parse_policy(body: &[u8]) -> Result<Policy, PolicyError> {
     let mut mode = None;
     let mut max_age = None;
     let mut mx = Vec::new();
-    let mut lines = Vec::new();
+    let mut lines = String::new();
     for line in text.split('\n').map(str::trim_ascii) {
         if line.is_empty() {
             continue;
@@ -145,7 +228,10 @@ pub fn parse_policy(body: &[u8]) -> Result<Policy, PolicyError> {
             "mx" => mx.push(parse_mx(value)?),
             _ => {}
         }
-        lines.push(line.to_owned());
+        if !lines.is_empty() {
+            lines.push('\n');
+        }
+        lines.push_str(line);
     }
     match version {
         None => return Err(PolicyError::MissingVersion),
@@ -166,7 +252,7 @@ pub fn parse_policy(body: &[u8]) -> Result<Policy, PolicyError> {
         mode,
         max_age,
         mx,
-        lines,
+        lines: PolicyLines(lines.into_boxed_str()),
     })
 }
 
@@ -311,8 +397,25 @@ mod tests {
             ["mail.example.com", "*.example.net", "backupmx.example.com"]
         );
         assert_eq!(p.lines.len(), 6);
-        assert_eq!(p.lines[0], "version: STSv1");
-        assert_eq!(p.lines[3], "mx: *.example.net");
+        assert_eq!(p.lines.iter().next(), Some("version: STSv1"));
+        assert_eq!(p.lines.iter().nth(3), Some("mx: *.example.net"));
+    }
+
+    #[test]
+    fn policy_lines_keep_order_and_stay_one_line_each() {
+        let mut lines: PolicyLines = ["version: STSv1", "", "mode: testing"]
+            .into_iter()
+            .collect();
+        assert_eq!(lines, ["version: STSv1", "mode: testing"]);
+        lines.push("x-note: two\nlines");
+        lines.push("");
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.last(), Some("x-note: two lines"));
+        let copied: PolicyLines = lines.iter().collect();
+        assert_eq!(copied, lines);
+        lines.clear();
+        assert!(lines.is_empty());
+        assert_eq!(lines.iter().count(), 0);
     }
 
     #[test]

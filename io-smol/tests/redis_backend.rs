@@ -60,7 +60,8 @@ fn entry(id: &str, fetched_at_ms: u64, checked_at_ms: u64) -> CacheEntry {
                 "mode: testing".into(),
                 "mx: mx.example.com".into(),
                 "max_age: 86400".into(),
-            ],
+            ]
+            .into(),
         },
         fetched_at_ms,
         checked_at_ms,

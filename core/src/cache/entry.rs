@@ -73,7 +73,7 @@ mod tests {
                 mode: Mode::Enforce,
                 max_age: 86400,
                 mx: vec!["mail.example.com".into()],
-                lines: Vec::new(),
+                lines: Default::default(),
             },
             fetched_at_ms,
             checked_at_ms,

@@ -22,14 +22,40 @@ use crate::policy::{render_reply, ReplyOptions};
 #[derive(Debug)]
 pub struct Cached {
     entry: CacheEntry,
-    replies: [OnceLock<Option<Arc<str>>>; 8],
+    replies: Replies,
+}
+
+/// The rendered replies of one policy. The first flavour asked for is kept
+/// inline: a site's zones nearly always share one, and an index of many
+/// policies should not pay for eight slots each (docs/ARCHITECTURE.md
+/// "Cache"). Any other flavour goes to a table made when first needed.
+#[derive(Debug, Default)]
+struct Replies {
+    first: OnceLock<(u8, Reply)>,
+    others: OnceLock<Box<[OnceLock<Reply>; 8]>>,
+}
+
+/// A rendered reply value, `None` for NOTFOUND.
+type Reply = Option<Arc<str>>;
+
+impl Replies {
+    fn get(&self, flavour: u8, render: impl Fn() -> Reply) -> Reply {
+        let (first, reply) = self.first.get_or_init(|| (flavour, render()));
+        if *first == flavour {
+            return reply.clone();
+        }
+        let others = self.others.get_or_init(Box::default);
+        others
+            .get(usize::from(flavour))
+            .map_or_else(&render, |slot| slot.get_or_init(&render).clone())
+    }
 }
 
 impl Cached {
     fn new(entry: CacheEntry) -> Self {
         Cached {
             entry,
-            replies: Default::default(),
+            replies: Replies::default(),
         }
     }
 
@@ -41,12 +67,12 @@ impl Cached {
     /// The reply value after `OK ` for `domain` in a zone with `opts`, or
     /// `None` for NOTFOUND (RFC 8461 §5; docs/ARCHITECTURE.md "Replies").
     pub fn reply(&self, domain: &str, opts: ReplyOptions) -> Option<Arc<str>> {
-        let flavour = usize::from(opts.strict_testing)
-            | usize::from(opts.require_sni) << 1
-            | usize::from(opts.tlsrpt) << 2;
-        self.replies[flavour]
-            .get_or_init(|| render_reply(&self.entry.policy, domain, opts).map(Arc::from))
-            .clone()
+        let flavour = u8::from(opts.strict_testing)
+            | u8::from(opts.require_sni) << 1
+            | u8::from(opts.tlsrpt) << 2;
+        self.replies.get(flavour, || {
+            render_reply(&self.entry.policy, domain, opts).map(Arc::from)
+        })
     }
 }
 
@@ -223,7 +249,9 @@ impl PolicyIndex {
         self.read()
             .iter()
             .filter_map(|(d, k)| match k {
-                Known::Policy(c) if c.entry.checked_at_ms < before_ms => Some(d.clone()),
+                Known::Policy(c) if c.entry.checked_at_ms < before_ms => {
+                    Some(Domain::from_trusted(d))
+                }
                 _ => None,
             })
             .collect()
@@ -234,7 +262,7 @@ impl PolicyIndex {
         self.read()
             .iter()
             .filter_map(|(d, k)| match k {
-                Known::Policy(c) => Some((d.clone(), c.entry.clone())),
+                Known::Policy(c) => Some((Domain::from_trusted(d), c.entry.clone())),
                 Known::NoPolicy(_) => None,
             })
             .collect()
@@ -267,7 +295,7 @@ mod tests {
                 mode: Mode::Enforce,
                 max_age: 86_400,
                 mx: vec!["mx.example.com".into(), "*.example.net".into()],
-                lines: vec!["version: STSv1".into()],
+                lines: vec!["version: STSv1".into()].into(),
             },
             fetched_at_ms,
             checked_at_ms,
@@ -324,6 +352,31 @@ mod tests {
             panic!("miss")
         };
         assert!(Arc::ptr_eq(&again, &c));
+    }
+
+    #[test]
+    fn every_flavour_has_its_own_reply_rendered_once() {
+        let index = PolicyIndex::new(10, Duration::from_secs(60));
+        index.store(d("example.com"), entry("a", 1_000, 1_000));
+        let Fresh::Policy(c) = index.fresh("example.com", 1_000) else {
+            panic!("miss")
+        };
+        let flavours: Vec<ReplyOptions> = (0..8u8)
+            .map(|f| ReplyOptions {
+                strict_testing: f & 1 != 0,
+                require_sni: f & 2 != 0,
+                tlsrpt: f & 4 != 0,
+            })
+            .collect();
+        // Asked in an order where the inline slot holds a flavour other
+        // than the first of the table.
+        for opts in flavours.iter().rev().chain(flavours.iter()) {
+            let want = render_reply(&c.entry().policy, "example.com", *opts);
+            let got = c.reply("example.com", *opts);
+            assert_eq!(got.as_deref(), want.as_deref(), "{opts:?}");
+            let again = c.reply("example.com", *opts);
+            assert!(matches!((&got, &again), (Some(a), Some(b)) if Arc::ptr_eq(a, b)));
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::domain::Domain;
 
@@ -20,9 +21,11 @@ struct Slot<V> {
 #[derive(Debug)]
 pub struct Bounded<V> {
     capacity: usize,
-    map: HashMap<Domain, Slot<V>>,
+    /// Keyed by the domain's text, shared with `ring` (one allocation per
+    /// domain, not two).
+    map: HashMap<Arc<str>, Slot<V>>,
     /// Every key exactly once; the eviction hand is its front.
-    ring: VecDeque<Domain>,
+    ring: VecDeque<Arc<str>>,
 }
 
 impl<V> Bounded<V> {
@@ -63,9 +66,10 @@ impl<V> Bounded<V> {
         while self.map.len() >= self.capacity {
             self.evict_one();
         }
-        self.ring.push_back(domain.clone());
+        let key: Arc<str> = Arc::from(domain.as_str());
+        self.ring.push_back(Arc::clone(&key));
         self.map.insert(
-            domain,
+            key,
             Slot {
                 value,
                 referenced: AtomicBool::new(false),
@@ -78,7 +82,7 @@ impl<V> Bounded<V> {
         // O(n), but only administrative purges remove.
         let found = self.map.remove(domain).is_some();
         if found {
-            self.ring.retain(|d| d.as_str() != domain);
+            self.ring.retain(|d| &**d != domain);
         }
         found
     }
@@ -99,20 +103,20 @@ impl<V> Bounded<V> {
     }
 
     /// Every stored value, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Domain, &V)> {
-        self.map.iter().map(|(d, s)| (d, &s.value))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.map.iter().map(|(d, s)| (&**d, &s.value))
     }
 
     fn evict_one(&mut self) {
         while let Some(domain) = self.ring.pop_front() {
-            match self.map.get_mut(domain.as_str()) {
+            match self.map.get_mut(&*domain) {
                 None => continue,
                 Some(slot) if slot.referenced.load(Ordering::Relaxed) => {
                     *slot.referenced.get_mut() = false;
                     self.ring.push_back(domain);
                 }
                 Some(_) => {
-                    self.map.remove(domain.as_str());
+                    self.map.remove(&*domain);
                     return;
                 }
             }

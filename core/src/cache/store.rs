@@ -103,7 +103,7 @@ mod tests {
                 mode: Mode::Enforce,
                 max_age: 86_400,
                 mx: vec!["mx.example".into()],
-                lines: Vec::new(),
+                lines: Default::default(),
             },
             fetched_at_ms: at,
             checked_at_ms: at,

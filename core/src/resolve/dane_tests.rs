@@ -38,7 +38,7 @@ fn policy() -> Policy {
         mode: Mode::Enforce,
         max_age: 86_400,
         mx: vec!["mx.example.com".into()],
-        lines: vec!["version: STSv1".into()],
+        lines: vec!["version: STSv1".into()].into(),
     }
 }
 

@@ -73,7 +73,8 @@ fn pol(max_age: u64, mx: &str) -> Policy {
             "mode: enforce".into(),
             format!("max_age: {max_age}"),
             format!("mx: {mx}"),
-        ],
+        ]
+        .into(),
     }
 }
 
@@ -445,7 +446,8 @@ fn mode_none_policy_is_stored_and_answered() {
             "version: STSv1".into(),
             "mode: none".into(),
             "max_age: 600".into(),
-        ],
+        ]
+        .into(),
     };
     r.handle_fetch(id, FetchResult::Policy(none.clone()), now, W);
     assert_eq!(

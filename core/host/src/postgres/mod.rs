@@ -212,7 +212,7 @@ impl<R: Runtime> Store for PostgresBackend<R> {
         let ts = python_seconds(entry.checked_at_ms)?;
         let id = entry.policy_id.clone();
         let body = policy_to_json(&entry.policy);
-        let lines = Value::from(entry.policy.lines.clone()).to_string();
+        let lines = Value::from(entry.policy.lines.iter().collect::<Vec<_>>()).to_string();
         let (fetched, checked) = (sql_ms(entry.fetched_at_ms), sql_ms(entry.checked_at_ms));
         self.with_client(move |client| {
             client

@@ -39,7 +39,8 @@ fn entry(id: &str, fetched_at_ms: u64, checked_at_ms: u64) -> CacheEntry {
                 "mx: mx1.example.org".into(),
                 "mx: *.example.net".into(),
                 "max_age: 604800".into(),
-            ],
+            ]
+            .into(),
         },
         fetched_at_ms,
         checked_at_ms,

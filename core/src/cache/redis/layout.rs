@@ -87,7 +87,8 @@ mod tests {
                     "mode: enforce".into(),
                     "mx: mx.example.com".into(),
                     "max_age: 86400".into(),
-                ],
+                ]
+                .into(),
             },
             fetched_at_ms,
             checked_at_ms,

@@ -180,7 +180,8 @@ fn entry(id: &str, fetched_at_ms: u64, checked_at_ms: u64) -> CacheEntry {
                 "mode: enforce".into(),
                 "mx: mail.example.com".into(),
                 "max_age: 604800".into(),
-            ],
+            ]
+            .into(),
         },
         fetched_at_ms,
         checked_at_ms,
