@@ -54,8 +54,8 @@ fn answer(buf: &mut [u8], len: &mut usize, reply: &[u8], out: &mut Vec<u8>) -> b
     *len < buf.len()
 }
 
-/// Dies with the bench (a killed bench must not leave servers behind).
-fn die_with_parent() {
+/// Dies with the bench (a killed bench must not leave its children behind).
+pub fn die_with_parent() {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and no pointers.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

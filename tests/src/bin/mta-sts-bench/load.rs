@@ -26,6 +26,18 @@ pub struct Work {
     pub expected: Vec<u8>,
 }
 
+impl Work {
+    /// The first `at` requests and the rest, as two phases' work.
+    pub fn split_at(&self, at: usize) -> (Work, Work) {
+        let (first, rest) = self.requests.split_at(at.min(self.requests.len()));
+        let part = |requests: &[Vec<u8>]| Work {
+            requests: requests.to_vec(),
+            expected: self.expected.clone(),
+        };
+        (part(first), part(rest))
+    }
+}
+
 /// How long a phase lasts.
 #[derive(Clone, Copy)]
 pub enum Phase {
@@ -79,6 +91,19 @@ impl Outcome {
     /// Mismatches plus connection errors: anything but a correct reply to every request.
     pub fn failures(&self) -> u64 {
         self.mismatches + self.errors
+    }
+
+    /// Adds `other` to this outcome as if both were one phase: replies, failures, problems,
+    /// latencies (kept sorted), elapsed time and CPU time (known only if known for both).
+    pub fn absorb(&mut self, other: Outcome) {
+        self.replies += other.replies;
+        self.elapsed += other.elapsed;
+        self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| a + b);
+        self.latencies_ns.extend(other.latencies_ns);
+        self.latencies_ns.sort_unstable();
+        self.mismatches += other.mismatches;
+        self.errors += other.errors;
+        self.problems.extend(other.problems);
     }
 }
 
@@ -246,5 +271,45 @@ fn read_frame(stream: &mut TcpStream, buf: &mut [u8]) -> Result<usize, String> {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Outcome, Work};
+    use std::time::Duration;
+
+    #[test]
+    fn split_work() {
+        let work = Work {
+            requests: vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+            expected: b"ok".to_vec(),
+        };
+        let (first, rest) = work.split_at(1);
+        assert_eq!((first.requests.len(), rest.requests.len()), (1, 2));
+        assert_eq!(rest.expected, work.expected);
+        let (all, none) = work.split_at(5);
+        assert_eq!((all.requests.len(), none.requests.len()), (3, 0));
+    }
+
+    #[test]
+    fn absorbed_outcomes_add_up() {
+        let step = |replies, ms, cpu_ms: Option<u64>, latencies: Vec<u64>| Outcome {
+            replies,
+            elapsed: Duration::from_millis(ms),
+            cpu: cpu_ms.map(Duration::from_millis),
+            latencies_ns: latencies,
+            errors: 1,
+            ..Outcome::default()
+        };
+        let mut both = step(2, 100, Some(30), vec![1, 9]);
+        both.absorb(step(3, 200, Some(60), vec![5, 2, 7]));
+        assert_eq!(both.replies, 5);
+        assert_eq!(both.elapsed, Duration::from_millis(300));
+        assert_eq!(both.cpu, Some(Duration::from_millis(90)));
+        assert_eq!(both.latencies_ns, vec![1, 2, 5, 7, 9]);
+        assert_eq!(both.failures(), 2);
+        both.absorb(step(1, 1, None, vec![]));
+        assert_eq!(both.cpu, None);
     }
 }

@@ -23,10 +23,31 @@
 //! fails the run (exit status 1) after the report.
 //!
 //! - `cached`: a target fetches each of `--domains` domains once (a warm-up pass), then
-//!   answers them from its cache for `--seconds` per connection count.
-//! - `cold`: a fresh target warms `--cold-domains` distinct domains once each (TXT, A/AAAA,
-//!   HTTPS policy fetch from the hermetic world): wall time, CPU per cold lookup, and bytes
-//!   per cached policy ((RSS after − RSS idle) / domains).
+//!   answers them from its cache for `--seconds` per connection count. Floors: the bare
+//!   servers.
+//! - `cold`: a fresh target warms N = `--cold-domains` distinct domains once each (TXT, A/AAAA,
+//!   HTTPS policy fetch from the hermetic world), in two steps: the first K = max(conns,
+//!   N/10), a pause (`AFTER_BURST`), RSS read ("RSS first"), then the other N − K, a pause,
+//!   RSS read ("RSS after"). Wall time and CPU per cold lookup cover both steps' load (the
+//!   pauses excluded) over all N, as do the latency percentiles. Memory: "one-time" = RSS
+//!   first − RSS idle, what the first lookups cost once per process (TLS library, trust
+//!   store, runtime); "B/policy" = (RSS after − RSS first) / (N − K), the marginal memory of a
+//!   cached policy; "B/policy all" = (RSS after − RSS idle) / N, the whole run's growth.
+//!
+//!   Floor: `bare-fetch` (`fetch_floor`, this program re-executed with `--bare-fetch DNS_ADDR
+//!   POLICY_PORT N CONNS`, dying with the bench): the network work of the N cold lookups and
+//!   nothing else, no cache, no socketmap. One `native_tls::TlsConnector` is built before the
+//!   clock starts; then CONNS threads, one lookup at a time each, take the next domain from a
+//!   shared counter: TXT `_mta-sts.<domain>` over UDP (`v=STSv1` checked), A and AAAA of
+//!   `mta-sts.<domain>` sent together, a TLS connection to the A address (SNI
+//!   `mta-sts.<domain>`), `GET /.well-known/mta-sts.txt` with `Connection: close`, the
+//!   response read to its end (200 and `mode: enforce` checked; a failure fails the run). It
+//!   prints its wall time and its own utime+stime over that work as one JSON line, and its
+//!   row is computed like the daemons' (CPU / lookups, wall time). The cold ratios set each
+//!   target against python and against `bare-fetch` at the same connection count: a cold
+//!   lookup's CPU is mostly the TLS handshake, whose cost depends on the machine and its TLS
+//!   library, so a CPU per cold lookup means something only next to the floor's, measured in
+//!   the same run.
 //!
 //! Run as root, the whole run happens in a private network and mount namespace (see
 //! `netns`) where the world's DNS server is 127.0.0.1:53 (in /etc/resolv.conf) and its
@@ -35,6 +56,7 @@
 //! through their `resolver:` settings.
 
 mod bare;
+mod fetch_floor;
 mod load;
 mod netns;
 mod options;
@@ -53,7 +75,7 @@ use targets::{Kind, Running, Setting, Target};
 
 /// Pause after a start (before "idle" RSS) and after a pass (before "after" RSS).
 const SETTLE: Duration = Duration::from_millis(500);
-/// How long after a cold warm-up its resident memory is read.
+/// How long after each step of a cold warm-up its resident memory is read.
 const AFTER_BURST: Duration = Duration::from_secs(3);
 /// Log lines shown per target when its log has warnings or errors.
 const LOG_EXAMPLES: usize = 3;
@@ -64,6 +86,9 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(mode @ ("--bare-threads" | "--bare-async")) = args.get(1).map(String::as_str) {
         std::process::exit(bare_main(mode, args.get(2)));
+    }
+    if args.get(1).map(String::as_str) == Some(fetch_floor::ARG) {
+        std::process::exit(fetch_floor::child_main(args.get(2..).unwrap_or_default()));
     }
     let opts = options::parse(args.get(1..).unwrap_or_default()).unwrap_or_else(|e| {
         eprintln!("mta-sts-bench: {e}\n{}", options::USAGE);
@@ -150,7 +175,7 @@ fn main() {
             requests: workload::requests(opts.domains),
             expected: workload::reply_frame(),
         });
-        for target in &targets {
+        for target in targets.iter().filter(|t| t.serves()) {
             run_cached(target, &setting, &opts, &work, &mut report);
         }
     }
@@ -159,6 +184,11 @@ fn main() {
             requests: workload::requests(opts.cold_domains),
             expected: workload::reply_frame(),
         });
+        for target in targets.iter().filter(|t| t.kind == Kind::BareFetch) {
+            for &conns in &opts.connections {
+                run_bare_fetch(target, conns, &setting, opts.cold_domains, &mut report);
+            }
+        }
         for target in targets.iter().filter(|t| t.looks_up()) {
             for &conns in &opts.connections {
                 run_cold(target, conns, &setting, &work, &mut report);
@@ -243,6 +273,13 @@ fn choose_targets(
             name: name.into(),
             kind,
             path: me.clone(),
+        });
+    }
+    if opts.cold {
+        targets.push(Target {
+            name: "bare-fetch".into(),
+            kind: Kind::BareFetch,
+            path: me,
         });
     }
     for (name, path) in &opts.daemons {
@@ -338,6 +375,9 @@ fn run_cached(
     finish(running, &target.name, "cached", setting, report);
 }
 
+/// A fresh target warms every cold domain once, in two steps: the first K = max(conns, N/10)
+/// domains (the one-time cost of the first lookups), then the rest (the cached policies'
+/// own memory), with its RSS read after each has settled.
 fn run_cold(
     target: &Target,
     conns: usize,
@@ -350,27 +390,28 @@ fn run_cold(
     };
     std::thread::sleep(SETTLE);
     let rss_idle_kib = procstat::rss_kib(running.pid);
-    let warm = load::run(running.port, running.pid, conns, work, Phase::EachOnce);
-    note(report, &target.name, conns, "cold", &warm);
-    // Steady state: what the daemon keeps once the burst is over.
-    std::thread::sleep(AFTER_BURST);
+    let domains = work.requests.len();
+    let first_domains = conns.max(domains / 10).min(domains);
+    let (first, rest) = work.split_at(first_domains);
+    let mut warm = cold_step(&running, target, conns, first, "cold, first step", report);
+    let rss_first_kib = procstat::rss_kib(running.pid);
+    let second = cold_step(&running, target, conns, rest, "cold, second step", report);
+    let rss_after_kib = procstat::rss_kib(running.pid);
+    let steps = vec![Numbers::from(&warm), Numbers::from(&second)];
+    warm.absorb(second);
     let row = Cold {
         target: target.name.clone(),
         kind: target.kind,
         conns,
-        domains: work.requests.len(),
+        domains,
+        first_domains,
         warm: Numbers::from(&warm),
+        steps,
         rss_idle_kib,
-        rss_after_kib: procstat::rss_kib(running.pid),
+        rss_first_kib,
+        rss_after_kib,
     };
-    eprintln!(
-        "cold   {:<12} {:>3} conns: {} domains in {:.2} s, {} us CPU/lookup",
-        target.name,
-        conns,
-        row.domains,
-        row.warm.seconds,
-        row.warm.cpu_us.map_or("-".into(), |c| format!("{c:.0}"))
-    );
+    print_cold_row(&row);
     report.cold.push(row);
     finish(
         running,
@@ -378,6 +419,81 @@ fn run_cold(
         &format!("cold-{conns}"),
         setting,
         report,
+    );
+}
+
+/// One step of a cold warm-up: each request of `work` once, then [`AFTER_BURST`] so the
+/// RSS read next is what the daemon keeps once the burst is over.
+fn cold_step(
+    running: &Running,
+    target: &Target,
+    conns: usize,
+    work: Work,
+    phase: &str,
+    report: &mut Report,
+) -> load::Outcome {
+    let outcome = load::run(
+        running.port,
+        running.pid,
+        conns,
+        &Arc::new(work),
+        Phase::EachOnce,
+    );
+    note(report, &target.name, conns, phase, &outcome);
+    std::thread::sleep(AFTER_BURST);
+    outcome
+}
+
+/// The bare-fetch floor at `conns` connections: this program re-executed does the network
+/// work of `domains` cold lookups (`fetch_floor`), measuring its own CPU and wall time.
+fn run_bare_fetch(
+    target: &Target,
+    conns: usize,
+    setting: &Setting,
+    domains: usize,
+    report: &mut Report,
+) {
+    let job = fetch_floor::Job {
+        dns: setting.world.dns.addr(),
+        policy_port: setting.world.policy_port(),
+        domains,
+        conns,
+    };
+    let outcome = match fetch_floor::measure(&target.path, &setting.trust, &job) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            let line = format!("{} ({conns} conns): skipped (failed: {e})", target.name);
+            eprintln!("{line}");
+            report.skipped.push(line);
+            return;
+        }
+    };
+    note(report, &target.name, conns, "cold", &outcome);
+    let row = Cold {
+        target: target.name.clone(),
+        kind: target.kind,
+        conns,
+        domains,
+        first_domains: 0,
+        warm: Numbers::from(&outcome),
+        steps: Vec::new(),
+        rss_idle_kib: None,
+        rss_first_kib: None,
+        rss_after_kib: None,
+    };
+    print_cold_row(&row);
+    report.cold.push(row);
+}
+
+/// A cold row's progress line.
+fn print_cold_row(row: &Cold) {
+    eprintln!(
+        "cold   {:<12} {:>3} conns: {} domains in {:.2} s, {} us CPU/lookup",
+        row.target,
+        row.conns,
+        row.domains,
+        row.warm.seconds,
+        row.warm.cpu_us.map_or("-".into(), |c| format!("{c:.0}"))
     );
 }
 

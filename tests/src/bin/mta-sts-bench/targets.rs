@@ -1,5 +1,5 @@
-//! The programs measured, each its own process: the Python original, the two bare servers
-//! (this program re-executed) and our daemons.
+//! The programs measured, each its own process: the Python original, the two bare servers and
+//! the bare-fetch floor (this program re-executed), and our daemons.
 
 use mta_sts_tests::{free_port, Daemon, World};
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +19,9 @@ pub enum Kind {
     BareThreads,
     /// The fixed-reply tokio server.
     BareAsync,
+    /// The cold mode's floor: a client doing a cold lookup's network work, no socketmap
+    /// (`fetch_floor`).
+    BareFetch,
     /// One of our daemons, default configuration.
     Ours,
 }
@@ -34,9 +37,15 @@ pub struct Target {
 }
 
 impl Target {
-    /// Whether it looks anything up (the bare servers only answer).
+    /// Whether it is a socketmap daemon that looks things up (the bare servers only answer,
+    /// the bare-fetch floor serves no socketmap).
     pub fn looks_up(&self) -> bool {
         matches!(self.kind, Kind::Python | Kind::Ours)
+    }
+
+    /// Whether it serves socketmap requests (all but the bare-fetch floor).
+    pub fn serves(&self) -> bool {
+        self.kind != Kind::BareFetch
     }
 }
 
@@ -82,6 +91,9 @@ impl Running {
                 .ok_or("trust bundle path is not UTF-8")?,
         )];
         match target.kind {
+            Kind::BareFetch => {
+                Err("bare-fetch serves no socketmap: run it with fetch_floor".into())
+            }
             Kind::Ours => {
                 let config = if setting.private_net {
                     String::new()
