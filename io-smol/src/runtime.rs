@@ -53,12 +53,10 @@ fn executor() -> &'static Executor<'static> {
 }
 
 fn start_threads(executor: &'static Executor<'static>) {
-    let threads = std::env::var("SMOL_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .unwrap_or(1);
+    let threads = thread_count(
+        std::env::var("SMOL_THREADS").ok().as_deref(),
+        std::thread::available_parallelism().ok().map(usize::from),
+    );
     for n in 1..=threads {
         let spawned = std::thread::Builder::new()
             .name(format!("smol-{n}"))
@@ -67,6 +65,56 @@ fn start_threads(executor: &'static Executor<'static>) {
             // Tasks still run on the threads that did start; with none,
             // nothing would run, so say so.
             log::error!("executor thread {n} of {threads} not started: {e}");
+        }
+    }
+}
+
+/// `SMOL_THREADS` when it is a positive number, else one per core.
+fn thread_count(setting: Option<&str>, cores: Option<usize>) -> usize {
+    setting
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or(cores)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn thread_count_follows_the_setting_else_the_cores() {
+        assert_eq!(thread_count(None, Some(4)), 4);
+        assert_eq!(thread_count(Some("3"), Some(4)), 3);
+        assert_eq!(thread_count(Some("0"), Some(4)), 4);
+        assert_eq!(thread_count(Some("many"), Some(2)), 2);
+        assert_eq!(thread_count(None, None), 1);
+    }
+
+    /// Two tasks that each block until the other runs finish only if
+    /// they run on two threads at once (the machine has two cores or
+    /// more; CI's has two).
+    #[test]
+    fn tasks_run_on_more_than_one_thread() {
+        if std::thread::available_parallelism().map_or(1, usize::from) < 2
+            && std::env::var_os("SMOL_THREADS").is_none()
+        {
+            eprintln!("one core: the executor runs one thread, nothing to check");
+            return;
+        }
+        let barrier = Arc::new(Barrier::new(2));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let (barrier, tx) = (Arc::clone(&barrier), tx.clone());
+            SmolRuntime.spawn(Box::pin(async move {
+                barrier.wait();
+                let _ = tx.send(());
+            }));
+        }
+        for _ in 0..2 {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("both tasks ran at once");
         }
     }
 }
