@@ -8,11 +8,11 @@
 //! policies it keeps DANE results (RFC 7672) for their TTL, in memory only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::entry::{millis, CacheEntry};
-use super::lru::Bounded;
+use super::shards::Sharded;
 use crate::dane::DaneResult;
 use crate::domain::Domain;
 use crate::policy::{render_reply, ReplyOptions};
@@ -113,13 +113,14 @@ struct DaneEntry {
 }
 
 /// The shared index (`cache.options.cache_size` domains at most, and as
-/// many DANE results). Every operation takes a short lock and never
-/// awaits under it.
+/// many DANE results), sharded by domain (`Sharded`). Every operation
+/// takes a short lock on one shard (listings, each shard in turn) and
+/// never awaits under it.
 #[derive(Debug)]
 pub struct PolicyIndex {
     grace_ms: AtomicU64,
-    map: RwLock<Bounded<Known>>,
-    dane: Mutex<Bounded<DaneEntry>>,
+    map: Sharded<Known>,
+    dane: Sharded<DaneEntry>,
 }
 
 impl PolicyIndex {
@@ -127,27 +128,16 @@ impl PolicyIndex {
     pub fn new(capacity: usize, grace: Duration) -> Self {
         PolicyIndex {
             grace_ms: AtomicU64::new(millis(grace)),
-            map: RwLock::new(Bounded::new(capacity)),
-            dane: Mutex::new(Bounded::new(capacity)),
+            map: Sharded::new(capacity),
+            dane: Sharded::new(capacity),
         }
-    }
-
-    /// For reads: hits take the shared lock, so concurrent connections
-    /// never wait on each other.
-    fn read(&self) -> RwLockReadGuard<'_, Bounded<Known>> {
-        // No code path panics under the lock; recover anyway.
-        self.map.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock(&self) -> RwLockWriteGuard<'_, Bounded<Known>> {
-        self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The fresh answer for `domain` at `now_ms`, if any (RFC 8461 §5.1:
     /// within `cache_grace` of the last check, no traffic).
     pub fn fresh(&self, domain: &str, now_ms: u64) -> Fresh {
         let grace_ms = self.grace_ms.load(Ordering::Relaxed);
-        let map = self.read();
+        let map = self.map.read(domain);
         match map.get(domain) {
             Some(Known::Policy(c)) if c.entry.is_fresh(now_ms, Duration::from_millis(grace_ms)) => {
                 Fresh::Policy(c.clone())
@@ -162,7 +152,7 @@ impl PolicyIndex {
     /// Everything known about `domain` at `now_ms`, for the coordinator.
     pub fn known(&self, domain: &str, now_ms: u64) -> Held {
         let grace_ms = self.grace_ms.load(Ordering::Relaxed);
-        match self.read().get(domain) {
+        match self.map.read(domain).get(domain) {
             Some(Known::Policy(c)) => Held::Entry(c.entry.clone()),
             Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(grace_ms) => {
                 Held::NoPolicy
@@ -184,7 +174,7 @@ impl PolicyIndex {
     /// Store `entry` unless the one held is newer
     /// ([`CacheEntry::is_newer_than`]); replaces a "no policy" note.
     pub fn store(&self, domain: Domain, entry: CacheEntry) {
-        let mut map = self.lock();
+        let mut map = self.map.write(domain.as_str());
         if let Some(Known::Policy(c)) = map.peek(domain.as_str()) {
             if c.entry.is_newer_than(&entry) {
                 return;
@@ -200,7 +190,7 @@ impl PolicyIndex {
     /// Remember that `domain` publishes no policy, unless an unexpired
     /// policy is held (a missing TXT record does not evict one, §5.1).
     pub fn note_no_policy(&self, domain: Domain, now_ms: u64) {
-        let mut map = self.lock();
+        let mut map = self.map.write(domain.as_str());
         if let Some(Known::Policy(c)) = map.peek(domain.as_str()) {
             if !c.entry.is_expired(now_ms) {
                 return;
@@ -212,26 +202,19 @@ impl PolicyIndex {
     /// Forget `domain` (cache purge), its DANE result too; true if a
     /// policy or "no policy" note was held.
     pub fn remove(&self, domain: &str) -> bool {
-        self.dane_lock().remove(domain);
-        self.lock().remove(domain)
+        self.dane.write(domain).remove(domain);
+        self.map.write(domain).remove(domain)
     }
 
     /// Forget everything (cache purge --all); how many domains were held.
     pub fn clear(&self) -> usize {
-        let mut map = self.lock();
-        let n = map.len();
-        *map = Bounded::new(map.capacity());
-        n
-    }
-
-    fn dane_lock(&self) -> MutexGuard<'_, Bounded<DaneEntry>> {
-        self.dane.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.clear()
     }
 
     /// The DANE result for `domain` while it may still be answered at
     /// `now_ms` (its TTL, RFC 7672 §2.1; a failure's retry delay).
     pub fn dane_fresh(&self, domain: &str, now_ms: u64) -> Option<Arc<DaneResult>> {
-        match self.dane_lock().get(domain) {
+        match self.dane.read(domain).get(domain) {
             Some(e) if now_ms < e.until_ms => Some(e.result.clone()),
             _ => None,
         }
@@ -239,38 +222,39 @@ impl PolicyIndex {
 
     /// Keep `result` for `domain`, answered until `until_ms`.
     pub fn store_dane(&self, domain: Domain, result: Arc<DaneResult>, until_ms: u64) {
-        self.dane_lock()
-            .insert(domain, DaneEntry { result, until_ms });
+        self.dane.insert(domain, DaneEntry { result, until_ms });
     }
 
     /// Domains holding a policy last checked before `before_ms`: the
     /// proactive refresh's work list for the internal cache.
     pub fn checked_before(&self, before_ms: u64) -> Vec<Domain> {
-        self.read()
-            .iter()
-            .filter_map(|(d, k)| match k {
+        let mut due = Vec::new();
+        self.map.for_each(|map| {
+            due.extend(map.iter().filter_map(|(d, k)| match k {
                 Known::Policy(c) if c.entry.checked_at_ms < before_ms => {
                     Some(Domain::from_trusted(d))
                 }
                 _ => None,
-            })
-            .collect()
+            }))
+        });
+        due
     }
 
     /// Every cached policy entry (cache administration).
     pub fn entries(&self) -> Vec<(Domain, CacheEntry)> {
-        self.read()
-            .iter()
-            .filter_map(|(d, k)| match k {
+        let mut all = Vec::new();
+        self.map.for_each(|map| {
+            all.extend(map.iter().filter_map(|(d, k)| match k {
                 Known::Policy(c) => Some((Domain::from_trusted(d), c.entry.clone())),
                 Known::NoPolicy(_) => None,
-            })
-            .collect()
+            }))
+        });
+        all
     }
 
     /// Number of domains held (policies and "no policy" notes).
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.map.len()
     }
 
     /// True when nothing is held.

@@ -9,6 +9,7 @@ mod format;
 mod index;
 mod lru;
 pub mod redis;
+mod shards;
 mod store;
 
 pub use entry::{fallback, millis, CacheEntry};

@@ -31,6 +31,7 @@ where
     let mut shutdown = shutdown;
     let mut buf = vec![0u8; 8192];
     let mut warned = false;
+    let mut view = service.config_view();
 
     enum Step {
         Reply(Seq, Reply),
@@ -40,7 +41,7 @@ where
 
     loop {
         while let Some((seq, request)) = conn.poll_request() {
-            match service.answer_now(request.name, request.key) {
+            match service.answer_now(&mut view, request.name, request.key) {
                 Ok(reply) => conn.handle_reply(seq, reply),
                 Err(miss) => {
                     misses.push(async move { (seq, service.answer_miss(miss).await) }.boxed())

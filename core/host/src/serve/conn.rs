@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use mta_sts_core::config::Limits;
 use mta_sts_core::netstring::DEFAULT_MAX_REQUEST;
-use mta_sts_core::service::Service;
+use mta_sts_core::service::{ConfigView, Service};
 use mta_sts_core::socketmap::Connection;
 
 use super::registry::Registry;
@@ -63,8 +63,9 @@ fn run<S: Stream>(stream: &mut S, ctx: &Context) -> io::Result<()> {
     let mut stop_deadline: Option<Instant> = None;
     let mut last_input = Instant::now();
     let mut warned = false;
+    let mut view = ctx.service.config_view();
     loop {
-        answer_buffered(&mut conn, &ctx.service);
+        answer_buffered(&mut conn, &ctx.service, &mut view);
         if conn.failed() && !warned {
             warned = true;
             ctx.service.metrics().perm();
@@ -141,11 +142,11 @@ fn past(deadline: Option<Instant>) -> bool {
 
 /// Answer every complete request: fresh hits at once, misses together
 /// (their lookups run concurrently on the async runtime; this thread waits).
-fn answer_buffered(conn: &mut Connection, service: &Service) {
+fn answer_buffered(conn: &mut Connection, service: &Service, view: &mut ConfigView) {
     loop {
         let mut misses = Vec::new();
         while let Some((seq, request)) = conn.poll_request() {
-            match service.answer_now(request.name, request.key) {
+            match service.answer_now(view, request.name, request.key) {
                 Ok(reply) => conn.handle_reply(seq, reply),
                 Err(miss) => misses.push((seq, miss)),
             }
