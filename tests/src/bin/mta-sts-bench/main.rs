@@ -7,12 +7,12 @@
 //! target/release/mta-sts-bench --python /opt/mta-sts-python/bin/mta-sts-daemon \
 //!     --daemon smol=target/release/mta-sts-daemon \
 //!     --daemon tokio=target/tokio/release/mta-sts-daemon \
-//!     [--mode cached|cold|both] [--connections 16,100] [--seconds 10] \
+//!     [--mode cached|cold|both] [--connections 16,100] [--rounds 3] [--seconds 5] \
 //!     [--domains 200] [--cold-domains 2000] [--json FILE] [--logs DIR]
 //! ```
 //!
-//! Targets, each its own process (CPU from /proc/<pid>/stat utime+stime, memory from
-//! /proc/<pid>/status VmRSS): the Python original on its default configuration (internal
+//! Targets, each its own process (CPU from `/proc/<pid>/stat` utime+stime, memory from
+//! `/proc/<pid>/status` VmRSS): the Python original on its default configuration (internal
 //! cache), a bare thread-per-connection server and a bare tokio server (2 workers, a task
 //! per connection) that answer every netstring with a fixed reply of the daemons' size
 //! (this program re-executed with `--bare-threads PORT` / `--bare-async PORT`), and our
@@ -22,13 +22,33 @@
 //! request and waits), at each connection count; every reply is checked, and a wrong one
 //! fails the run (exit status 1) after the report.
 //!
-//! - `cached`: a target fetches each of `--domains` domains once (a warm-up pass), then
-//!   answers them from its cache for `--seconds` per connection count. Floors: the bare
-//!   servers.
-//! - `cold`: a fresh target warms N = `--cold-domains` distinct domains once each (TXT, A/AAAA,
-//!   HTTPS policy fetch from the hermetic world), in two steps: the first K = max(conns,
-//!   N/10), a pause (`AFTER_BURST`), RSS read ("RSS first"), then the other N − K, a pause,
-//!   RSS read ("RSS after"). Wall time and CPU per cold lookup cover both steps' load (the
+//! Rounds: on a small shared machine one measurement of a target differs from the next by
+//! ±15% (lookups/s) to ±25% (CPU per cold lookup), more than the differences the ratios are
+//! meant to show. So every figure is measured in each of `--rounds` R rounds (default 3) and
+//! reported as the median over them, next to the min–max range of the noisiest ones
+//! (lookups/s, CPU per lookup, cold wall time); ratios are computed from the medians. The
+//! rounds interleave the targets, so a slow drift of the machine moves every target alike:
+//! within a round the targets take turns, in an order that rotates by one each round (round
+//! r, counted from 0, starts with target r mod n), so no target always goes first (`modes`).
+//! Every reply of every round is checked. `--json` holds every round's raw numbers per target
+//! and connection count, and each figure's median, min and max.
+//!
+//! - `cached`: in each round every target is started afresh at once (each its own process on
+//!   its own port; an idle one costs nothing), and each fetches each of `--domains` domains
+//!   once (its warm-up pass, at the first connection count; RSS read before and after, shown
+//!   from the first round). Then, at each connection count, each target in turn answers from
+//!   its cache for `--seconds` (one timed phase: lookups/s, p50/p99, CPU per lookup, RSS after
+//!   it), and the targets stop. "RSS load" is the largest RSS after a phase at that
+//!   connection count in any round. Floors: the bare servers. A new process per round,
+//!   because one start of a program can run steadily faster or slower than the next
+//!   (bare-async kept to about 65k or about 100k lookups/s for a process's lifetime), so the
+//!   medians and ranges cover that as well as the machine's drift.
+//! - `cold`: in each round and at each connection count, each target in turn is started
+//!   fresh (a cold cache), warms the domains as below, and is stopped. A fresh target warms
+//!   N = `--cold-domains` distinct domains once each (TXT, A/AAAA, HTTPS policy fetch from
+//!   the hermetic world), in two steps: the first K = max(conns, N/10), a pause
+//!   (`AFTER_BURST`), RSS read ("RSS first"), then the other N − K, a pause, RSS read ("RSS
+//!   after"). Wall time and CPU per cold lookup cover both steps' load (the
 //!   pauses excluded) over all N, as do the latency percentiles. Memory: "one-time" = RSS
 //!   first − RSS idle, what the first lookups cost once per process (TLS library, trust
 //!   store, runtime); "B/policy" = (RSS after − RSS first) / (N − K), the marginal memory of a
@@ -43,7 +63,8 @@
 //!   `mta-sts.<domain>`), `GET /.well-known/mta-sts.txt` with `Connection: close`, the
 //!   response read to its end (200 and `mode: enforce` checked; a failure fails the run). It
 //!   prints its wall time and its own utime+stime over that work as one JSON line, and its
-//!   row is computed like the daemons' (CPU / lookups, wall time). The cold ratios set each
+//!   row is computed like the daemons' (CPU / lookups, wall time); it takes its turn in each
+//!   round like the others. The cold ratios set each
 //!   target against python and against `bare-fetch` at the same connection count: a cold
 //!   lookup's CPU is mostly the TLS handshake, whose cost depends on the machine and its TLS
 //!   library, so a CPU per cold lookup means something only next to the floor's, measured in
@@ -54,34 +75,31 @@
 //! policy hosts listen on port 443, so every program runs unmodified and no packet leaves
 //! loopback. Without root the Python original is skipped and our daemons get the world
 //! through their `resolver:` settings.
+//!
+//! Run time: the cached mode takes R × connection counts × targets × `--seconds`, the cold
+//! mode about a minute per round with python, the floor and two daemons at two connection
+//! counts. The default `--seconds` is 5 so that the default run (`--mode both`, 3 rounds,
+//! python and two daemons) takes about 6 minutes on a 2-core machine rather than more than 8.
 
 mod bare;
 mod fetch_floor;
 mod load;
+mod modes;
 mod netns;
 mod options;
 mod procstat;
 mod report;
+mod stats;
 mod targets;
 mod workload;
 
-use load::{Phase, Work};
 use mta_sts_tests::World;
-use report::{Cached, Cold, Numbers, Report};
+use report::Report;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-use targets::{Kind, Running, Setting, Target};
+use targets::{Kind, Setting, Target};
 
-/// Pause after a start (before "idle" RSS) and after a pass (before "after" RSS).
-const SETTLE: Duration = Duration::from_millis(500);
-/// How long after each step of a cold warm-up its resident memory is read.
-const AFTER_BURST: Duration = Duration::from_secs(3);
-/// Log lines shown per target when its log has warnings or errors.
-const LOG_EXAMPLES: usize = 3;
-/// Wrong replies and errors shown per phase.
-const PROBLEM_EXAMPLES: usize = 5;
-
+/// The bench, or one of the children it runs (the bare servers, the bare-fetch floor).
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(mode @ ("--bare-threads" | "--bare-async")) = args.get(1).map(String::as_str) {
@@ -148,14 +166,8 @@ fn main() {
             workload::REPLY
         ),
     ));
-    if opts.cached && opts.seconds > 50.0 {
-        report.header.push((
-            "note".into(),
-            "phases longer than cache_grace (60 s) include TXT re-checks".into(),
-        ));
-    }
-
     let targets = choose_targets(&opts, &namespace, &mut report);
+    describe_rounds(&opts, &targets, &mut report);
     report.print_header();
     if let Some(dir) = &opts.logs {
         if let Err(e) = std::fs::create_dir_all(dir) {
@@ -170,30 +182,10 @@ fn main() {
         logs: opts.logs.clone(),
     };
     if opts.cached {
-        report.cached_setup = Some((opts.domains, opts.seconds));
-        let work = Arc::new(Work {
-            requests: workload::requests(opts.domains),
-            expected: workload::reply_frame(),
-        });
-        for target in targets.iter().filter(|t| t.serves()) {
-            run_cached(target, &setting, &opts, &work, &mut report);
-        }
+        modes::cached(&targets, &setting, &opts, &mut report);
     }
     if opts.cold {
-        let work = Arc::new(Work {
-            requests: workload::requests(opts.cold_domains),
-            expected: workload::reply_frame(),
-        });
-        for target in targets.iter().filter(|t| t.kind == Kind::BareFetch) {
-            for &conns in &opts.connections {
-                run_bare_fetch(target, conns, &setting, opts.cold_domains, &mut report);
-            }
-        }
-        for target in targets.iter().filter(|t| t.looks_up()) {
-            for &conns in &opts.connections {
-                run_cold(target, conns, &setting, &work, &mut report);
-            }
-        }
+        modes::cold(&targets, &setting, &opts, &mut report);
     }
     report.print_tables();
     println!("\nloadavg {} at the end", loadavg());
@@ -203,12 +195,7 @@ fn main() {
             eprintln!("mta-sts-bench: write {}: {e}", path.display());
         }
     }
-    let failures: u64 = report
-        .cached
-        .iter()
-        .map(|r| r.load.failures)
-        .chain(report.cold.iter().map(|r| r.warm.failures))
-        .sum();
+    let failures = report.failures;
     if failures > 0 {
         eprintln!(
             "\nmta-sts-bench: FAILED: {failures} wrong replies or failed connections (see problems above)"
@@ -237,6 +224,8 @@ fn bare_main(mode: &str, port: Option<&String>) -> i32 {
     }
 }
 
+/// The targets of this run in the order of the tables, recording in the report those
+/// left out and why.
 fn choose_targets(
     opts: &options::Options,
     namespace: &Result<tempfile::NamedTempFile, String>,
@@ -300,6 +289,54 @@ fn choose_targets(
     targets
 }
 
+/// The header lines on rounds: how many, how the targets take turns, that every figure is
+/// a median; and the note on `cache_grace` ([`cache_grace_note`]).
+fn describe_rounds(opts: &options::Options, targets: &[Target], report: &mut Report) {
+    report.rounds = opts.rounds;
+    let mut turns = Vec::new();
+    if opts.cached {
+        turns.push(format!(
+            "cached: in each round every target started afresh and warmed, then at each \
+             connection count one {} s phase per target in turn",
+            opts.seconds
+        ));
+    }
+    if opts.cold {
+        turns.push(
+            "cold: in each round and at each connection count, a fresh start of each target in turn"
+                .to_owned(),
+        );
+    }
+    report.header.push((
+        "rounds".into(),
+        format!(
+            "{} rounds, every figure the median over them (ranges: min-max over the rounds); {}; \
+             the order of the targets rotates by one each round",
+            opts.rounds,
+            turns.join("; ")
+        ),
+    ));
+    cache_grace_note(opts, targets, report);
+}
+
+/// In cached mode, a header note once a round's timed phases span more than
+/// `cache_grace`: TXT re-checks then happen inside them.
+fn cache_grace_note(opts: &options::Options, targets: &[Target], report: &mut Report) {
+    let serving = targets.iter().filter(|t| t.serves()).count();
+    let span = opts.seconds * (opts.connections.len() * serving) as f64;
+    if opts.cached && span > 60.0 {
+        report.header.push((
+            "note".into(),
+            format!(
+                "a round's cached phases span {span:.0} s, more than cache_grace (60 s): as in \
+                 service, a daemon re-checks each domain's TXT id about once a minute ({} DNS \
+                 queries), in whichever of its phases comes next",
+                opts.domains
+            ),
+        ));
+    }
+}
+
 /// The installed postfix-mta-sts-resolver's version and its interpreter's, from the
 /// `python` next to `mta-sts-daemon` (a virtualenv's layout).
 fn python_version(daemon: &std::path::Path) -> Option<String> {
@@ -313,242 +350,6 @@ fn python_version(daemon: &std::path::Path) -> Option<String> {
     ]);
     let (code, out, _) = mta_sts_tests::run_bounded(cmd, Duration::from_secs(20));
     (code == 0).then(|| out.trim().to_owned())
-}
-
-fn start(target: &Target, setting: &Setting, report: &mut Report) -> Option<Running> {
-    match Running::start(target, setting) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            let line = format!("{}: skipped (failed to start: {e})", target.name);
-            eprintln!("{line}");
-            report.skipped.push(line);
-            None
-        }
-    }
-}
-
-fn run_cached(
-    target: &Target,
-    setting: &Setting,
-    opts: &options::Options,
-    work: &Arc<Work>,
-    report: &mut Report,
-) {
-    let Some(running) = start(target, setting, report) else {
-        return;
-    };
-    std::thread::sleep(SETTLE);
-    let rss_idle_kib = procstat::rss_kib(running.pid);
-    let mut rss_warm_kib = None;
-    for &conns in &opts.connections {
-        // Before every phase, so each is within cache_grace of a fetch or re-check.
-        let warm = load::run(running.port, running.pid, conns, work, Phase::EachOnce);
-        note(report, &target.name, conns, "cached warm-up", &warm);
-        rss_warm_kib = rss_warm_kib.or(procstat::rss_kib(running.pid));
-        let timed = load::run(
-            running.port,
-            running.pid,
-            conns,
-            work,
-            Phase::Timed(Duration::from_secs_f64(opts.seconds)),
-        );
-        note(report, &target.name, conns, "cached", &timed);
-        let mut load = Numbers::from(&timed);
-        load.failures += warm.failures();
-        eprintln!(
-            "cached {:<12} {:>3} conns: {:>8.0} lookups/s, {} us CPU/lookup",
-            target.name,
-            conns,
-            load.rate,
-            load.cpu_us.map_or("-".into(), |c| format!("{c:.1}"))
-        );
-        report.cached.push(Cached {
-            target: target.name.clone(),
-            kind: target.kind,
-            conns,
-            load,
-            rss_idle_kib,
-            rss_warm_kib,
-            rss_loaded_kib: procstat::rss_kib(running.pid),
-        });
-    }
-    finish(running, &target.name, "cached", setting, report);
-}
-
-/// A fresh target warms every cold domain once, in two steps: the first K = max(conns, N/10)
-/// domains (the one-time cost of the first lookups), then the rest (the cached policies'
-/// own memory), with its RSS read after each has settled.
-fn run_cold(
-    target: &Target,
-    conns: usize,
-    setting: &Setting,
-    work: &Arc<Work>,
-    report: &mut Report,
-) {
-    let Some(running) = start(target, setting, report) else {
-        return;
-    };
-    std::thread::sleep(SETTLE);
-    let rss_idle_kib = procstat::rss_kib(running.pid);
-    let domains = work.requests.len();
-    let first_domains = conns.max(domains / 10).min(domains);
-    let (first, rest) = work.split_at(first_domains);
-    let mut warm = cold_step(&running, target, conns, first, "cold, first step", report);
-    let rss_first_kib = procstat::rss_kib(running.pid);
-    let second = cold_step(&running, target, conns, rest, "cold, second step", report);
-    let rss_after_kib = procstat::rss_kib(running.pid);
-    let steps = vec![Numbers::from(&warm), Numbers::from(&second)];
-    warm.absorb(second);
-    let row = Cold {
-        target: target.name.clone(),
-        kind: target.kind,
-        conns,
-        domains,
-        first_domains,
-        warm: Numbers::from(&warm),
-        steps,
-        rss_idle_kib,
-        rss_first_kib,
-        rss_after_kib,
-    };
-    print_cold_row(&row);
-    report.cold.push(row);
-    finish(
-        running,
-        &target.name,
-        &format!("cold-{conns}"),
-        setting,
-        report,
-    );
-}
-
-/// One step of a cold warm-up: each request of `work` once, then [`AFTER_BURST`] so the
-/// RSS read next is what the daemon keeps once the burst is over.
-fn cold_step(
-    running: &Running,
-    target: &Target,
-    conns: usize,
-    work: Work,
-    phase: &str,
-    report: &mut Report,
-) -> load::Outcome {
-    let outcome = load::run(
-        running.port,
-        running.pid,
-        conns,
-        &Arc::new(work),
-        Phase::EachOnce,
-    );
-    note(report, &target.name, conns, phase, &outcome);
-    std::thread::sleep(AFTER_BURST);
-    outcome
-}
-
-/// The bare-fetch floor at `conns` connections: this program re-executed does the network
-/// work of `domains` cold lookups (`fetch_floor`), measuring its own CPU and wall time.
-fn run_bare_fetch(
-    target: &Target,
-    conns: usize,
-    setting: &Setting,
-    domains: usize,
-    report: &mut Report,
-) {
-    let job = fetch_floor::Job {
-        dns: setting.world.dns.addr(),
-        policy_port: setting.world.policy_port(),
-        domains,
-        conns,
-    };
-    let outcome = match fetch_floor::measure(&target.path, &setting.trust, &job) {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            let line = format!("{} ({conns} conns): skipped (failed: {e})", target.name);
-            eprintln!("{line}");
-            report.skipped.push(line);
-            return;
-        }
-    };
-    note(report, &target.name, conns, "cold", &outcome);
-    let row = Cold {
-        target: target.name.clone(),
-        kind: target.kind,
-        conns,
-        domains,
-        first_domains: 0,
-        warm: Numbers::from(&outcome),
-        steps: Vec::new(),
-        rss_idle_kib: None,
-        rss_first_kib: None,
-        rss_after_kib: None,
-    };
-    print_cold_row(&row);
-    report.cold.push(row);
-}
-
-/// A cold row's progress line.
-fn print_cold_row(row: &Cold) {
-    eprintln!(
-        "cold   {:<12} {:>3} conns: {} domains in {:.2} s, {} us CPU/lookup",
-        row.target,
-        row.conns,
-        row.domains,
-        row.warm.seconds,
-        row.warm.cpu_us.map_or("-".into(), |c| format!("{c:.0}"))
-    );
-}
-
-/// Records a phase's wrong replies and connection errors, loudly.
-fn note(report: &mut Report, target: &str, conns: usize, phase: &str, outcome: &load::Outcome) {
-    if outcome.failures() == 0 {
-        return;
-    }
-    let head = format!(
-        "{target} ({phase}, {conns} conns): {} wrong replies, {} failed connections",
-        outcome.mismatches, outcome.errors
-    );
-    eprintln!("MISMATCH {head}");
-    report.problems.push(head);
-    for p in outcome.problems.iter().take(PROBLEM_EXAMPLES) {
-        eprintln!("    {p}");
-        report.problems.push(format!("    {p}"));
-    }
-}
-
-/// Stops a target, recording the warnings and errors it logged while measured (not those
-/// of its shutdown) and keeping its log when asked to.
-fn finish(running: Running, target: &str, phase: &str, setting: &Setting, report: &mut Report) {
-    let measured = running.log();
-    let log = running.stop();
-    note_log(report, target, phase, &measured);
-    if let Some(dir) = &setting.logs {
-        let path = dir.join(format!("{target}-{phase}.log"));
-        if let Err(e) = std::fs::write(&path, log) {
-            eprintln!("mta-sts-bench: write {}: {e}", path.display());
-        }
-    }
-}
-
-/// Records warnings and errors from a target's log.
-fn note_log(report: &mut Report, target: &str, phase: &str, log: &str) {
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            l.contains(" WARN")
-                || l.contains(" ERROR")
-                || l.contains("Traceback")
-                || l.contains("panicked")
-        })
-        .collect();
-    if bad.is_empty() {
-        return;
-    }
-    report.problems.push(format!(
-        "{target} ({phase}): {} warning/error lines in its log, e.g.:",
-        bad.len()
-    ));
-    for l in bad.iter().take(LOG_EXAMPLES) {
-        report.problems.push(format!("    {l}"));
-    }
 }
 
 /// The 1, 5 and 15 minute load averages (other work on the machine skews the numbers).

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 /// Printed on a bad command line.
 pub const USAGE: &str = "usage: mta-sts-bench [--daemon NAME=PATH ...] [--python PATH] \
-[--mode cached|cold|both] [--connections 16,100] [--seconds 10] [--domains 200] \
-[--cold-domains 2000] [--json FILE] [--logs DIR]";
+[--mode cached|cold|both] [--connections 16,100] [--rounds 3] [--seconds 5] [--domains 200] \
+[--cold-domains 2000] [--json FILE] [--logs DIR]
+  every figure is the median over --rounds rounds, the targets interleaved within each round";
 
 /// What the run measures and against what.
 pub struct Options {
@@ -19,7 +20,11 @@ pub struct Options {
     pub cold: bool,
     /// Connection counts, each measured on its own.
     pub connections: Vec<usize>,
-    /// Length of each timed cached phase.
+    /// Rounds: every figure is the median of this many measurements, the targets
+    /// interleaved within each round.
+    pub rounds: usize,
+    /// Length of each timed cached phase (default 5 s: with 3 rounds, python, the floors and
+    /// two daemons, `--mode both` takes about 6 minutes on a 2-core machine).
     pub seconds: f64,
     /// Domains of the cached mode.
     pub domains: usize,
@@ -39,7 +44,8 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         cached: true,
         cold: true,
         connections: vec![16, 100],
-        seconds: 10.0,
+        rounds: 3,
+        seconds: 5.0,
         domains: 200,
         cold_domains: 2000,
         json: None,
@@ -82,6 +88,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
                     .filter(|s: &f64| s.is_finite() && *s > 0.0)
                     .ok_or(format!("--seconds {v}: expected a positive number"))?;
             }
+            "--rounds" => opts.rounds = count(value()?, "--rounds")?,
             "--domains" => opts.domains = count(value()?, "--domains")?,
             "--cold-domains" => opts.cold_domains = count(value()?, "--cold-domains")?,
             "--json" => opts.json = Some(PathBuf::from(value()?)),

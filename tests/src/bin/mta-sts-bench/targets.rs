@@ -121,6 +121,15 @@ impl Running {
                         cmd.arg("-c").arg(config)
                     }
                 };
+                // Every target dies with the bench, however it ends (the bare servers also
+                // ask for it themselves): in cached mode they all run at once.
+                // SAFETY: prctl(2) is async-signal-safe and takes no pointers here.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
                 let log = dir.path().join("output.log");
                 let file = |p: &Path| std::fs::File::create(p).map_err(|e| format!("log: {e}"));
                 let child = cmd
