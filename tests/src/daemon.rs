@@ -13,6 +13,8 @@ use crate::socketmap_client::SocketmapClient;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `terminate` waits after SIGTERM before giving up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Starts of a program that binds its own port, when others took the port first.
+const BIND_ATTEMPTS: usize = 5;
 
 /// Where the daemon listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,26 +55,31 @@ impl Daemon {
     }
 
     /// For a program that binds its listener itself (the Python original does not take
-    /// socket activation): a free port is picked here and written to its config, with
-    /// the small race that implies.
+    /// socket activation): a free port is picked here and written to its config. Another
+    /// test may take that port before the program binds it; the program then exits with
+    /// "address already in use" and is started again on another port.
     pub fn start_binding_itself(
         bin: impl AsRef<Path>,
         config: &str,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir for daemon");
-        let port = crate::free_port();
-        Self::launch(
-            bin.as_ref(),
-            dir,
-            Listen::Tcp(port),
-            config,
-            args,
-            env,
-            None,
-            None,
-        )
+        let mut attempt = 1;
+        loop {
+            let dir = tempfile::tempdir().expect("temp dir for daemon");
+            let port = crate::free_port();
+            let listen = Listen::Tcp(port);
+            match Self::try_launch(bin.as_ref(), dir, listen, config, args, env, None, None) {
+                Ok(daemon) => return daemon,
+                Err(e)
+                    if attempt < BIND_ATTEMPTS
+                        && e.to_lowercase().contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     /// Starts the daemon on a listener bound here (port 0) and handed over.
@@ -145,6 +152,23 @@ impl Daemon {
         listener: Option<std::net::TcpListener>,
         nofile: Option<u64>,
     ) -> Daemon {
+        Self::try_launch(bin, dir, listen, config, args, env, listener, nofile)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Daemon::launch`], with a daemon that exits during start-up or never gets ready
+    /// as an error (its output in the message).
+    #[allow(clippy::too_many_arguments)]
+    fn try_launch(
+        bin: &Path,
+        dir: tempfile::TempDir,
+        listen: Listen,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        listener: Option<std::net::TcpListener>,
+        nofile: Option<u64>,
+    ) -> Result<Daemon, String> {
         let head = match &listen {
             Listen::Tcp(port) => format!("host: 127.0.0.1\nport: {port}\n"),
             Listen::Unix(path) => format!("path: {}\n", yaml_str(&path.display().to_string())),
@@ -207,28 +231,28 @@ impl Daemon {
             listen,
             dir,
         };
-        daemon.wait_ready();
-        daemon
+        daemon.wait_ready()?;
+        Ok(daemon)
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!(
+                return Err(format!(
                     "daemon exited during startup ({status}); output:\n{}",
                     self.log()
-                );
+                ));
             }
             if self.connectable() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
+        Err(format!(
             "daemon did not accept connections in {START_TIMEOUT:?}; output:\n{}",
             self.log()
-        );
+        ))
     }
 
     /// True once the daemon answers a request that needs no lookup (`ready .`, a
