@@ -93,16 +93,9 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("temp dir for daemon");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local addr").port();
-        Self::launch(
-            bin,
-            dir,
-            Listen::Tcp(port),
-            config,
-            args,
-            env,
-            Some(listener),
-            nofile,
-        )
+        let listen = Listen::Tcp(port);
+        Self::try_launch(bin, dir, listen, config, args, env, Some(listener), nofile)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// As [`Daemon::start`], listening on a Unix socket in the daemon's temp dir.
@@ -135,29 +128,15 @@ impl Daemon {
         config: &str,
         args: &[&str],
     ) -> Daemon {
-        Self::launch(bin, dir, listen, config, args, &[], None, None)
+        Self::try_launch(bin, dir, listen, config, args, &[], None, None)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Spawns the daemon. With `listener`, it is passed as descriptor 3 with
     /// `LISTEN_FDS=1` and `LISTEN_PID` set to the daemon's own pid (through `sh`, whose
-    /// `exec` keeps the pid). The daemon gets SIGKILL if the test process dies.
-    #[allow(clippy::too_many_arguments)]
-    fn launch(
-        bin: &Path,
-        dir: tempfile::TempDir,
-        listen: Listen,
-        config: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-        listener: Option<std::net::TcpListener>,
-        nofile: Option<u64>,
-    ) -> Daemon {
-        Self::try_launch(bin, dir, listen, config, args, env, listener, nofile)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// [`Daemon::launch`], with a daemon that exits during start-up or never gets ready
-    /// as an error (its output in the message).
+    /// `exec` keeps the pid). The daemon gets SIGKILL if the test process dies. Waits
+    /// until it answers; a daemon that exits during start-up or never gets ready is an
+    /// error with its output in the message.
     #[allow(clippy::too_many_arguments)]
     fn try_launch(
         bin: &Path,
