@@ -108,6 +108,14 @@ fn main() {
     if args.get(1).map(String::as_str) == Some(fetch_floor::ARG) {
         std::process::exit(fetch_floor::child_main(args.get(2..).unwrap_or_default()));
     }
+    if args
+        .iter()
+        .skip(1)
+        .any(|a| a.as_str() == "--help" || a.as_str() == "-h")
+    {
+        println!("{}", options::USAGE);
+        std::process::exit(0)
+    }
     let opts = options::parse(args.get(1..).unwrap_or_default()).unwrap_or_else(|e| {
         eprintln!("mta-sts-bench: {e}\n{}", options::USAGE);
         std::process::exit(2)
