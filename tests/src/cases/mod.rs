@@ -55,6 +55,19 @@ pub fn publish_enforce(world: &World, domain: &str, id: &str, mx: &[&str]) {
     publish(world, domain, id, &policy_body("enforce", 86400, mx));
 }
 
+/// For each of `names`, `<name>.example` with an `enforce` policy for `mx.<name>.example`,
+/// ids 1, 2, ... in order: the domains of an outage scenario, one per phase.
+pub fn publish_phases(world: &World, names: &[&str]) {
+    for (i, name) in names.iter().enumerate() {
+        publish_enforce(
+            world,
+            &format!("{name}.example"),
+            &(i + 1).to_string(),
+            &[&format!("mx.{name}.example")],
+        );
+    }
+}
+
 /// `OK secure match=<patterns> servername=hostname`, the default zone's reply for an
 /// `enforce` policy (docs/ARCHITECTURE.md "Replies").
 pub fn secure(matches: &str) -> String {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{expect, lookup, pause, publish_enforce, secure, start, sts_txt, Bins};
+use super::{expect, lookup, pause, publish_enforce, publish_phases, secure, start, sts_txt, Bins};
 use crate::daemon::yaml_str;
 use crate::{
     find_program, free_port, policy_body, run_bounded, Behaviour, Daemon, Listen, PgServer,
@@ -260,17 +260,7 @@ pub fn two_daemons_share_redis(bins: &Bins) {
 pub fn redis_killed_and_restarted(bins: &Bins) {
     let world = World::new();
     let mut redis = RedisServer::start();
-    for (i, name) in ["before", "during", "after1", "after2", "after3"]
-        .iter()
-        .enumerate()
-    {
-        publish_enforce(
-            &world,
-            &format!("{name}.example"),
-            &(i + 1).to_string(),
-            &[&format!("mx.{name}.example")],
-        );
-    }
+    publish_phases(&world, &["before", "during", "after1", "after2", "after3"]);
     let config = format!("default_zone:\n  timeout: 2\n{}", redis_cache(&redis));
     let mut d = start(bins, &world, &config);
     expect(

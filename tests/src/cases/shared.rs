@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::persist::{stop, survives_restart, wait_redis_id, wait_until, LONG_GRACE};
-use super::{expect, lookup, publish_enforce, secure, start, Bins};
+use super::{expect, lookup, publish_enforce, publish_phases, secure, start, Bins};
 use crate::daemon::yaml_str;
 use crate::{PgServer, SentinelSet, World};
 
@@ -69,14 +69,7 @@ pub fn postgres_survives_restart(bins: &Bins) {
 pub fn postgres_down_frozen_and_back(bins: &Bins) {
     let world = World::new();
     let mut pg = PgServer::start();
-    for (i, name) in ["before", "down", "frozen", "after"].iter().enumerate() {
-        publish_enforce(
-            &world,
-            &format!("{name}.example"),
-            &(i + 1).to_string(),
-            &[&format!("mx.{name}.example")],
-        );
-    }
+    publish_phases(&world, &["before", "down", "frozen", "after"]);
     let config = format!("default_zone:\n  timeout: 3\n{}", postgres_cache(&pg));
     let mut d = start(bins, &world, &config);
     expect(
