@@ -6,10 +6,10 @@
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use mta_sts_tests::{free_port, Daemon, Listen, SocketmapClient};
+use mta_sts_tests::{activated_command, child_setup, free_port, Daemon, Listen, SocketmapClient};
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_mta-sts-daemon");
 /// A stop with nothing in flight takes milliseconds; this bounds a hang.
@@ -85,31 +85,13 @@ fn a_daemon_stops_after_a_standby_took_its_unix_socket_over() {
 /// `bin -c config` with `listener` as descriptor 3 and `LISTEN_FDS=1`, as
 /// systemd starts a socket-activated service.
 fn spawn_activated(listener: &TcpListener, config: &Path, log: &Path) -> Child {
-    let fd = listener.as_raw_fd();
-    let mut cmd = Command::new("/bin/sh");
+    let mut cmd = activated_command(Path::new(DAEMON));
     cmd.arg("-c")
-        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
-        .arg(DAEMON)
-        .arg("-c")
         .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"));
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            let moved = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if moved < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    child_setup(&mut cmd, Some(listener.as_raw_fd()), None);
     cmd.spawn().expect("spawn the daemon")
 }
 

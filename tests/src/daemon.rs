@@ -2,6 +2,7 @@
 //! "Configuration reference", "Programs") and one-shot `mta-sts-query` runs.
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -156,43 +157,11 @@ impl Daemon {
         std::fs::write(&config_path, format!("{head}{config}")).expect("write daemon config");
         let file = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
         let mut cmd = match &listener {
-            Some(_) => {
-                let mut cmd = Command::new("/bin/sh");
-                cmd.arg("-c")
-                    .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
-                    .arg(bin);
-                cmd
-            }
+            Some(_) => activated_command(bin),
             None => Command::new(bin),
         };
         let listen_fd = listener.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if let Some(fd) = listen_fd {
-                    // dup2 onto itself keeps close-on-exec: clear it then.
-                    let moved = if fd == 3 {
-                        libc::fcntl(3, libc::F_SETFD, 0)
-                    } else {
-                        libc::dup2(fd, 3)
-                    };
-                    if moved < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if let Some(n) = nofile {
-                    let lim = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        child_setup(&mut cmd, listen_fd, nofile);
         let child = cmd
             .arg("-c")
             .arg(&config_path)
@@ -371,4 +340,48 @@ pub fn run_query(bin: impl AsRef<Path>, args: &[&str]) -> (i32, String, String) 
     let mut cmd = Command::new(bin.as_ref());
     cmd.args(args);
     run_bounded(cmd, Duration::from_secs(60))
+}
+
+/// A command running `bin` as systemd starts a socket-activated service: through `sh`,
+/// whose `exec` keeps the pid, with `LISTEN_PID` set to it and `LISTEN_FDS=1`
+/// (sd_listen_fds(3)); [`child_setup`] puts the listener on descriptor 3.
+pub fn activated_command(bin: &Path) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"")
+        .arg(bin);
+    cmd
+}
+
+/// What `cmd`'s child does between fork and exec: get SIGKILL if the test process dies,
+/// take `listen_fd` as descriptor 3 (socket activation), and run under a limit of
+/// `nofile` descriptors.
+pub fn child_setup(cmd: &mut Command, listen_fd: Option<RawFd>, nofile: Option<u64>) {
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(fd) = listen_fd {
+                // dup2 onto itself keeps close-on-exec: clear it then.
+                let moved = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if moved < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(n) = nofile {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
 }

@@ -32,7 +32,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use ca::{TestCa, Validity};
-pub use daemon::{run_query, Daemon, Listen};
+pub use daemon::{activated_command, child_setup, run_query, Daemon, Listen};
 pub use dns::DnsServer;
 pub use https::{Behaviour, Encoding, PolicyServer};
 pub use postgres::PgServer;
