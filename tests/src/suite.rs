@@ -79,6 +79,7 @@ macro_rules! e2e_suite {
             limits: [
                 idle_connection_closed,
                 stalled_partial_request_closed,
+                client_not_reading_replies_closed,
                 max_connections_bounds_open_connections,
                 stop_answers_requests_already_sent,
                 overload_answers_temp,

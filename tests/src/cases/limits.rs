@@ -3,10 +3,12 @@
 //! `shutdown_timeout`): one client cannot hold the daemon, and a stop loses
 //! no request that was sent.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use super::{expect, lookup, pause, publish_enforce, secure, start, sts_txt, Bins};
-use crate::socketmap_client::ReadOutcome;
+use crate::socketmap_client::{netstring, ReadOutcome};
 use crate::{Behaviour, World};
 
 /// A connection idle between requests is closed after `idle_timeout`; one
@@ -48,6 +50,56 @@ pub fn stalled_partial_request_closed(bins: &Bins) {
     assert!(t0.elapsed() < Duration::from_secs(4));
     // Others are served meanwhile and after.
     assert_eq!(lookup(&d, "postfix", "1.2.3.4"), "NOTFOUND ");
+}
+
+/// A client that sends requests and never reads the replies is closed once
+/// its replies have waited `read_timeout`; others are served meanwhile.
+pub fn client_not_reading_replies_closed(bins: &Bins) {
+    let world = World::new();
+    // Long replies: the stall comes after few requests.
+    let mx: Vec<String> = (0..12)
+        .map(|i| format!("mx{i}.a-rather-long-mail-exchanger-name.hog.example"))
+        .collect();
+    let mx: Vec<&str> = mx.iter().map(String::as_str).collect();
+    publish_enforce(&world, "hog.example", "1", &mx);
+    let d = start(bins, &world, "read_timeout: 1\nidle_timeout: 60\n");
+    let reply = lookup(&d, "postfix", "hog.example");
+    assert!(reply.starts_with("OK secure"), "{reply}");
+    let mut hog = TcpStream::connect(("127.0.0.1", d.port())).expect("connect");
+    hog.set_write_timeout(Some(Duration::from_secs(2)))
+        .expect("write timeout");
+    let batch: Vec<u8> = (0..1000)
+        .flat_map(|_| netstring(b"postfix hog.example"))
+        .collect();
+    // Replies beyond what the socket buffers and the daemon's own bound
+    // (256 KiB) hold: the daemon stops reading, then this write blocks.
+    let mut sent = 0;
+    while sent < 200_000 && hog.write_all(&batch).is_ok() {
+        sent += 1000;
+    }
+    assert_eq!(lookup(&d, "postfix", "hog.example"), reply);
+    pause(2500);
+    assert_eq!(lookup(&d, "postfix", "hog.example"), reply);
+    // Closed: what was written arrives, then the end, well before every
+    // request was answered.
+    hog.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let end = loop {
+        match hog.read(&mut buf) {
+            Ok(0) => break "end of file".to_string(),
+            Ok(n) => received += n,
+            Err(e) => break e.to_string(),
+        }
+    };
+    // `sent` counts whole batches; the one whose write failed may be partly sent too.
+    let answered = received / netstring(reply.as_bytes()).len();
+    assert!(
+        answered + 1000 < sent && !end.contains("timed out") && !end.contains("temporarily"),
+        "{answered} of {sent} answered, then {end}; log:\n{}",
+        d.log()
+    );
 }
 
 /// Beyond `max_connections` open connections, a new one waits (in the

@@ -1,5 +1,5 @@
-//! Accepting connections: one blocking accept loop per listener, a thread
-//! per connection, at most `max_connections` open (more wait in the listen
+//! Accepting connections: one blocking accept loop per listener, each
+//! connection handed to the least loaded connection loop, at most `max_connections` open (more wait in the listen
 //! backlog), a short pause when descriptors run out (never a busy loop),
 //! and the stop: no more accepting, every open connection drained.
 //!
@@ -23,12 +23,9 @@ use std::time::Duration;
 use mta_sts_core::config::Limits;
 use mta_sts_core::service::Service;
 
-use super::conn::{self, Context};
+use super::event_loop::Loops;
 use super::registry::Registry;
-
-/// Stack of a connection thread: the request path needs little, and only
-/// the touched pages count towards memory.
-const CONN_STACK: usize = 256 * 1024;
+use super::{Context, Stream};
 /// Pause after a failed accept (out of descriptors, ...): at most ten
 /// warnings a second, and the loop never spins.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -54,6 +51,7 @@ impl Listener {
 pub struct Server {
     ctx: Arc<Context>,
     registry: Arc<Registry>,
+    loops: Arc<Loops>,
     acceptors: Vec<JoinHandle<()>>,
     /// The write end of the wake pipe: dropping it makes the read end,
     /// which every accept thread polls, readable (end of file).
@@ -61,7 +59,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serve `listeners` with `service`: each gets an accept thread.
+    /// Serve `listeners` with `service`: each gets an accept thread, and
+    /// the connections a loop per core.
     pub fn start(
         listeners: Vec<Listener>,
         service: Arc<Service>,
@@ -75,19 +74,22 @@ impl Server {
             limits: std::sync::RwLock::new(limits),
             shutdown_timeout,
         });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let loops = Arc::new(Loops::start(cores, &ctx)?);
         let mut acceptors = Vec::new();
         let (wake, woken) = UnixStream::pair()?;
         let woken = Arc::new(woken);
         for listener in listeners {
             // Accept threads wait in poll(2), then accept without blocking:
             // another process on the same socket may have taken the
-            // connection. The accepted sockets are made blocking (BSDs
-            // pass O_NONBLOCK on; Linux does not).
+            // connection. The accepted sockets are made non-blocking for
+            // the loops (Linux does not pass O_NONBLOCK on).
             match &listener {
                 Listener::Tcp(l) => l.set_nonblocking(true)?,
                 Listener::Unix(l) => l.set_nonblocking(true)?,
             }
             let ctx = ctx.clone();
+            let loops = loops.clone();
             let woken = woken.clone();
             let thread = std::thread::Builder::new()
                 .name("mta-sts-accept".into())
@@ -97,16 +99,16 @@ impl Server {
                         wake: woken.as_raw_fd(),
                     };
                     match &listener {
-                        Listener::Tcp(l) => accept_loop(&ctx, wait, || {
+                        Listener::Tcp(l) => accept_loop(&ctx, &loops, wait, || {
                             let (s, _) = l.accept()?;
-                            s.set_nonblocking(false)?;
+                            s.set_nonblocking(true)?;
                             // Replies are small and latency-bound.
                             let _ = s.set_nodelay(true);
                             Ok(s)
                         }),
-                        Listener::Unix(l) => accept_loop(&ctx, wait, || {
+                        Listener::Unix(l) => accept_loop(&ctx, &loops, wait, || {
                             let (s, _) = l.accept()?;
-                            s.set_nonblocking(false)?;
+                            s.set_nonblocking(true)?;
                             Ok(s)
                         }),
                     }
@@ -116,6 +118,7 @@ impl Server {
         Ok(Server {
             ctx,
             registry,
+            loops,
             acceptors,
             wake,
         })
@@ -141,6 +144,7 @@ impl Server {
     /// `limit` for the connections; true when all closed in time.
     pub fn stop(self, limit: Duration) -> bool {
         self.registry.stop();
+        self.loops.wake_all();
         drop(self.wake);
         for thread in self.acceptors {
             let _ = thread.join();
@@ -188,9 +192,9 @@ impl Wait {
     }
 }
 
-fn accept_loop<S, A>(ctx: &Arc<Context>, wait: Wait, mut accept: A)
+fn accept_loop<S, A>(ctx: &Arc<Context>, loops: &Loops, wait: Wait, mut accept: A)
 where
-    S: super::Stream,
+    S: Stream,
     A: FnMut() -> io::Result<S>,
 {
     loop {
@@ -217,22 +221,11 @@ where
                 if ctx.registry.stopping() {
                     return;
                 }
-                // Counted before its thread starts, so a burst of accepts
+                // Counted before a loop takes it, so a burst of accepts
                 // cannot overshoot `max_connections`.
-                let id = ctx.registry.add(stream.fd());
-                let ctx2 = ctx.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("mta-sts-conn".into())
-                    .stack_size(CONN_STACK)
-                    .spawn(move || conn::serve(stream, id, &ctx2));
-                if let Err(e) = spawned {
-                    // The closure and its socket are gone: unregistered
-                    // after the descriptor closed, which is harmless here
-                    // (Registry::stop may shutdown(2) a closed fd number).
-                    ctx.registry.remove(id);
-                    log::warn!("cannot start a connection thread, closing it: {e}");
-                    std::thread::sleep(ACCEPT_BACKOFF);
-                }
+                ctx.registry.add();
+                let limits = ctx.limits.read().unwrap_or_else(|p| p.into_inner()).clone();
+                loops.adopt(Box::new(stream), limits, ctx);
             }
             // Interrupted, or another process took the connection.
             Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {}

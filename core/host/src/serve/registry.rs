@@ -1,43 +1,38 @@
-//! The open connections, so a stop can wake every thread blocked in
-//! `read(2)` (`shutdown(SHUT_RD)`: Linux still delivers what the client has
-//! sent and sends afterwards, then reads return 0 when nothing is left).
+//! How many connections are open, and the stop flag: the accept threads
+//! keep below `max_connections`, a stop waits for the count to reach zero.
 
-use std::collections::HashMap;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Open connections and the stop flag.
 #[derive(Default)]
 pub struct Registry {
-    open: Mutex<HashMap<u64, RawFd>>,
+    open: Mutex<usize>,
     closed: Condvar,
-    next: AtomicU64,
     stopping: AtomicBool,
 }
 
 impl Registry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, RawFd>> {
+    fn lock(&self) -> MutexGuard<'_, usize> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Record a connection (its id is given back to [`Registry::remove`]).
-    pub fn add(&self, fd: RawFd) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, fd);
-        id
+    /// Count a connection.
+    pub fn add(&self) {
+        *self.lock() += 1;
     }
 
-    /// The connection closed (its descriptor is about to be).
-    pub fn remove(&self, id: u64) {
+    /// A connection closed.
+    pub fn remove(&self) {
         let mut open = self.lock();
-        open.remove(&id);
+        *open = open.saturating_sub(1);
         self.closed.notify_all();
     }
 
     /// Connections open now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        *self.lock()
     }
 
     /// True once [`Registry::stop`] was called.
@@ -45,35 +40,30 @@ impl Registry {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Set the stop flag, then wake every reader. A connection added after
-    /// the flag is set sees it when it checks [`Registry::stopping`].
+    /// Set the stop flag (the loops drain their connections when woken).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        for &fd in self.lock().values() {
-            // SAFETY: `fd` is open: it is removed from the map, under this
-            // lock, before its owner closes it.
-            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
-        }
+        self.closed.notify_all();
     }
 
     /// Wait while `max` connections are open (more wait in the backlog).
     pub fn wait_below(&self, max: usize) {
         let mut open = self.lock();
-        while open.len() >= max && !self.stopping() {
+        while *open >= max && !self.stopping() {
             open = self
                 .closed
-                .wait_timeout(open, std::time::Duration::from_millis(200))
+                .wait_timeout(open, Duration::from_millis(200))
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
     }
 
     /// Wait until every connection closed, or `limit` passes; true if all did.
-    pub fn wait_empty(&self, limit: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + limit;
+    pub fn wait_empty(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         let mut open = self.lock();
-        while !open.is_empty() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+        while *open > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
