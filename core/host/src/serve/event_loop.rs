@@ -182,15 +182,24 @@ struct Slot {
 /// The connections of one loop, by key: the slot index in the low 32
 /// bits and a generation in the high ones, so a stale key (an event or a
 /// reply for a connection since closed) finds nothing.
-#[derive(Default)]
-struct Slots {
-    slots: Vec<(u32, Option<Slot>)>,
+struct Slots<T> {
+    slots: Vec<(u32, Option<T>)>,
     free: Vec<usize>,
     len: usize,
 }
 
-impl Slots {
-    fn insert(&mut self, slot: Slot) -> u64 {
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Slots<T> {
+    fn insert(&mut self, slot: T) -> u64 {
         self.len += 1;
         let index = match self.free.pop() {
             Some(i) => i,
@@ -205,7 +214,7 @@ impl Slots {
         (u64::from(entry.0) << 32) | index as u64
     }
 
-    fn get_mut(&mut self, key: u64) -> Option<&mut Slot> {
+    fn get_mut(&mut self, key: u64) -> Option<&mut T> {
         let (generation, index) = ((key >> 32) as u32, (key & 0xffff_ffff) as usize);
         match self.slots.get_mut(index) {
             Some((g, Some(slot))) if *g == generation => Some(slot),
@@ -213,7 +222,7 @@ impl Slots {
         }
     }
 
-    fn remove(&mut self, key: u64) -> Option<Slot> {
+    fn remove(&mut self, key: u64) -> Option<T> {
         let (generation, index) = ((key >> 32) as u32, (key & 0xffff_ffff) as usize);
         match self.slots.get_mut(index) {
             Some((g, slot @ Some(_))) if *g == generation => {
@@ -237,7 +246,7 @@ impl Slots {
 struct Worker<'a> {
     lp: &'a Loop,
     ctx: &'a Context,
-    conns: Slots,
+    conns: Slots<Slot>,
     lookups: FuturesUnordered<Lookup>,
     /// Lookups were added since the set was last polled.
     new_lookups: bool,
@@ -471,5 +480,34 @@ impl Worker<'_> {
             self.lp.load.fetch_sub(1, Ordering::Relaxed);
             self.ctx.registry.remove();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slots;
+
+    /// A key stays valid until its slot is freed; a freed slot reused by a
+    /// new connection does not answer to the old key (a late event or a
+    /// late lookup reply for a closed connection finds nothing).
+    #[test]
+    fn stale_keys_find_nothing() {
+        let mut slots: Slots<&str> = Slots::default();
+        let a = slots.insert("a");
+        let b = slots.insert("b");
+        assert_eq!(slots.get_mut(a).map(|s| *s), Some("a"));
+        assert_eq!(slots.remove(a), Some("a"));
+        assert_eq!(slots.remove(a), None);
+        let c = slots.insert("c");
+        assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff, "the freed slot is reused");
+        assert_ne!(c, a);
+        assert_eq!(slots.get_mut(a), None);
+        assert_eq!(slots.get_mut(c).map(|s| *s), Some("c"));
+        assert_eq!(slots.len, 2);
+        let mut keys = slots.keys();
+        keys.sort_unstable();
+        let mut want = vec![b, c];
+        want.sort_unstable();
+        assert_eq!(keys, want);
     }
 }
