@@ -86,8 +86,9 @@ pub struct Limits {
     /// Requests of one connection looked up at once; the connection is not
     /// read further meanwhile (`max_lookups_per_connection`, default 100).
     pub max_lookups_per_connection: usize,
-    /// A connection that sent part of a request and nothing more is closed
-    /// after this (`read_timeout`, default 10 s).
+    /// A connection that sent part of a request and nothing more, or whose
+    /// client does not read its replies, is closed after this
+    /// (`read_timeout`, default 10 s).
     pub read_timeout: Duration,
     /// A connection idle between requests is closed after this
     /// (`idle_timeout`, default 60 s; Postfix reconnects by itself).
