@@ -80,6 +80,7 @@ macro_rules! e2e_suite {
                 idle_connection_closed,
                 stalled_partial_request_closed,
                 client_not_reading_replies_closed,
+                pipelined_misses_beyond_the_per_connection_bound,
                 max_connections_bounds_open_connections,
                 stop_answers_requests_already_sent,
                 overload_answers_temp,

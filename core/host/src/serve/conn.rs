@@ -35,6 +35,30 @@ pub(super) struct Conn {
     stream: Box<dyn Stream>,
     proto: Connection,
     view: ConfigView,
+    timers: Timers,
+    warned: bool,
+}
+
+/// Longest wait honoured: larger settings mean "never" (an `Instant` plus
+/// a duration near `u64::MAX` seconds would overflow).
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `t + d`, at most [`FOREVER`] later.
+pub(super) fn capped_after(t: Instant, d: Duration) -> Instant {
+    t + d.min(FOREVER)
+}
+
+/// `t + d`, or `None` past [`FOREVER`].
+pub(super) fn after(t: Instant, d: Duration) -> Option<Instant> {
+    if d >= FOREVER {
+        return None;
+    }
+    t.checked_add(d)
+}
+
+/// When a connection must be acted on without any event: the sans-IO
+/// time rules of one connection.
+struct Timers {
     idle_timeout: Duration,
     read_timeout: Duration,
     /// The last bytes received.
@@ -48,7 +72,83 @@ pub(super) struct Conn {
     /// No more requests will be read (end of input, a framing error, or
     /// the client quiet after a stop).
     input_closed: bool,
-    warned: bool,
+}
+
+/// What a passed deadline means.
+#[derive(Debug, PartialEq, Eq)]
+enum Expired {
+    /// Nothing to do yet.
+    Nothing,
+    /// Take no more requests (the stop's quiet period or deadline).
+    EndInput,
+    /// Close the connection now (the reason is logged).
+    Close,
+}
+
+impl Timers {
+    /// The earliest time something must happen without any event.
+    fn deadline(&self, proto: &Connection) -> Option<Instant> {
+        let stalled = self.stalled_since.and_then(|t| after(t, self.read_timeout));
+        let other = match self.stop {
+            Some(stop) if self.input_closed => Some(stop),
+            Some(stop) => Some(after(self.last_input, QUIET).map_or(stop, |q| q.min(stop))),
+            // Waiting for lookups, which have their own timeouts (a partial
+            // request behind them is timed once they are answered), or for
+            // the client to read its replies.
+            None if self.input_closed || proto.pending() > 0 || self.stalled_since.is_some() => {
+                None
+            }
+            None if proto.has_partial_request() => after(self.last_input, self.read_timeout),
+            None => after(self.last_active, self.idle_timeout),
+        };
+        match (stalled, other) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What passed deadlines mean at `now`; the same rules as
+    /// [`Timers::deadline`], so a deadline that passed is acted on or
+    /// replaced by a later one.
+    fn expired(&self, proto: &Connection, now: Instant) -> Expired {
+        let passed = |t: Instant, d: Duration| after(t, d).is_some_and(|x| now >= x);
+        if self
+            .stalled_since
+            .is_some_and(|t| passed(t, self.read_timeout))
+        {
+            log::info!(
+                "closing a connection: its client has not read its replies for {:?}",
+                self.read_timeout
+            );
+            return Expired::Close;
+        }
+        if let Some(stop) = self.stop {
+            if !self.input_closed && (passed(self.last_input, QUIET) || now >= stop) {
+                return Expired::EndInput;
+            }
+            if now >= stop {
+                log::warn!("shutdown timeout: closing a connection with lookups in flight");
+                return Expired::Close;
+            }
+            return Expired::Nothing;
+        }
+        if self.input_closed || proto.pending() > 0 || self.stalled_since.is_some() {
+            return Expired::Nothing;
+        }
+        if proto.has_partial_request() {
+            if passed(self.last_input, self.read_timeout) {
+                log::info!(
+                    "closing a connection: no complete request within {:?}",
+                    self.read_timeout
+                );
+                return Expired::Close;
+            }
+        } else if passed(self.last_active, self.idle_timeout) {
+            log::debug!("closing an idle connection after {:?}", self.idle_timeout);
+            return Expired::Close;
+        }
+        Expired::Nothing
+    }
 }
 
 impl Conn {
@@ -65,13 +165,15 @@ impl Conn {
             stream,
             proto: Connection::new(DEFAULT_MAX_REQUEST, limits.max_lookups_per_connection),
             view,
-            idle_timeout: limits.idle_timeout,
-            read_timeout: limits.read_timeout,
-            last_input: now,
-            last_active: now,
-            stalled_since: None,
-            stop,
-            input_closed: false,
+            timers: Timers {
+                idle_timeout: limits.idle_timeout,
+                read_timeout: limits.read_timeout,
+                last_input: now,
+                last_active: now,
+                stalled_since: None,
+                stop,
+                input_closed: false,
+            },
             warned: false,
         }
     }
@@ -88,13 +190,10 @@ impl Conn {
             return Ok(());
         }
         match self.stream.read(buf) {
-            Ok(0) => {
-                self.proto.handle_end_of_input();
-                self.input_closed = true;
-            }
+            Ok(0) => self.end_input(),
             Ok(n) => {
-                self.last_input = now;
-                self.last_active = now;
+                self.timers.last_input = now;
+                self.timers.last_active = now;
                 self.proto.handle_input(buf.get(..n).unwrap_or_default());
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
@@ -111,7 +210,12 @@ impl Conn {
     /// The daemon stops: answer what arrives until the client is quiet,
     /// close by `deadline` at the latest.
     pub(super) fn begin_stop(&mut self, deadline: Instant) {
-        self.stop.get_or_insert(deadline);
+        self.timers.stop.get_or_insert(deadline);
+    }
+
+    fn end_input(&mut self) {
+        self.proto.handle_end_of_input();
+        self.timers.input_closed = true;
     }
 
     /// Answer what can be answered (misses go to `miss`), write what the
@@ -130,7 +234,7 @@ impl Conn {
         }
         if self.proto.failed() && !self.warned {
             self.warned = true;
-            self.input_closed = true;
+            self.timers.input_closed = true;
             service.metrics().perm();
             log::warn!("malformed request: answering what was queued, then PERM and close");
         }
@@ -142,7 +246,7 @@ impl Conn {
         Ok(Next::Wait {
             read: self.proto.wants_input(),
             write: unwritten,
-            deadline: self.deadline(),
+            deadline: self.timers.deadline(&self.proto),
         })
     }
 
@@ -150,18 +254,18 @@ impl Conn {
         loop {
             let out = self.proto.transmit();
             if out.is_empty() {
-                self.stalled_since = None;
+                self.timers.stalled_since = None;
                 return Ok(());
             }
             match self.stream.write(out) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.proto.handle_written(n);
-                    self.last_active = now;
-                    self.stalled_since = None;
+                    self.timers.last_active = now;
+                    self.timers.stalled_since = None;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.stalled_since.get_or_insert(now);
+                    self.timers.stalled_since.get_or_insert(now);
                     return Ok(());
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -170,63 +274,137 @@ impl Conn {
         }
     }
 
-    /// The earliest time something must happen without any event.
-    fn deadline(&self) -> Option<Instant> {
-        let stalled = self.stalled_since.map(|t| t + self.read_timeout);
-        let other = match self.stop {
-            Some(stop) if self.input_closed => Some(stop),
-            Some(stop) => Some(stop.min(self.last_input + QUIET)),
-            // Waiting for lookups, which have their own timeouts, or for
-            // the client to read its replies (reading is paused meanwhile).
-            None if self.input_closed || stalled.is_some() => None,
-            None if self.proto.has_partial_request() => Some(self.last_input + self.read_timeout),
-            None if self.proto.pending() > 0 => None,
-            None => Some(self.last_active + self.idle_timeout),
-        };
-        match (stalled, other) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// A deadline passed: true to close the connection now (the reason is
     /// logged), false to step again.
     pub(super) fn on_deadline(&mut self, now: Instant) -> bool {
-        if self
-            .stalled_since
-            .is_some_and(|t| now >= t + self.read_timeout)
-        {
-            log::info!(
-                "closing a connection: its client has not read its replies for {:?}",
-                self.read_timeout
-            );
-            return true;
-        }
-        if let Some(stop) = self.stop {
-            if !self.input_closed && (now >= self.last_input + QUIET || now >= stop) {
-                self.proto.handle_end_of_input();
-                self.input_closed = true;
-            } else if now >= stop {
-                log::warn!("shutdown timeout: closing a connection with lookups in flight");
-                return true;
+        match self.timers.expired(&self.proto, now) {
+            Expired::Nothing => false,
+            Expired::EndInput => {
+                self.end_input();
+                false
             }
-            return false;
+            Expired::Close => true,
         }
-        if self.input_closed || self.proto.pending() > 0 || self.stalled_since.is_some() {
-            return false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(60);
+    const READ: Duration = Duration::from_secs(10);
+
+    /// A connection's protocol state: `pending` requests taken and not
+    /// answered, and `partial` bytes of a further request.
+    fn proto(pending: bool, partial: bool, input_closed: bool) -> Connection {
+        let mut proto = Connection::new(DEFAULT_MAX_REQUEST, 100);
+        if pending {
+            proto.handle_input(b"21:postfix a.example.net,");
+            assert!(proto.poll_request().is_some());
         }
-        if self.proto.has_partial_request() {
-            if now >= self.last_input + self.read_timeout {
-                log::info!(
-                    "closing a connection: no complete request within {:?}",
-                    self.read_timeout
+        if partial {
+            proto.handle_input(b"21:postfix b.ex");
+        }
+        if input_closed {
+            proto.handle_end_of_input();
+        }
+        proto
+    }
+
+    fn timers(t0: Instant, stalled: bool, stop: bool, input_closed: bool) -> Timers {
+        Timers {
+            idle_timeout: IDLE,
+            read_timeout: READ,
+            last_input: t0,
+            last_active: t0 + Duration::from_secs(1),
+            stalled_since: stalled.then(|| t0 + Duration::from_secs(2)),
+            stop: stop.then(|| t0 + Duration::from_secs(5)),
+            input_closed,
+        }
+    }
+
+    /// In every state, the deadline the loop waits for is acted on when it
+    /// comes: a deadline that passes and means nothing would be handed back
+    /// unchanged, and the loop would spin on it.
+    #[test]
+    fn every_deadline_is_acted_on() {
+        let t0 = Instant::now();
+        for bits in 0..32u8 {
+            let [pending, partial, stalled, stop, closed] =
+                [0, 1, 2, 3, 4].map(|i| bits & (1 << i) != 0);
+            let proto = proto(pending, partial, closed);
+            let timers = timers(t0, stalled, stop, closed);
+            if let Some(at) = timers.deadline(&proto) {
+                assert_ne!(
+                    timers.expired(&proto, at),
+                    Expired::Nothing,
+                    "pending {pending} partial {partial} stalled {stalled} stop {stop} closed {closed}"
                 );
-                return true;
             }
-        } else if now >= self.last_active + self.idle_timeout {
-            log::debug!("closing an idle connection after {:?}", self.idle_timeout);
-            return true;
         }
-        false
+    }
+
+    /// The rules themselves: which timeout applies in which state.
+    #[test]
+    fn which_timeout_applies() {
+        let t0 = Instant::now();
+        let idle = timers(t0, false, false, false);
+        assert_eq!(
+            idle.deadline(&proto(false, false, false)),
+            Some(t0 + Duration::from_secs(1) + IDLE)
+        );
+        assert_eq!(idle.deadline(&proto(false, true, false)), Some(t0 + READ));
+        // Lookups pending: their own timeouts apply, also to a request
+        // that arrives partly behind them.
+        assert_eq!(idle.deadline(&proto(true, false, false)), None);
+        assert_eq!(idle.deadline(&proto(true, true, false)), None);
+        // Replies the client does not read: read_timeout from the stall,
+        // and no partial-request timer while reading is held up.
+        let stalled = timers(t0, true, false, false);
+        let at = t0 + Duration::from_secs(2) + READ;
+        assert_eq!(stalled.deadline(&proto(false, true, false)), Some(at));
+        assert_eq!(
+            stalled.expired(&proto(false, true, false), at),
+            Expired::Close
+        );
+        // After a stop: the client's quiet period ends the input, then the
+        // stop's deadline closes.
+        let stopping = timers(t0, false, true, false);
+        assert_eq!(
+            stopping.deadline(&proto(false, false, false)),
+            Some(t0 + QUIET)
+        );
+        assert_eq!(
+            stopping.expired(&proto(false, false, false), t0 + QUIET),
+            Expired::EndInput
+        );
+        let ended = timers(t0, false, true, true);
+        assert_eq!(
+            ended.deadline(&proto(true, false, true)),
+            Some(t0 + Duration::from_secs(5))
+        );
+        assert_eq!(
+            ended.expired(&proto(true, false, true), t0 + QUIET),
+            Expired::Nothing
+        );
+    }
+
+    /// Timeouts too large to add to a clock reading mean "never", not a
+    /// panic (the config accepts any number of seconds).
+    #[test]
+    fn huge_timeouts_never_expire() {
+        let t0 = Instant::now();
+        let mut t = timers(t0, false, false, false);
+        t.idle_timeout = Duration::MAX;
+        t.read_timeout = Duration::MAX;
+        assert_eq!(t.deadline(&proto(false, false, false)), None);
+        assert_eq!(t.deadline(&proto(false, true, false)), None);
+        t.stalled_since = Some(t0);
+        assert_eq!(
+            t.expired(&proto(false, true, false), t0 + IDLE),
+            Expired::Nothing
+        );
+        assert!(capped_after(t0, Duration::MAX) > t0 + IDLE);
     }
 }

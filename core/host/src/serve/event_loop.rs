@@ -7,6 +7,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll};
@@ -19,7 +20,7 @@ use futures::{FutureExt, StreamExt};
 use mta_sts_core::config::Limits;
 use mta_sts_core::socketmap::{Reply, Seq};
 
-use super::conn::{Conn, Next};
+use super::conn::{capped_after, Conn, Next};
 use super::{Context, Stream};
 
 /// The epoll key of a loop's eventfd (connection keys are slab slots).
@@ -87,7 +88,12 @@ impl Loops {
             let (lp2, ctx2) = (lp.clone(), ctx.clone());
             std::thread::Builder::new()
                 .name("mta-sts-conn".into())
-                .spawn(move || run(&lp2, &ctx2))?;
+                .spawn(move || {
+                    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| run(&lp2, &ctx2)));
+                    if ran.is_err() {
+                        lp2.abandon(&ctx2);
+                    }
+                })?;
             loops.push(lp);
         }
         Ok(Loops(loops))
@@ -140,6 +146,20 @@ impl Loop {
             WAKE_KEY,
         )?;
         Ok(lp)
+    }
+
+    /// The loop thread died (a bug): its connections are gone with it.
+    /// Hand it nothing more and uncount what it held, so `max_connections`
+    /// and the stop are not held up by connections that no longer exist.
+    fn abandon(&self, ctx: &Context) {
+        log::error!("a connection loop failed; its connections were closed");
+        let mut inbox = self.lock_inbox();
+        inbox.closed = true;
+        inbox.streams.clear();
+        drop(inbox);
+        for _ in 0..self.load.swap(0, Ordering::Relaxed) {
+            ctx.registry.remove();
+        }
     }
 
     fn lock_inbox(&self) -> MutexGuard<'_, Inbox> {
@@ -270,11 +290,17 @@ fn run(lp: &Loop, ctx: &Context) {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     let mut buf = vec![0u8; READ_BUF];
     loop {
-        let timeout = w.next_sweep.map_or(-1, |t| {
-            let left = t.saturating_duration_since(Instant::now());
-            // Round up: waking early would only sweep for nothing.
-            i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-        });
+        // Lookups added since the last poll have not started: poll them
+        // first (a future starts on its first poll; pushing wakes nothing).
+        let timeout = if w.new_lookups {
+            0
+        } else {
+            w.next_sweep.map_or(-1, |t| {
+                let left = t.saturating_duration_since(Instant::now());
+                // Round up: waking early would only sweep for nothing.
+                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            })
+        };
         // SAFETY: `events` is a live buffer of EVENTS entries.
         let n = unsafe {
             libc::epoll_wait(
@@ -335,7 +361,7 @@ impl Worker<'_> {
                 self.ctx
                     .registry
                     .stopping()
-                    .then(|| now + self.ctx.shutdown_timeout)
+                    .then(|| capped_after(now, self.ctx.shutdown_timeout))
             });
             let conn = Conn::new(stream, &limits, view, now, stop);
             let fd = conn.stream().fd();
@@ -421,25 +447,32 @@ impl Worker<'_> {
     }
 
     /// Take the replies of finished lookups to their connections.
+    /// Stepping a connection may add lookups (requests that waited for a
+    /// free place); they are polled in the same round.
     fn poll_lookups(&mut self, waker: &std::task::Waker, now: Instant) {
-        self.new_lookups = false;
         let mut cx = TaskContext::from_waker(waker);
-        let mut done = Vec::new();
-        while let Poll::Ready(Some((key, seq, reply))) = self.lookups.poll_next_unpin(&mut cx) {
-            if let Some(slot) = self.conns.get_mut(key) {
-                slot.conn.on_reply(seq, reply);
-                done.push(key);
+        loop {
+            self.new_lookups = false;
+            let mut done = Vec::new();
+            while let Poll::Ready(Some((key, seq, reply))) = self.lookups.poll_next_unpin(&mut cx) {
+                if let Some(slot) = self.conns.get_mut(key) {
+                    slot.conn.on_reply(seq, reply);
+                    done.push(key);
+                }
             }
-        }
-        done.dedup();
-        for key in done {
-            self.step(key, now);
+            done.dedup();
+            for key in done {
+                self.step(key, now);
+            }
+            if !self.new_lookups {
+                return;
+            }
         }
     }
 
     /// The stop reached this loop: every connection drains.
     fn begin_stop(&mut self, now: Instant) {
-        let deadline = now + self.ctx.shutdown_timeout;
+        let deadline = capped_after(now, self.ctx.shutdown_timeout);
         self.stop = Some(deadline);
         for key in self.conns.keys() {
             if let Some(slot) = self.conns.get_mut(key) {

@@ -60,10 +60,13 @@ impl Registry {
 
     /// Wait until every connection closed, or `limit` passes; true if all did.
     pub fn wait_empty(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        // A limit too far out to add to a clock reading means no limit.
+        let deadline = Instant::now().checked_add(limit);
         let mut open = self.lock();
         while *open > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 return false;
             }
