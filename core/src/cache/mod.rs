@@ -18,5 +18,4 @@ pub use format::{
     secs_to_millis, CacheFormatError, OrderedObject,
 };
 pub use index::{Cached, Fresh, Held, PolicyIndex};
-pub use lru::Bounded;
 pub use store::{merge, Store, StoreError};
