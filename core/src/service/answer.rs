@@ -17,7 +17,7 @@ use crate::domain::{already_normal, normalize_key, Domain};
 use crate::metrics::{Metrics, Outcome, Source};
 use crate::policy::{render_reply, ReplyOptions};
 use crate::resolve::{Answer, DaneAnswer, Reason};
-use crate::socketmap::Reply;
+use crate::socketmap::{Connection, Reply, Seq};
 
 /// Reads the wall clock in Unix milliseconds (the runtime's).
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -149,6 +149,24 @@ impl Service {
             failure_log: FailureLog {
                 last: Default::default(),
             },
+        }
+    }
+
+    /// Answer every request `conn` has ready: fresh hits at once
+    /// ([`Service::answer_now`]), each miss handed to `miss` with its place
+    /// in the reply order. Every connection loop does this after reading
+    /// (docs/ARCHITECTURE.md "Connections").
+    pub fn answer_ready(
+        &self,
+        view: &mut ConfigView,
+        conn: &mut Connection,
+        mut miss: impl FnMut(Seq, Miss),
+    ) {
+        while let Some((seq, request)) = conn.poll_request() {
+            match self.answer_now(view, request.name, request.key) {
+                Ok(reply) => conn.handle_reply(seq, reply),
+                Err(m) => miss(seq, m),
+            }
         }
     }
 

@@ -40,14 +40,9 @@ where
     }
 
     loop {
-        while let Some((seq, request)) = conn.poll_request() {
-            match service.answer_now(&mut view, request.name, request.key) {
-                Ok(reply) => conn.handle_reply(seq, reply),
-                Err(miss) => {
-                    misses.push(async move { (seq, service.answer_miss(miss).await) }.boxed())
-                }
-            }
-        }
+        service.answer_ready(&mut view, &mut conn, |seq, miss| {
+            misses.push(async move { (seq, service.answer_miss(miss).await) }.boxed())
+        });
         if conn.failed() && !warned {
             warned = true;
             log::warn!("malformed request: answering what was queued, then PERM and close");

@@ -226,12 +226,7 @@ impl Conn {
         miss: &mut dyn FnMut(Seq, Miss),
         now: Instant,
     ) -> io::Result<Next> {
-        while let Some((seq, request)) = self.proto.poll_request() {
-            match service.answer_now(&mut self.view, request.name, request.key) {
-                Ok(reply) => self.proto.handle_reply(seq, reply),
-                Err(m) => miss(seq, m),
-            }
-        }
+        service.answer_ready(&mut self.view, &mut self.proto, miss);
         if self.proto.failed() && !self.warned {
             self.warned = true;
             self.timers.input_closed = true;
