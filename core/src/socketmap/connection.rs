@@ -172,6 +172,12 @@ impl Connection {
         !self.input_done && self.decoder.buffered() > 0
     }
 
+    /// True once no more requests will be read: the client closed its
+    /// side, the daemon stopped taking requests, or a request was malformed.
+    pub fn input_ended(&self) -> bool {
+        self.input_done
+    }
+
     /// Requests taken and not yet answered.
     pub fn pending(&self) -> usize {
         self.outbox.slots.len()

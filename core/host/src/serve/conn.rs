@@ -69,9 +69,6 @@ struct Timers {
     stalled_since: Option<Instant>,
     /// The stop's deadline, once the daemon stops.
     stop: Option<Instant>,
-    /// No more requests will be read (end of input, a framing error, or
-    /// the client quiet after a stop).
-    input_closed: bool,
 }
 
 /// What a passed deadline means.
@@ -90,12 +87,12 @@ impl Timers {
     fn deadline(&self, proto: &Connection) -> Option<Instant> {
         let stalled = self.stalled_since.and_then(|t| after(t, self.read_timeout));
         let other = match self.stop {
-            Some(stop) if self.input_closed => Some(stop),
+            Some(stop) if proto.input_ended() => Some(stop),
             Some(stop) => Some(after(self.last_input, QUIET).map_or(stop, |q| q.min(stop))),
             // Waiting for lookups, which have their own timeouts (a partial
             // request behind them is timed once they are answered), or for
             // the client to read its replies.
-            None if self.input_closed || proto.pending() > 0 || self.stalled_since.is_some() => {
+            None if proto.input_ended() || proto.pending() > 0 || self.stalled_since.is_some() => {
                 None
             }
             None if proto.has_partial_request() => after(self.last_input, self.read_timeout),
@@ -123,7 +120,7 @@ impl Timers {
             return Expired::Close;
         }
         if let Some(stop) = self.stop {
-            if !self.input_closed && (passed(self.last_input, QUIET) || now >= stop) {
+            if !proto.input_ended() && (passed(self.last_input, QUIET) || now >= stop) {
                 return Expired::EndInput;
             }
             if now >= stop {
@@ -132,7 +129,7 @@ impl Timers {
             }
             return Expired::Nothing;
         }
-        if self.input_closed || proto.pending() > 0 || self.stalled_since.is_some() {
+        if proto.input_ended() || proto.pending() > 0 || self.stalled_since.is_some() {
             return Expired::Nothing;
         }
         if proto.has_partial_request() {
@@ -172,7 +169,6 @@ impl Conn {
                 last_active: now,
                 stalled_since: None,
                 stop,
-                input_closed: false,
             },
             warned: false,
         }
@@ -190,7 +186,7 @@ impl Conn {
             return Ok(());
         }
         match self.stream.read(buf) {
-            Ok(0) => self.end_input(),
+            Ok(0) => self.proto.handle_end_of_input(),
             Ok(n) => {
                 self.timers.last_input = now;
                 self.timers.last_active = now;
@@ -213,11 +209,6 @@ impl Conn {
         self.timers.stop.get_or_insert(deadline);
     }
 
-    fn end_input(&mut self) {
-        self.proto.handle_end_of_input();
-        self.timers.input_closed = true;
-    }
-
     /// Answer what can be answered (misses go to `miss`), write what the
     /// socket takes, and say what to wait for.
     pub(super) fn step(
@@ -229,7 +220,6 @@ impl Conn {
         service.answer_ready(&mut self.view, &mut self.proto, miss);
         if self.proto.failed() && !self.warned {
             self.warned = true;
-            self.timers.input_closed = true;
             service.metrics().perm();
             log::warn!("malformed request: answering what was queued, then PERM and close");
         }
@@ -275,7 +265,7 @@ impl Conn {
         match self.timers.expired(&self.proto, now) {
             Expired::Nothing => false,
             Expired::EndInput => {
-                self.end_input();
+                self.proto.handle_end_of_input();
                 false
             }
             Expired::Close => true,
@@ -307,7 +297,7 @@ mod tests {
         proto
     }
 
-    fn timers(t0: Instant, stalled: bool, stop: bool, input_closed: bool) -> Timers {
+    fn timers(t0: Instant, stalled: bool, stop: bool) -> Timers {
         Timers {
             idle_timeout: IDLE,
             read_timeout: READ,
@@ -315,7 +305,6 @@ mod tests {
             last_active: t0 + Duration::from_secs(1),
             stalled_since: stalled.then(|| t0 + Duration::from_secs(2)),
             stop: stop.then(|| t0 + Duration::from_secs(5)),
-            input_closed,
         }
     }
 
@@ -329,7 +318,7 @@ mod tests {
             let [pending, partial, stalled, stop, closed] =
                 [0, 1, 2, 3, 4].map(|i| bits & (1 << i) != 0);
             let proto = proto(pending, partial, closed);
-            let timers = timers(t0, stalled, stop, closed);
+            let timers = timers(t0, stalled, stop);
             if let Some(at) = timers.deadline(&proto) {
                 assert_ne!(
                     timers.expired(&proto, at),
@@ -344,7 +333,7 @@ mod tests {
     #[test]
     fn which_timeout_applies() {
         let t0 = Instant::now();
-        let idle = timers(t0, false, false, false);
+        let idle = timers(t0, false, false);
         assert_eq!(
             idle.deadline(&proto(false, false, false)),
             Some(t0 + Duration::from_secs(1) + IDLE)
@@ -356,7 +345,7 @@ mod tests {
         assert_eq!(idle.deadline(&proto(true, true, false)), None);
         // Replies the client does not read: read_timeout from the stall,
         // and no partial-request timer while reading is held up.
-        let stalled = timers(t0, true, false, false);
+        let stalled = timers(t0, true, false);
         let at = t0 + Duration::from_secs(2) + READ;
         assert_eq!(stalled.deadline(&proto(false, true, false)), Some(at));
         assert_eq!(
@@ -365,7 +354,7 @@ mod tests {
         );
         // After a stop: the client's quiet period ends the input, then the
         // stop's deadline closes.
-        let stopping = timers(t0, false, true, false);
+        let stopping = timers(t0, false, true);
         assert_eq!(
             stopping.deadline(&proto(false, false, false)),
             Some(t0 + QUIET)
@@ -374,7 +363,7 @@ mod tests {
             stopping.expired(&proto(false, false, false), t0 + QUIET),
             Expired::EndInput
         );
-        let ended = timers(t0, false, true, true);
+        let ended = timers(t0, false, true);
         assert_eq!(
             ended.deadline(&proto(true, false, true)),
             Some(t0 + Duration::from_secs(5))
@@ -390,7 +379,7 @@ mod tests {
     #[test]
     fn huge_timeouts_never_expire() {
         let t0 = Instant::now();
-        let mut t = timers(t0, false, false, false);
+        let mut t = timers(t0, false, false);
         t.idle_timeout = Duration::MAX;
         t.read_timeout = Duration::MAX;
         assert_eq!(t.deadline(&proto(false, false, false)), None);
