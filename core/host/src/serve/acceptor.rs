@@ -1,7 +1,8 @@
 //! Accepting connections: one blocking accept loop per listener, each
-//! connection handed to the least loaded connection loop, at most `max_connections` open (more wait in the listen
-//! backlog), a short pause when descriptors run out (never a busy loop),
-//! and the stop: no more accepting, every open connection drained.
+//! connection handed to the least loaded connection loop, at most
+//! `max_connections` open (more wait in the listen backlog), a short pause
+//! when descriptors run out (never a busy loop), and the stop: no more
+//! accepting, every open connection drained.
 //!
 //! An accept thread waits in poll(2) on its listening socket and on a wake
 //! pipe that the stop closes. Waking it with a connection to the listener's

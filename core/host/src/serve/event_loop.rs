@@ -205,7 +205,6 @@ struct Slot {
 struct Slots<T> {
     slots: Vec<(u32, Option<T>)>,
     free: Vec<usize>,
-    len: usize,
 }
 
 impl<T> Default for Slots<T> {
@@ -213,14 +212,21 @@ impl<T> Default for Slots<T> {
         Slots {
             slots: Vec::new(),
             free: Vec::new(),
-            len: 0,
         }
     }
 }
 
+fn key(generation: u32, index: usize) -> u64 {
+    (u64::from(generation) << 32) | index as u64
+}
+
+/// The generation and index of `key`.
+fn split(key: u64) -> (u32, usize) {
+    ((key >> 32) as u32, (key & 0xffff_ffff) as usize)
+}
+
 impl<T> Slots<T> {
     fn insert(&mut self, slot: T) -> u64 {
-        self.len += 1;
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -231,11 +237,16 @@ impl<T> Slots<T> {
         let entry = &mut self.slots[index];
         entry.0 = entry.0.wrapping_add(1);
         entry.1 = Some(slot);
-        (u64::from(entry.0) << 32) | index as u64
+        key(entry.0, index)
+    }
+
+    /// How many are held.
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
     }
 
     fn get_mut(&mut self, key: u64) -> Option<&mut T> {
-        let (generation, index) = ((key >> 32) as u32, (key & 0xffff_ffff) as usize);
+        let (generation, index) = split(key);
         match self.slots.get_mut(index) {
             Some((g, Some(slot))) if *g == generation => Some(slot),
             _ => None,
@@ -243,10 +254,9 @@ impl<T> Slots<T> {
     }
 
     fn remove(&mut self, key: u64) -> Option<T> {
-        let (generation, index) = ((key >> 32) as u32, (key & 0xffff_ffff) as usize);
+        let (generation, index) = split(key);
         match self.slots.get_mut(index) {
             Some((g, slot @ Some(_))) if *g == generation => {
-                self.len -= 1;
                 self.free.push(index);
                 slot.take()
             }
@@ -257,7 +267,7 @@ impl<T> Slots<T> {
     fn keys(&self) -> Vec<u64> {
         let live = self.slots.iter().enumerate();
         live.filter(|(_, (_, s))| s.is_some())
-            .map(|(i, (g, _))| (u64::from(*g) << 32) | i as u64)
+            .map(|(i, (g, _))| key(*g, i))
             .collect()
     }
 }
@@ -340,7 +350,7 @@ fn run(lp: &Loop, ctx: &Context) {
         if w.next_sweep.is_some_and(|t| now >= t) {
             w.sweep(now);
         }
-        if w.stop.is_some() && w.conns.len == 0 && w.lookups.is_empty() {
+        if w.stop.is_some() && w.conns.len() == 0 && w.lookups.is_empty() {
             let mut inbox = lp.lock_inbox();
             if inbox.streams.is_empty() {
                 inbox.closed = true;
@@ -434,9 +444,7 @@ impl Worker<'_> {
                     }
                 }
                 slot.deadline = deadline;
-                if let Some(d) = deadline {
-                    self.next_sweep = Some(self.next_sweep.map_or(d, |s| s.min(d)));
-                }
+                self.sweep_by(deadline);
             }
             Ok(Next::Close) => self.close(key),
             Err(e) => {
@@ -497,9 +505,15 @@ impl Worker<'_> {
                         self.step(key, now);
                     }
                 }
-                Some(d) => self.next_sweep = Some(self.next_sweep.map_or(d, |s| s.min(d))),
-                None => {}
+                later => self.sweep_by(later),
             }
+        }
+    }
+
+    /// Sweep no later than `deadline`.
+    fn sweep_by(&mut self, deadline: Option<Instant>) {
+        if let Some(d) = deadline {
+            self.next_sweep = Some(self.next_sweep.map_or(d, |s| s.min(d)));
         }
     }
 
@@ -536,7 +550,7 @@ mod tests {
         assert_ne!(c, a);
         assert_eq!(slots.get_mut(a), None);
         assert_eq!(slots.get_mut(c).map(|s| *s), Some("c"));
-        assert_eq!(slots.len, 2);
+        assert_eq!(slots.len(), 2);
         let mut keys = slots.keys();
         keys.sort_unstable();
         let mut want = vec![b, c];
