@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::{expect, lookup, pause, publish_enforce, secure, start, sts_txt, Bins};
+use super::{expect, lookup, pause, publish_enforce, publish_phases, secure, start, sts_txt, Bins};
 use crate::socketmap_client::{netstring, ReadOutcome};
 use crate::{Behaviour, World};
 
@@ -111,14 +111,7 @@ pub fn client_not_reading_replies_closed(bins: &Bins) {
 pub fn pipelined_misses_beyond_the_per_connection_bound(bins: &Bins) {
     let world = World::new();
     let names = ["one", "two", "three"];
-    for name in names {
-        publish_enforce(
-            &world,
-            &format!("{name}.example"),
-            "1",
-            &[&format!("mx.{name}.example")],
-        );
-    }
+    publish_phases(&world, &names);
     let d = start(bins, &world, "max_lookups_per_connection: 1\n");
     let mut c = d.client();
     c.set_timeout(Duration::from_secs(10));

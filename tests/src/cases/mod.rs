@@ -56,7 +56,8 @@ pub fn publish_enforce(world: &World, domain: &str, id: &str, mx: &[&str]) {
 }
 
 /// For each of `names`, `<name>.example` with an `enforce` policy for `mx.<name>.example`,
-/// ids 1, 2, ... in order: the domains of an outage scenario, one per phase.
+/// ids 1, 2, ... in order (the domains of an outage scenario, one per phase, or of
+/// requests that must each be looked up).
 pub fn publish_phases(world: &World, names: &[&str]) {
     for (i, name) in names.iter().enumerate() {
         publish_enforce(
