@@ -6,7 +6,7 @@
 //! gave up before its turn is skipped, and writes of one domain waiting for
 //! a turn merge into the newest.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::pin::pin;
 use std::sync::Mutex;
 
@@ -143,31 +143,30 @@ impl<R: Runtime> Jobs<R> {
     where
         F: FnOnce(&Domain, &CacheEntry) -> Result<(), StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = self.pending();
-            let slot = pending
-                .entry(domain.clone())
-                .or_insert_with(|| PendingWrite {
-                    entry: entry.clone(),
-                    callers: Vec::new(),
-                });
-            if !slot.entry.is_newer_than(entry) {
-                slot.entry = entry.clone();
+        let (tx, done) = oneshot::channel();
+        match self.pending().entry(domain.clone()) {
+            Entry::Occupied(mut slot) => {
+                let slot = slot.get_mut();
+                if !slot.entry.is_newer_than(entry) {
+                    slot.entry = entry.clone();
+                }
+                slot.callers.push(tx);
             }
-            slot.callers.push(tx);
+            Entry::Vacant(slot) => {
+                slot.insert(PendingWrite {
+                    entry: entry.clone(),
+                    callers: vec![tx],
+                });
+            }
         }
         let mut waiting = Waiting {
             jobs: self,
             domain,
-            done: Some(rx),
-        };
-        let Some(done) = waiting.done.as_mut() else {
-            return Err(ended());
+            done,
         };
         let turn = {
             let acquire = pin!(self.permits.acquire());
-            match select(acquire, &mut *done).await {
+            match select(acquire, &mut waiting.done).await {
                 Either::Left((turn, _)) => turn?,
                 // Another caller's turn wrote ours.
                 Either::Right((result, _)) => return result.unwrap_or_else(|_| Err(ended())),
@@ -188,7 +187,7 @@ impl<R: Runtime> Jobs<R> {
                 }
             }));
         }
-        done.await.unwrap_or_else(|_| Err(ended()))
+        (&mut waiting.done).await.unwrap_or_else(|_| Err(ended()))
     }
 }
 
@@ -198,13 +197,13 @@ impl<R: Runtime> Jobs<R> {
 struct Waiting<'a, R: Runtime> {
     jobs: &'a Jobs<R>,
     domain: &'a Domain,
-    done: Option<oneshot::Receiver<Result<(), StoreError>>>,
+    done: oneshot::Receiver<Result<(), StoreError>>,
 }
 
 impl<R: Runtime> Drop for Waiting<'_, R> {
     fn drop(&mut self) {
         // Closing our receiver marks our sender cancelled.
-        drop(self.done.take());
+        self.done.close();
         let mut pending = self.jobs.pending();
         if let Some(slot) = pending.get_mut(self.domain) {
             slot.callers.retain(|c| !c.is_canceled());
