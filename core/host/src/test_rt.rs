@@ -1,7 +1,7 @@
 //! Runtimes made of std threads for the stores' own tests: enough to drive
 //! the blocking pool, timeouts and redis-rs (smol-comp runs its own reactor).
-//! [`CountingRt`] counts the blocking jobs running at once, [`QueueRt`]
-//! holds them until the test runs them (docs/ARCHITECTURE.md "Cache": how
+//! [`QueueRt`] holds blocking jobs until the test runs them and counts how
+//! many were handed to it at once (docs/ARCHITECTURE.md "Cache": how
 //! blocking store work is bounded).
 
 use std::collections::VecDeque;
@@ -48,50 +48,6 @@ impl Runtime for ThreadRt {
     }
 }
 
-/// [`ThreadRt`] that counts blocking jobs from their spawn to the end of
-/// their work: the threads a store makes the pool hold.
-#[derive(Clone, Default)]
-pub(crate) struct CountingRt {
-    running: Arc<AtomicUsize>,
-    peak: Arc<AtomicUsize>,
-}
-
-impl CountingRt {
-    /// The most blocking jobs that ran at once since the last reset.
-    pub(crate) fn peak(&self) -> usize {
-        self.peak.load(Ordering::SeqCst)
-    }
-    /// Start counting the peak afresh.
-    pub(crate) fn reset_peak(&self) {
-        self.peak
-            .store(self.running.load(Ordering::SeqCst), Ordering::SeqCst);
-    }
-}
-
-impl Runtime for CountingRt {
-    fn spawn(&self, fut: BoxFuture<'static, ()>) {
-        ThreadRt.spawn(fut);
-    }
-    fn spawn_blocking(&self, work: Box<dyn FnOnce() + Send + 'static>) {
-        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
-        self.peak.fetch_max(now, Ordering::SeqCst);
-        let running = Arc::clone(&self.running);
-        std::thread::spawn(move || {
-            work();
-            running.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
-        ThreadRt.sleep(d)
-    }
-    fn now(&self) -> Instant {
-        ThreadRt.now()
-    }
-    fn unix_ms(&self) -> u64 {
-        ThreadRt.unix_ms()
-    }
-}
-
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// [`ThreadRt`] whose blocking jobs wait in a queue until the test runs
@@ -100,6 +56,7 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 pub(crate) struct QueueRt {
     queue: Arc<Mutex<VecDeque<Job>>>,
     ran: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
 }
 
 impl QueueRt {
@@ -112,6 +69,11 @@ impl QueueRt {
         }
         self.ran.fetch_add(count, Ordering::SeqCst);
         count
+    }
+    /// The most jobs queued at once: handed to the blocking pool and not
+    /// finished.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
     }
     /// How many jobs were queued and run so far.
     pub(crate) fn ran(&self) -> usize {
@@ -136,7 +98,9 @@ impl Runtime for QueueRt {
         ThreadRt.spawn(fut);
     }
     fn spawn_blocking(&self, work: Box<dyn FnOnce() + Send + 'static>) {
-        self.queue.lock().unwrap().push_back(work);
+        let mut queue = self.queue.lock().unwrap();
+        queue.push_back(work);
+        self.peak.fetch_max(queue.len(), Ordering::SeqCst);
     }
     fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
         ThreadRt.sleep(d)
