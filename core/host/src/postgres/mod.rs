@@ -28,15 +28,15 @@ use mta_sts_core::domain::Domain;
 use mta_sts_core::service::{with_timeout, Runtime};
 use serde_json::Value;
 
-use crate::blocking::run_blocking;
-use pool::{Permits, Pool};
+use crate::blocking::{run_blocking, Jobs};
+use pool::Pool;
 
 /// The PostgreSQL cache: a pool of connections used from the runtime's
 /// blocking pool (the stored form is described in the module docs).
 pub struct PostgresBackend<R: Runtime> {
     rt: R,
     pool: Arc<Pool>,
-    permits: Arc<Permits>,
+    jobs: Jobs<R>,
     options: PostgresOptions,
 }
 
@@ -136,9 +136,9 @@ impl<R: Runtime> PostgresBackend<R> {
         )
         .await;
         Ok(PostgresBackend {
+            jobs: Jobs::new(rt.clone(), options.max_size),
             rt,
             pool,
-            permits: Arc::new(Permits::new(options.max_size.max(1))),
             options: options.clone(),
         })
     }
@@ -148,28 +148,23 @@ impl<R: Runtime> PostgresBackend<R> {
         self.pool.describe()
     }
 
-    /// Run `job` on a connection off the async executor. The whole call,
-    /// waiting for a turn included, gives up after `timeout`: a hung server
-    /// holds at most `max_size` blocking threads, never a caller.
+    /// Run `job` on a connection off the async executor, in turn.
     async fn with_client<T, F>(&self, job: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
     {
         let pool = Arc::clone(&self.pool);
-        let permits = Arc::clone(&self.permits);
-        let rt = self.rt.clone();
-        let call = async move {
-            let permit = permits
-                .acquire()
-                .await
-                .ok_or(StoreError::Backend("postgres cache: pool closed".into()))?;
-            run_blocking(&rt, move || {
-                let _permit = permit;
-                pool.run(job)
-            })
-            .await
-        };
+        self.bounded(self.jobs.run(move || pool.run(job))).await
+    }
+
+    /// A whole call, waiting for a turn included, gives up after `timeout`:
+    /// a hung server holds at most `max_size` blocking threads, never a
+    /// caller.
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         with_timeout(&self.rt, self.options.timeout, call)
             .await
             .unwrap_or(Err(StoreError::Timeout(self.options.timeout)))
@@ -206,23 +201,27 @@ impl<R: Runtime> Store for PostgresBackend<R> {
         .transpose()
     }
 
-    /// Upsert `entry` unless the stored row is newer (one statement).
+    /// Upsert `entry` unless the stored row is newer (one statement);
+    /// merged with the domain's writes waiting for a turn.
     async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError> {
-        let name = domain.as_str().to_owned();
-        let ts = python_seconds(entry.checked_at_ms)?;
-        let id = entry.policy_id.clone();
-        let body = policy_to_json(&entry.policy);
-        let lines = Value::from(entry.policy.lines.iter().collect::<Vec<_>>()).to_string();
-        let (fetched, checked) = (sql_ms(entry.fetched_at_ms), sql_ms(entry.checked_at_ms));
-        self.with_client(move |client| {
-            client
-                .execute(
-                    schema::UPSERT,
-                    &[&name, &ts, &id, &body, &fetched, &checked, &lines],
-                )
-                .map(drop)
-        })
-        .await
+        let pool = Arc::clone(&self.pool);
+        let call = self.jobs.write(domain, entry, move |domain, entry| {
+            let name = domain.as_str().to_owned();
+            let ts = python_seconds(entry.checked_at_ms)?;
+            let id = entry.policy_id.clone();
+            let body = policy_to_json(&entry.policy);
+            let lines = Value::from(entry.policy.lines.iter().collect::<Vec<_>>()).to_string();
+            let (fetched, checked) = (sql_ms(entry.fetched_at_ms), sql_ms(entry.checked_at_ms));
+            pool.run(move |client| {
+                client
+                    .execute(
+                        schema::UPSERT,
+                        &[&name, &ts, &id, &body, &fetched, &checked, &lines],
+                    )
+                    .map(drop)
+            })
+        });
+        self.bounded(call).await
     }
 
     /// Domains last checked before `before_ms`; names that are not valid

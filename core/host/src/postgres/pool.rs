@@ -8,50 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::channel::mpsc;
-use futures::lock::Mutex as AsyncMutex;
-use futures::StreamExt;
 use postgres::{Client, NoTls};
 
 use mta_sts_core::cache::StoreError;
 
 use super::connect::Target;
 use super::schema;
-
-/// Turns to use a connection: `max_size` tokens in a channel.
-pub(super) struct Permits {
-    give: mpsc::Sender<()>,
-    take: AsyncMutex<mpsc::Receiver<()>>,
-}
-
-/// A turn; handed back when dropped, wherever the job ends.
-pub(super) struct Permit(mpsc::Sender<()>);
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        // The channel holds exactly the tokens out, so it has room.
-        let _ = self.0.try_send(());
-    }
-}
-
-impl Permits {
-    pub(super) fn new(count: usize) -> Permits {
-        let (mut give, take) = mpsc::channel(count);
-        for _ in 0..count {
-            let _ = give.try_send(());
-        }
-        Permits {
-            give,
-            take: AsyncMutex::new(take),
-        }
-    }
-
-    /// Wait for a turn (cancel by dropping the future).
-    pub(super) async fn acquire(&self) -> Option<Permit> {
-        let mut take = self.take.lock().await;
-        take.next().await.map(|()| Permit(self.give.clone()))
-    }
-}
 
 /// The open connections and what to open more with.
 pub(super) struct Pool {
@@ -128,7 +90,7 @@ impl Pool {
     }
 
     /// Run `job` on a connection (idle or new), in the calling blocking
-    /// thread; the caller holds a [`Permit`]. A connection the job found
+    /// thread; the caller holds a turn. A connection the job found
     /// broken is dropped: the next job opens a new one.
     pub(super) fn run<T>(
         &self,

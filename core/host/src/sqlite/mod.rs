@@ -14,7 +14,10 @@
 //! SQLite is blocking: every statement runs inside
 //! [`Runtime::spawn_blocking`] on one of a small pool of connections, and
 //! the result comes back through a oneshot channel, so the async executor
-//! never waits on the disk or on a lock.
+//! never waits on the disk or on a lock. At most `threads` statements run
+//! at once (one per connection); the rest wait for a turn asynchronously,
+//! so a locked file holds `threads` blocking threads, not one per lookup
+//! (`crate::blocking`).
 
 use std::sync::Arc;
 
@@ -34,7 +37,7 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-use crate::blocking::run_blocking;
+use crate::blocking::{run_blocking, Jobs};
 use pool::Pool;
 
 /// Move a corrupt cache file (and its `-wal`/`-shm` companions) aside to
@@ -62,7 +65,7 @@ use schema::UPSERT;
 /// through a pool of connections on the runtime's blocking pool (the stored form
 /// is described in the module docs).
 pub struct SqliteBackend<R: Runtime> {
-    rt: R,
+    jobs: Jobs<R>,
     pool: Arc<Pool>,
 }
 
@@ -72,26 +75,26 @@ impl<R: Runtime> SqliteBackend<R> {
     /// and released once, so an unusable file (a directory, a corrupt,
     /// locked or read-only file) fails here, at start-up, with an error
     /// naming the file and the cause. Opens `options.threads` connections
-    /// (at least one).
+    /// (at least one), and runs as many jobs at once.
     pub async fn open(rt: R, options: &SqliteOptions) -> Result<Self, StoreError> {
         let path = options.filename.clone();
         let timeout = options.timeout;
         let threads = options.threads.max(1);
         let pool = run_blocking(&rt, move || Pool::open(&path, timeout, threads)).await?;
         Ok(SqliteBackend {
-            rt,
+            jobs: Jobs::new(rt, threads),
             pool: Arc::new(pool),
         })
     }
 
-    /// Run `job` on a pooled connection off the async executor.
+    /// Run `job` on a pooled connection off the async executor, in turn.
     async fn with_conn<T, F>(&self, job: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = Arc::clone(&self.pool);
-        run_blocking(&self.rt, move || pool.with_conn(job)).await
+        self.jobs.run(move || pool.with_conn(job)).await
     }
 }
 
@@ -169,22 +172,26 @@ impl<R: Runtime> Store for SqliteBackend<R> {
         .await
     }
 
-    /// Upsert `entry` unless the stored row is newer (one SQL statement).
+    /// Upsert `entry` unless the stored row is newer (one SQL statement);
+    /// merged with the domain's writes waiting for a turn.
     async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError> {
-        let domain = domain.clone();
-        let body = policy_to_json(&entry.policy);
-        let id = entry.policy_id.clone();
-        let checked = to_sql_time(entry.checked_at_ms);
-        let fetched = to_sql_time(entry.fetched_at_ms);
-        self.with_conn(move |conn| {
-            conn.prepare_cached(UPSERT)
-                .and_then(|mut stmt| {
-                    stmt.execute(params![domain.as_str(), checked, id, body, fetched])
+        let pool = Arc::clone(&self.pool);
+        self.jobs
+            .write(domain, entry, move |domain, entry| {
+                let body = policy_to_json(&entry.policy);
+                let id = entry.policy_id.clone();
+                let checked = to_sql_time(entry.checked_at_ms);
+                let fetched = to_sql_time(entry.fetched_at_ms);
+                pool.with_conn(|conn| {
+                    conn.prepare_cached(UPSERT)
+                        .and_then(|mut stmt| {
+                            stmt.execute(params![domain.as_str(), checked, id, body, fetched])
+                        })
+                        .map(drop)
+                        .map_err(|e| backend_error(&format!("set {domain}"), e))
                 })
-                .map(drop)
-                .map_err(|e| backend_error(&format!("set {domain}"), e))
-        })
-        .await
+            })
+            .await
     }
 
     /// Domains whose `ts` (last TXT check) is before `before_ms`; domain

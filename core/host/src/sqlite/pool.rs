@@ -4,7 +4,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -14,11 +14,10 @@ use mta_sts_core::cache::StoreError;
 use super::schema::prepare_file;
 
 /// Connections of one database file, each used by one blocking job at a
-/// time. Jobs run on blocking threads, so waiting here for a free
-/// connection never stalls the async executor.
+/// time. A job holds one of as many turns as there are connections
+/// (`crate::blocking::Jobs`), so one is idle whenever a job starts.
 pub(super) struct Pool {
     idle: Mutex<Vec<Connection>>,
-    freed: Condvar,
 }
 
 impl Pool {
@@ -48,7 +47,6 @@ impl Pool {
         }
         Ok(Pool {
             idle: Mutex::new(idle),
-            freed: Condvar::new(),
         })
     }
 
@@ -61,19 +59,13 @@ impl Pool {
         &self,
         job: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut idle = self.lock();
-        let conn = loop {
-            match idle.pop() {
-                Some(conn) => break conn,
-                None => idle = self.freed.wait(idle).unwrap_or_else(|p| p.into_inner()),
-            }
-        };
-        drop(idle);
+        let conn = self.lock().pop().ok_or_else(|| {
+            StoreError::Backend("sqlite: more cache jobs than connections".into())
+        })?;
         // Hand the connection back even if the job panics (a transaction
         // it left open is rolled back when its guard unwinds).
         let result = catch_unwind(AssertUnwindSafe(|| job(&conn)));
         self.lock().push(conn);
-        self.freed.notify_one();
         result.unwrap_or_else(|_| Err(StoreError::Backend("sqlite: a cache job panicked".into())))
     }
 }

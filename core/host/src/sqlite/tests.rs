@@ -1,6 +1,6 @@
 use super::schema::PYTHON_SCHEMA;
 use super::*;
-use crate::test_rt::ThreadRt;
+use crate::test_rt::{QueueRt, ThreadRt};
 use futures::executor::block_on;
 use mta_sts_core::policy::{Mode, Policy};
 use proptest::prelude::*;
@@ -424,4 +424,70 @@ proptest! {
         }
         prop_assert_eq!(block_on(backend.get(&dom)).unwrap(), best);
     }
+}
+
+/// 200 calls against a file another process holds locked: the store hands
+/// the blocking pool at most `threads` jobs at once, not one per call (the
+/// queue runtime finishes jobs only between polls, so its count is exact).
+#[test]
+fn locked_file_under_load_holds_at_most_threads_blocking_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.db");
+    let rt = QueueRt::default();
+    let opts = options(&path);
+    let backend = rt.drive(SqliteBackend::open(rt.clone(), &opts)).unwrap();
+    let doms: Vec<Domain> = (0..100).map(|i| d(&format!("d{i}.example"))).collect();
+    let e = entry("1", 1, 1);
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("begin exclusive").unwrap();
+    let (writes, reads) = rt.drive(futures::future::join(
+        futures::future::join_all(doms.iter().map(|dom| backend.set(dom, &e))),
+        futures::future::join_all(doms.iter().map(|dom| backend.get(dom))),
+    ));
+    assert!(writes.iter().all(|w| w.is_err()), "{writes:?}");
+    // In WAL mode readers are not blocked.
+    assert!(reads.iter().all(|r| r == &Ok(None)), "{reads:?}");
+    assert_eq!(rt.ran(), 201);
+    assert!(
+        rt.peak() <= opts.threads,
+        "{} blocking jobs at once for {} threads",
+        rt.peak(),
+        opts.threads
+    );
+    other.execute_batch("rollback").unwrap();
+    rt.drive(backend.set(&doms[0], &e)).unwrap();
+    assert_eq!(rt.drive(backend.get(&doms[0])).unwrap(), Some(e));
+}
+
+/// Writes of one domain waiting for a turn merge: two jobs for five
+/// writes, and the newest entry is the one stored.
+#[test]
+fn pending_writes_of_a_domain_merge_into_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = QueueRt::default();
+    let opts = SqliteOptions {
+        threads: 1,
+        ..options(&dir.path().join("cache.db"))
+    };
+    let backend = rt.drive(SqliteBackend::open(rt.clone(), &opts)).unwrap();
+    let dom = d("example.com");
+    let writes = [
+        entry("a", 10, 10),
+        entry("b", 12, 12),
+        // Older than b: never written over it.
+        entry("c", 11, 30),
+        entry("d", 12, 13),
+        entry("e", 12, 12),
+    ];
+    let before = rt.ran();
+    let done = rt.drive(futures::future::join_all(
+        writes.iter().map(|e| backend.set(&dom, e)),
+    ));
+    assert!(done.iter().all(|r| r.is_ok()), "{done:?}");
+    // The first write took the turn; the other four waited and merged.
+    assert_eq!(rt.ran() - before, 2);
+    assert_eq!(
+        rt.drive(backend.get(&dom)).unwrap(),
+        Some(entry("d", 12, 13))
+    );
 }
