@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use mta_sts_core::cache::StoreError;
-use mta_sts_core::config::{PostgresOptions, SslMode};
+use mta_sts_core::config::{weak_sslmode_warning, PostgresOptions, Secret, SslMode};
 use postgres_native_tls::MakeTlsConnector;
+
+use crate::tls::add_pem_roots;
 
 /// Where the Python original's asyncpg looks when no host is given: the
 /// usual Unix-socket directories, then `localhost`.
@@ -27,6 +29,9 @@ pub(super) struct Target {
     pub(super) tls: Option<MakeTlsConnector>,
     /// For log lines: `user@host,host:port/db`.
     pub(super) describe: String,
+    /// Why the TLS settings leave the connection open to interception
+    /// ([`weak_sslmode_warning`]), logged once at start.
+    pub(super) warning: Option<String>,
 }
 
 fn first<T: Clone>(candidates: &[&[T]]) -> Vec<T> {
@@ -57,7 +62,11 @@ fn sslmode(text: &str) -> Option<SslMode> {
 /// The native-tls connector for `mode`: `prefer`/`allow`/`require` encrypt
 /// without checking the certificate unless `root` is given (as libpq),
 /// `verify-ca` checks the chain, `verify-full` the chain and the name.
-fn tls_for(mode: SslMode, root: Option<&str>) -> Result<Option<MakeTlsConnector>, StoreError> {
+/// `root` is a PEM file; every certificate in it is trusted.
+fn connector_for(
+    mode: SslMode,
+    root: Option<&str>,
+) -> Result<Option<native_tls::TlsConnector>, StoreError> {
     if mode == SslMode::Disable {
         return Ok(None);
     }
@@ -65,9 +74,8 @@ fn tls_for(mode: SslMode, root: Option<&str>) -> Result<Option<MakeTlsConnector>
     if let Some(path) = root {
         let pem = std::fs::read(path)
             .map_err(|e| StoreError::Backend(format!("postgres sslrootcert {path}: {e}")))?;
-        let cert = native_tls::Certificate::from_pem(&pem)
+        add_pem_roots(&mut builder, &pem)
             .map_err(|e| StoreError::Backend(format!("postgres sslrootcert {path}: {e}")))?;
-        builder.add_root_certificate(cert);
     }
     let verify_chain = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) || root.is_some();
     builder.danger_accept_invalid_certs(!verify_chain);
@@ -75,7 +83,7 @@ fn tls_for(mode: SslMode, root: Option<&str>) -> Result<Option<MakeTlsConnector>
     let connector = builder
         .build()
         .map_err(|e| StoreError::Backend(format!("postgres TLS: {e}")))?;
-    Ok(Some(MakeTlsConnector::new(connector)))
+    Ok(Some(connector))
 }
 
 /// Resolve `options` with the environment `env` (`PGHOST`, `PGPORT`,
@@ -112,7 +120,7 @@ pub(super) fn resolve(
         .password
         .clone()
         .or(dsn.password)
-        .or_else(|| env("PGPASSWORD"));
+        .or_else(|| env("PGPASSWORD").map(Secret::new));
     let database = options
         .database
         .clone()
@@ -146,7 +154,7 @@ pub(super) fn resolve(
             _ => postgres::config::SslMode::Require,
         });
     if let Some(password) = &password {
-        config.password(password);
+        config.password(password.expose());
     }
     if let Some(timeout) = dsn.connect_timeout {
         config.connect_timeout(timeout);
@@ -162,8 +170,9 @@ pub(super) fn resolve(
     );
     Ok(Target {
         config,
-        tls: tls_for(mode, dsn.sslrootcert.as_deref())?,
+        tls: connector_for(mode, dsn.sslrootcert.as_deref())?.map(MakeTlsConnector::new),
         describe,
+        warning: weak_sslmode_warning(mode, &hosts),
     })
 }
 
