@@ -26,8 +26,8 @@ mod values;
 
 pub use error::ConfigError;
 pub use pg_dsn::{is_local_host, parse_dsn, weak_sslmode_warning, DsnError, PgDsn, SslMode};
-pub use redact::{is_secret_key, redact, Secret, SecretUrl, REDACTED};
 use reader::Reader;
+pub use redact::{is_secret_key, redact, Secret, SecretUrl, REDACTED};
 
 /// The whole daemon configuration (README.md "Configuration reference").
 #[derive(Debug, Clone, PartialEq)]

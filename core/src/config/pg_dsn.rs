@@ -398,7 +398,14 @@ mod tests {
         ] {
             assert!(is_local_host(host), "{host}");
         }
-        for host in ["db.example", "10.0.0.5", "::2", "localhost.example", "run/postgresql", ""] {
+        for host in [
+            "db.example",
+            "10.0.0.5",
+            "::2",
+            "localhost.example",
+            "run/postgresql",
+            "",
+        ] {
             assert!(!is_local_host(host), "{host}");
         }
     }

@@ -245,7 +245,10 @@ mod tests {
         // URL parser would make of them.
         hides("redis://:a/b?c#d@e@host/0", "redis://:***@host/0");
         // A user name alone is no secret.
-        hides("postgres://user@%2Frun%2Fpostgresql/user", "postgres://user@%2Frun%2Fpostgresql/user");
+        hides(
+            "postgres://user@%2Frun%2Fpostgresql/user",
+            "postgres://user@%2Frun%2Fpostgresql/user",
+        );
     }
 
     #[test]
@@ -258,8 +261,14 @@ mod tests {
             "redis://h:6379/0?Password=x#frag",
             "redis://h:6379/0?Password=***#frag",
         );
-        hides("postgresql://db/mta?pass%77ord=x", "postgresql://db/mta?pass%77ord=***");
-        hides("unix:///run/redis.sock?db=2&password=x", "unix:///run/redis.sock?db=2&password=***");
+        hides(
+            "postgresql://db/mta?pass%77ord=x",
+            "postgresql://db/mta?pass%77ord=***",
+        );
+        hides(
+            "unix:///run/redis.sock?db=2&password=x",
+            "unix:///run/redis.sock?db=2&password=***",
+        );
     }
 
     #[test]
@@ -271,7 +280,10 @@ mod tests {
         hides("password = pw dbname=x", "password = *** dbname=x");
         hides(r"sslpassword=a\ b user=u", "sslpassword=*** user=u");
         hides("password='never closed user=u", "password='***");
-        hides(r#"auth failed: password="x y""#, r#"auth failed: password="***""#);
+        hides(
+            r#"auth failed: password="x y""#,
+            r#"auth failed: password="***""#,
+        );
     }
 
     #[test]
@@ -293,7 +305,10 @@ mod tests {
             "=x",
             "",
         ] {
-            assert!(matches!(redact(text), Cow::Borrowed(t) if t == text), "{text:?}");
+            assert!(
+                matches!(redact(text), Cow::Borrowed(t) if t == text),
+                "{text:?}"
+            );
         }
     }
 
@@ -303,7 +318,10 @@ mod tests {
         assert_eq!(format!("{s} {s:?}"), "*** ***");
         assert_eq!(s.expose(), "hunter2");
         let u = SecretUrl::new("redis://:hunter2@h/0");
-        assert_eq!(format!("{u} {u:?}"), "redis://:***@h/0 \"redis://:***@h/0\"");
+        assert_eq!(
+            format!("{u} {u:?}"),
+            "redis://:***@h/0 \"redis://:***@h/0\""
+        );
         assert_eq!(u.expose(), "redis://:hunter2@h/0");
     }
 

@@ -232,7 +232,10 @@ cache:
             master_name: "mymaster".to_owned(),
         }
     );
-    assert_eq!(r.password.as_ref().map(Secret::expose), Some("StrongPassword"));
+    assert_eq!(
+        r.password.as_ref().map(Secret::expose),
+        Some("StrongPassword")
+    );
     assert_eq!(r.socket_timeout, Duration::from_secs(1));
     // `url` belongs to `redis` only.
     let w = load("cache: {type: redis_sentinel, options: {sentinel_master_name: m, sentinels: [[h, 1]], url: 'redis://x'}}");
@@ -690,8 +693,14 @@ fn check_reports_every_error_with_its_path() {
 #[test]
 fn errors_and_debug_never_quote_a_credential() {
     for (yaml, secret) in [
-        ("cache: {type: redis, options: {url: 'redis://h', password: 84613117}}", "84613117"),
-        ("cache: {type: postgres, options: {password: 84613117}}", "84613117"),
+        (
+            "cache: {type: redis, options: {url: 'redis://h', password: 84613117}}",
+            "84613117",
+        ),
+        (
+            "cache: {type: postgres, options: {password: 84613117}}",
+            "84613117",
+        ),
         (
             "cache: {type: postgres, options: {dsn: 'postgresql://u:s3cr/etpw@h/db'}}",
             "s3cr",
