@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mta_sts_core::cache::redis::RedisBackend;
 use mta_sts_core::cache::{CacheEntry, Store, StoreError};
-use mta_sts_core::config::{RedisOptions, RedisTarget};
+use mta_sts_core::config::{RedisOptions, RedisTarget, SecretUrl};
 use mta_sts_core::domain::Domain;
 use mta_sts_core::policy::{Mode, Policy, MAX_AGE_CAP};
 use mta_sts_host::{open_redis, RedisConnection};
@@ -29,7 +29,7 @@ const S: u64 = 1000;
 
 fn options(url: String) -> RedisOptions {
     RedisOptions {
-        target: RedisTarget::Url(url),
+        target: RedisTarget::Url(SecretUrl::new(url)),
         prefix: "mta-sts:".into(),
         socket_timeout: TIMEOUT,
         socket_connect_timeout: TIMEOUT,

@@ -192,6 +192,10 @@ macro_rules! e2e_suite {
                 postgres_ours_then_python,
                 postgres_python_then_ours,
             ],
+            secrets: [
+                redis_password_not_logged,
+                check_config_shows_no_secret,
+            ],
             ops: [
                 sd_notify_ready_and_stopping,
                 drops_privileges_to_user,

@@ -3,7 +3,7 @@
 
 use crate::{drop_privileges, init_logging, sd_notify};
 use mta_sts_core::cli::{self, CliError, CliOutcome, DaemonArgs};
-use mta_sts_core::config::Config;
+use mta_sts_core::config::{CacheConfig, Config};
 use mta_sts_core::dns::parse_resolv_conf;
 use mta_sts_core::service::DnsTargets;
 use std::net::SocketAddr;
@@ -147,6 +147,16 @@ pub fn check_config(path: &Path) -> i32 {
     if !checked.errors.is_empty() {
         return 1;
     }
+    if let CacheConfig::Postgres(options) = &checked.config.cache {
+        match crate::postgres::check_options(options) {
+            Ok(Some(warning)) => println!("{}: warning: {warning}", path.display()),
+            Ok(None) => {}
+            Err(e) => {
+                println!("{}: error: {e}", path.display());
+                return 1;
+            }
+        }
+    }
     match policy_tls_roots(&checked.config).and_then(|roots| roots.connector()) {
         Ok(_) => {
             println!("{}: ok", path.display());
@@ -242,17 +252,8 @@ impl TlsRoots {
         let mut builder = native_tls::TlsConnector::builder();
         builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
         if let Some((path, pem)) = &self.ca_pem {
-            let certs = native_tls::Certificate::stack_from_pem(pem)
+            crate::tls::add_pem_roots(&mut builder, pem)
                 .map_err(|e| format!("resolver.ca_file {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "resolver.ca_file {}: no certificate found",
-                    path.display()
-                ));
-            }
-            for cert in certs {
-                builder.add_root_certificate(cert);
-            }
             builder.disable_built_in_roots(true);
         }
         builder.build().map_err(|e| format!("TLS set-up: {e}"))

@@ -24,6 +24,24 @@ use std::io::{self, Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+/// Trust every certificate of the PEM bundle `pem` in `builder`: a bundle
+/// holds several (a CA being rolled over, or an intermediate with its
+/// root), and `Certificate::from_pem` would read only the first. A bundle
+/// without any certificate is an error.
+pub(crate) fn add_pem_roots(
+    builder: &mut native_tls::TlsConnectorBuilder,
+    pem: &[u8],
+) -> Result<(), String> {
+    let certs = native_tls::Certificate::stack_from_pem(pem).map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate found".to_owned());
+    }
+    for cert in certs {
+        builder.add_root_certificate(cert);
+    }
+    Ok(())
+}
+
 /// A blocking-style view of an async stream for native-tls: each call
 /// polls `inner` once with the stored waker.
 struct Bridge<S> {

@@ -19,13 +19,15 @@ use crate::policy::ReplyOptions;
 mod error;
 mod pg_dsn;
 mod reader;
+mod redact;
 #[cfg(test)]
 mod tests;
 mod values;
 
 pub use error::ConfigError;
-pub use pg_dsn::{parse_dsn, DsnError, PgDsn, SslMode};
+pub use pg_dsn::{is_local_host, parse_dsn, weak_sslmode_warning, DsnError, PgDsn, SslMode};
 use reader::Reader;
+pub use redact::{is_secret_key, redact, Secret, SecretUrl, REDACTED};
 
 /// The whole daemon configuration (README.md "Configuration reference").
 #[derive(Debug, Clone, PartialEq)]
@@ -164,7 +166,7 @@ pub struct RedisOptions {
     /// `AUTH` user name (a URL's own wins, as in redis-py's `from_url`).
     pub username: Option<String>,
     /// `AUTH` password (a URL's own wins).
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Database number (a URL's own wins).
     pub db: Option<i64>,
 }
@@ -172,8 +174,9 @@ pub struct RedisOptions {
 /// Where the Redis server of a `redis` or `redis_sentinel` cache is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RedisTarget {
-    /// `type: redis`, option `url`: `redis://`, `rediss://` or `unix://`.
-    Url(String),
+    /// `type: redis`, option `url`: `redis://`, `rediss://` or `unix://`
+    /// (it may hold the password: printed redacted).
+    Url(SecretUrl),
     /// `type: redis_sentinel`: the master named `sentinel_master_name`, as
     /// the `sentinels` (`[host, port]` pairs) report it.
     Sentinel {
@@ -210,7 +213,7 @@ pub struct PostgresOptions {
     /// `user`.
     pub user: Option<String>,
     /// `password`.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// `database`.
     pub database: Option<String>,
     /// Connections opened eagerly once the server answers (default 10).

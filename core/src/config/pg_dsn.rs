@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use super::Secret;
+
 /// `sslmode` (PostgreSQL documentation, "SSL Support"), as asyncpg reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -24,6 +26,18 @@ pub enum SslMode {
 }
 
 impl SslMode {
+    /// The name as written in a connection string.
+    pub fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
     fn parse(text: &str) -> Option<SslMode> {
         Some(match text {
             "disable" => SslMode::Disable,
@@ -37,6 +51,43 @@ impl SslMode {
     }
 }
 
+/// True for a host whose connection stays on this machine: a Unix-socket
+/// directory (an absolute path, or libpq's `@` abstract namespace),
+/// `localhost` or a name under it (RFC 6761 §6.3), or a loopback address.
+pub fn is_local_host(host: &str) -> bool {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    host.starts_with('/')
+        || host.starts_with('@')
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The warning for connecting to `hosts` with `mode`, when any of them is
+/// not local ([`is_local_host`]) and `mode` is below `verify-full`: only
+/// `verify-full` checks that the server is the one named (PostgreSQL
+/// documentation, "SSL Support", "Protection Provided in Different
+/// Modes"), so anyone on the path could read the cache or write forged
+/// policies (`mode: none`) into it.
+pub fn weak_sslmode_warning(mode: SslMode, hosts: &[String]) -> Option<String> {
+    let remote: Vec<&str> = hosts
+        .iter()
+        .map(String::as_str)
+        .filter(|h| !is_local_host(h))
+        .collect();
+    (mode != SslMode::VerifyFull && !remote.is_empty()).then(|| {
+        format!(
+            "postgres: sslmode {} for {}: the connection is not protected against \
+             interception, and whoever intercepts it can read the cache or forge policies \
+             in it; use sslmode=verify-full (with sslrootcert for a private CA)",
+            mode.name(),
+            remote.join(",")
+        )
+    })
+}
+
 /// What a connection string says; absent parts are `None` or empty.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PgDsn {
@@ -47,7 +98,7 @@ pub struct PgDsn {
     /// `user`.
     pub user: Option<String>,
     /// `password`.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// `dbname`.
     pub dbname: Option<String>,
     /// `sslmode`.
@@ -74,13 +125,13 @@ pub enum DsnError {
     /// A quoted value without its closing quote.
     #[error("unterminated quoted value")]
     Quote,
-    /// A parameter value of the wrong form.
-    #[error("bad value for {key}: {value:?}")]
+    /// A parameter value of the wrong form. The value is not quoted: a
+    /// password with an unencoded `/` splits a URI elsewhere than meant,
+    /// and a piece of it would read as a port.
+    #[error("bad value for {key}")]
     Value {
         /// The parameter.
         key: String,
-        /// Its value.
-        value: String,
     },
 }
 
@@ -102,10 +153,9 @@ pub fn parse_dsn(text: &str) -> Result<PgDsn, DsnError> {
     Ok(dsn)
 }
 
-fn bad(key: &str, value: &str) -> DsnError {
+fn bad(key: &str) -> DsnError {
     DsnError::Value {
         key: key.to_owned(),
-        value: value.to_owned(),
     }
 }
 
@@ -124,15 +174,15 @@ fn apply(dsn: &mut PgDsn, key: &str, value: String) -> Result<(), DsnError> {
                 .iter()
                 .map(|p| p.parse::<u16>().ok().filter(|p| *p > 0))
                 .collect::<Option<_>>()
-                .ok_or_else(|| bad(key, &value))?;
+                .ok_or_else(|| bad(key))?;
         }
         "user" => dsn.user = Some(value),
-        "password" => dsn.password = Some(value),
+        "password" => dsn.password = Some(Secret::new(value)),
         "dbname" => dsn.dbname = Some(value),
-        "sslmode" => dsn.sslmode = Some(SslMode::parse(&value).ok_or_else(|| bad(key, &value))?),
+        "sslmode" => dsn.sslmode = Some(SslMode::parse(&value).ok_or_else(|| bad(key))?),
         "sslrootcert" => dsn.sslrootcert = Some(value),
         "connect_timeout" => {
-            let secs: u64 = value.trim().parse().map_err(|_| bad(key, &value))?;
+            let secs: u64 = value.trim().parse().map_err(|_| bad(key))?;
             // libpq: zero (or less) means wait forever; 1 means 2.
             dsn.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs.max(2)));
         }
@@ -142,7 +192,7 @@ fn apply(dsn: &mut PgDsn, key: &str, value: String) -> Result<(), DsnError> {
     Ok(())
 }
 
-fn percent_decode(text: &str) -> Result<String, DsnError> {
+pub(super) fn percent_decode(text: &str) -> Result<String, DsnError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -186,7 +236,7 @@ fn uri_pairs(rest: &str) -> Result<Vec<(String, String)>, DsnError> {
     for spec in hostlist.split(',').filter(|s| !s.is_empty()) {
         // `[v6]:port`, `host:port`, or a host alone.
         let (host, port) = if let Some(v6) = spec.strip_prefix('[') {
-            let (addr, after) = v6.split_once(']').ok_or_else(|| bad("host", spec))?;
+            let (addr, after) = v6.split_once(']').ok_or_else(|| bad("host"))?;
             (addr, after.strip_prefix(':'))
         } else {
             match spec.rsplit_once(':') {
@@ -211,7 +261,7 @@ fn uri_pairs(rest: &str) -> Result<Vec<(String, String)>, DsnError> {
         pairs.push(("dbname".to_owned(), percent_decode(path)?));
     }
     for param in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = param.split_once('=').ok_or_else(|| bad(param, ""))?;
+        let (k, v) = param.split_once('=').ok_or_else(|| bad(param))?;
         pairs.push((percent_decode(k)?, percent_decode(v)?));
     }
     Ok(pairs)
@@ -280,7 +330,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.user.as_deref(), Some("mta@x"));
-        assert_eq!(d.password.as_deref(), Some("p:w"));
+        assert_eq!(d.password.as_ref().map(Secret::expose), Some("p:w"));
         assert_eq!(d.hosts, ["db1.example", "::1"]);
         assert_eq!(d.ports, [5433, 5434]);
         assert_eq!(d.dbname.as_deref(), Some("mta sts"));
@@ -308,7 +358,7 @@ mod tests {
         assert_eq!(d.hosts, ["/tmp"]);
         assert_eq!(d.ports, [5433]);
         assert_eq!(d.dbname.as_deref(), Some("my db"));
-        assert_eq!(d.password.as_deref(), Some("it's"));
+        assert_eq!(d.password.as_ref().map(Secret::expose), Some("it's"));
         assert_eq!(d.user.as_deref(), Some("mta"));
         assert_eq!(d.sslmode, Some(SslMode::Disable));
     }
@@ -332,6 +382,55 @@ mod tests {
             parse_dsn("postgresql://[::1/db"),
             Err(DsnError::Value { .. })
         ));
+    }
+
+    #[test]
+    fn local_hosts() {
+        for host in [
+            "/run/postgresql",
+            "@abstract",
+            "localhost",
+            "LocalHost.",
+            "db.localhost",
+            "127.0.0.1",
+            "127.5.6.7",
+            "::1",
+        ] {
+            assert!(is_local_host(host), "{host}");
+        }
+        for host in [
+            "db.example",
+            "10.0.0.5",
+            "::2",
+            "localhost.example",
+            "run/postgresql",
+            "",
+        ] {
+            assert!(!is_local_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn sslmode_below_verify_full_for_a_remote_host_warns() {
+        let hosts = |h: &[&str]| h.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
+        let local = hosts(&["/run/postgresql", "localhost", "::1"]);
+        let mixed = hosts(&["/run/postgresql", "db.example", "10.0.0.5"]);
+        for mode in [
+            SslMode::Disable,
+            SslMode::Allow,
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+        ] {
+            assert_eq!(weak_sslmode_warning(mode, &local), None);
+            let warning = weak_sslmode_warning(mode, &mixed).expect("a warning");
+            assert!(
+                warning.contains(&format!("sslmode {} for db.example,10.0.0.5:", mode.name())),
+                "{warning}"
+            );
+            assert_eq!(SslMode::parse(mode.name()), Some(mode));
+        }
+        assert_eq!(weak_sslmode_warning(SslMode::VerifyFull, &mixed), None);
     }
 
     proptest! {

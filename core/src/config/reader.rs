@@ -290,7 +290,7 @@ impl Reader {
                     "must start with redis://, rediss:// or unix://",
                 ));
             }
-            RedisTarget::Url(url)
+            RedisTarget::Url(SecretUrl::new(url))
         };
         let five = Duration::from_secs(5);
         let db = match whole(opts.get("db"))? {
@@ -305,7 +305,7 @@ impl Reader {
                 .unwrap_or(five),
             max_connections: count(opts.get("max_connections"))?,
             username: string(opts.get("username"))?,
-            password: string(opts.get("password"))?,
+            password: string(opts.get("password"))?.map(Secret::new),
             db,
         })
     }
@@ -351,7 +351,7 @@ impl Reader {
             hosts: string_or_list(opts.get("host"))?,
             ports: port_or_list(opts.get("port"))?,
             user: string(opts.get("user"))?,
-            password: string(opts.get("password"))?,
+            password: string(opts.get("password"))?.map(Secret::new),
             database: string(opts.get("database"))?,
             min_size,
             max_size,

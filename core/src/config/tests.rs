@@ -171,13 +171,13 @@ fn redis_options() {
     assert_eq!(
         loaded.config.cache,
         CacheConfig::Redis(RedisOptions {
-            target: RedisTarget::Url("redis://127.0.0.1:6379/0".to_owned()),
+            target: RedisTarget::Url(SecretUrl::new("redis://127.0.0.1:6379/0")),
             prefix: "x:".to_owned(),
             socket_timeout: Duration::from_secs(2),
             socket_connect_timeout: Duration::from_secs(3),
             max_connections: Some(25),
             username: None,
-            password: Some("secret".to_owned()),
+            password: Some(Secret::new("secret")),
             db: Some(2),
         })
     );
@@ -232,7 +232,10 @@ cache:
             master_name: "mymaster".to_owned(),
         }
     );
-    assert_eq!(r.password.as_deref(), Some("StrongPassword"));
+    assert_eq!(
+        r.password.as_ref().map(Secret::expose),
+        Some("StrongPassword")
+    );
     assert_eq!(r.socket_timeout, Duration::from_secs(1));
     // `url` belongs to `redis` only.
     let w = load("cache: {type: redis_sentinel, options: {sentinel_master_name: m, sentinels: [[h, 1]], url: 'redis://x'}}");
@@ -274,7 +277,7 @@ fn postgres_options() {
     assert_eq!(p.hosts, ["db1", "/run/postgresql"]);
     assert_eq!(p.ports, [5433]);
     assert_eq!(p.user.as_deref(), Some("mta"));
-    assert_eq!(p.password.as_deref(), Some("pw"));
+    assert_eq!(p.password.as_ref().map(Secret::expose), Some("pw"));
     assert_eq!(p.database.as_deref(), Some("sts"));
     assert_eq!((p.min_size, p.max_size), (0, 3));
     assert_eq!(p.timeout, Duration::from_millis(1500));
@@ -682,4 +685,46 @@ fn check_reports_every_error_with_its_path() {
     );
     // from_yaml still gives the first.
     assert_eq!(error("port: abc\ncache_grace: -1\n").path(), Some("port"));
+}
+
+/// No error or `Debug` output quotes a credential: a password read as a
+/// number, a DSN whose password has an unencoded `/` (so a piece of it
+/// reads as a port), a URL's or a DSN's password in a parsed config.
+#[test]
+fn errors_and_debug_never_quote_a_credential() {
+    for (yaml, secret) in [
+        (
+            "cache: {type: redis, options: {url: 'redis://h', password: 84613117}}",
+            "84613117",
+        ),
+        (
+            "cache: {type: postgres, options: {password: 84613117}}",
+            "84613117",
+        ),
+        (
+            "cache: {type: postgres, options: {dsn: 'postgresql://u:s3cr/etpw@h/db'}}",
+            "s3cr",
+        ),
+    ] {
+        let checked = Config::check(yaml);
+        assert_eq!(checked.errors.len(), 1, "{yaml}: {:?}", checked.errors);
+        let shown = checked.errors[0].to_string();
+        assert!(shown.starts_with("cache.options."), "{shown}");
+        assert!(!shown.contains(secret), "{yaml}: {shown}");
+    }
+    for (yaml, secret) in [
+        ("cache: {type: redis, options: {url: 'redis://:hunter2@h/0'}}", "hunter2"),
+        ("cache: {type: redis, options: {url: 'redis://h/0', password: hunter2}}", "hunter2"),
+        (
+            "cache: {type: postgres, options: {dsn: 'postgresql://u:hunter2@h/db', password: pw2pw2}}",
+            "hunter2",
+        ),
+        ("cache: {type: postgres, options: {password: pw2pw2}}", "pw2pw2"),
+        ("cache: {type: postgres, options: {dsn: \"password='hunter2' host=h\"}}", "hunter2"),
+    ] {
+        let loaded = Config::from_yaml(yaml).unwrap();
+        let shown = format!("{:?}", loaded.config);
+        assert!(!shown.contains(secret), "{yaml}: {shown}");
+        assert!(shown.contains(REDACTED), "{shown}");
+    }
 }

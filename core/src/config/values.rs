@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_yaml::Value;
 
 use super::reader::ROOT;
-use super::ConfigError;
+use super::{is_secret_key, ConfigError, REDACTED};
 
 pub(super) fn join(parent: &str, key: &str) -> String {
     if parent == ROOT {
@@ -31,11 +31,18 @@ pub(super) fn render(value: &Value) -> String {
     }
 }
 
+/// The error for a value of the wrong kind; the value of a credential
+/// (`password: 12345678` read as a number) is not quoted.
 pub(super) fn wrong_type(path: &str, expected: &'static str, got: &Value) -> ConfigError {
+    let key = path.rsplit('.').next().unwrap_or(path);
     ConfigError::WrongType {
         path: path.to_owned(),
         expected,
-        got: render(got),
+        got: if is_secret_key(key) {
+            REDACTED.to_owned()
+        } else {
+            render(got)
+        },
     }
 }
 

@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use mta_sts_core::cache::StoreError;
-use mta_sts_core::config::{PostgresOptions, SslMode};
+use mta_sts_core::config::{weak_sslmode_warning, PostgresOptions, Secret, SslMode};
 use postgres_native_tls::MakeTlsConnector;
+
+use crate::tls::add_pem_roots;
 
 /// Where the Python original's asyncpg looks when no host is given: the
 /// usual Unix-socket directories, then `localhost`.
@@ -27,6 +29,9 @@ pub(super) struct Target {
     pub(super) tls: Option<MakeTlsConnector>,
     /// For log lines: `user@host,host:port/db`.
     pub(super) describe: String,
+    /// Why the TLS settings leave the connection open to interception
+    /// ([`weak_sslmode_warning`]), logged once at start.
+    pub(super) warning: Option<String>,
 }
 
 fn first<T: Clone>(candidates: &[&[T]]) -> Vec<T> {
@@ -57,7 +62,11 @@ fn sslmode(text: &str) -> Option<SslMode> {
 /// The native-tls connector for `mode`: `prefer`/`allow`/`require` encrypt
 /// without checking the certificate unless `root` is given (as libpq),
 /// `verify-ca` checks the chain, `verify-full` the chain and the name.
-fn tls_for(mode: SslMode, root: Option<&str>) -> Result<Option<MakeTlsConnector>, StoreError> {
+/// `root` is a PEM file; every certificate in it is trusted.
+fn connector_for(
+    mode: SslMode,
+    root: Option<&str>,
+) -> Result<Option<native_tls::TlsConnector>, StoreError> {
     if mode == SslMode::Disable {
         return Ok(None);
     }
@@ -65,9 +74,8 @@ fn tls_for(mode: SslMode, root: Option<&str>) -> Result<Option<MakeTlsConnector>
     if let Some(path) = root {
         let pem = std::fs::read(path)
             .map_err(|e| StoreError::Backend(format!("postgres sslrootcert {path}: {e}")))?;
-        let cert = native_tls::Certificate::from_pem(&pem)
+        add_pem_roots(&mut builder, &pem)
             .map_err(|e| StoreError::Backend(format!("postgres sslrootcert {path}: {e}")))?;
-        builder.add_root_certificate(cert);
     }
     let verify_chain = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) || root.is_some();
     builder.danger_accept_invalid_certs(!verify_chain);
@@ -75,7 +83,7 @@ fn tls_for(mode: SslMode, root: Option<&str>) -> Result<Option<MakeTlsConnector>
     let connector = builder
         .build()
         .map_err(|e| StoreError::Backend(format!("postgres TLS: {e}")))?;
-    Ok(Some(MakeTlsConnector::new(connector)))
+    Ok(Some(connector))
 }
 
 /// Resolve `options` with the environment `env` (`PGHOST`, `PGPORT`,
@@ -112,7 +120,7 @@ pub(super) fn resolve(
         .password
         .clone()
         .or(dsn.password)
-        .or_else(|| env("PGPASSWORD"));
+        .or_else(|| env("PGPASSWORD").map(Secret::new));
     let database = options
         .database
         .clone()
@@ -146,7 +154,7 @@ pub(super) fn resolve(
             _ => postgres::config::SslMode::Require,
         });
     if let Some(password) = &password {
-        config.password(password);
+        config.password(password.expose());
     }
     if let Some(timeout) = dsn.connect_timeout {
         config.connect_timeout(timeout);
@@ -162,8 +170,9 @@ pub(super) fn resolve(
     );
     Ok(Target {
         config,
-        tls: tls_for(mode, dsn.sslrootcert.as_deref())?,
+        tls: connector_for(mode, dsn.sslrootcert.as_deref())?.map(MakeTlsConnector::new),
         describe,
+        warning: weak_sslmode_warning(mode, &hosts),
     })
 }
 
@@ -171,6 +180,8 @@ pub(super) fn resolve(
 mod tests {
     use super::*;
     use mta_sts_core::config::parse_dsn;
+    use mta_sts_tests::{TestCa, Validity};
+    use std::net::{TcpListener, TcpStream};
 
     fn options(dsn: Option<&str>) -> PostgresOptions {
         PostgresOptions {
@@ -235,6 +246,82 @@ mod tests {
             resolve(&o, no_env).unwrap().describe,
             "postgres@a,b,c:1,2,3/postgres"
         );
+    }
+
+    /// Whether a client with the `verify-full` connector for a root file
+    /// holding `roots` completes a handshake with a server whose
+    /// certificate `issuer` signed for `localhost`.
+    fn handshake_with(roots: &[&TestCa], issuer: &TestCa) -> Result<(), String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("root.pem");
+        let pem: String = roots.iter().map(|ca| ca.ca_pem()).collect();
+        std::fs::write(&file, pem).expect("write roots");
+        let connector = connector_for(SslMode::VerifyFull, file.to_str())
+            .expect("connector")
+            .expect("TLS on");
+        let acceptor =
+            native_tls::TlsAcceptor::new(issuer.identity(&["localhost"], Validity::Valid))
+                .expect("acceptor");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().expect("accept");
+            tcp.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            // The client's verdict is what the test reads.
+            let _ = acceptor.accept(tcp);
+        });
+        let tcp = TcpStream::connect(addr).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let result = connector
+            .connect("localhost", tcp)
+            .map(drop)
+            .map_err(|e| e.to_string());
+        server.join().expect("server thread");
+        result
+    }
+
+    #[test]
+    fn every_certificate_of_sslrootcert_is_trusted() {
+        let (first, second, other) = (
+            TestCa::new("first pg CA"),
+            TestCa::new("second pg CA"),
+            TestCa::new("unrelated CA"),
+        );
+        // The second certificate of the file signed the server's.
+        handshake_with(&[&first, &second], &second).expect("second root trusted");
+        handshake_with(&[&first, &second], &first).expect("first root trusted");
+        // And the chain is checked: a root that did not sign it fails.
+        assert!(handshake_with(&[&first, &second], &other).is_err());
+    }
+
+    #[test]
+    fn root_file_without_a_certificate_is_an_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("root.pem");
+        std::fs::write(&file, "not a certificate\n").expect("write");
+        let o = options(Some(&format!(
+            "sslmode=verify-full sslrootcert={}",
+            file.display()
+        )));
+        let e = resolve(&o, no_env).err().expect("an error").to_string();
+        assert!(e.contains("no certificate found"), "{e}");
+    }
+
+    #[test]
+    fn weak_sslmode_for_a_remote_host_is_reported() {
+        let t = resolve(&options(Some("postgresql://u:pw@db.example/mta")), no_env).unwrap();
+        let warning = t.warning.expect("a warning");
+        assert!(
+            warning.contains("sslmode prefer for db.example:"),
+            "{warning}"
+        );
+        assert!(!warning.contains("pw"), "{warning}");
+        let env = |k: &str| (k == "PGSSLMODE").then(|| "verify-full".to_owned());
+        let full = options(Some("postgresql://u:pw@db.example/mta"));
+        assert_eq!(resolve(&full, env).unwrap().warning, None);
+        assert_eq!(resolve(&options(None), no_env).unwrap().warning, None);
     }
 
     #[test]

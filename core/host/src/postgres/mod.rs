@@ -31,6 +31,14 @@ use serde_json::Value;
 use crate::blocking::{run_blocking, Jobs};
 use pool::Pool;
 
+/// What `mta-sts-daemon --check-config` says of `options`: the warning
+/// the daemon would log at start (TLS open to interception), or the error
+/// that would stop it (an unreadable `sslrootcert`, ports that do not fit
+/// the hosts), with the environment the check runs in.
+pub(crate) fn check_options(options: &PostgresOptions) -> Result<Option<String>, StoreError> {
+    connect::resolve(options, |k| std::env::var(k).ok()).map(|target| target.warning)
+}
+
 /// The PostgreSQL cache: a pool of connections used from the runtime's
 /// blocking pool (the stored form is described in the module docs).
 pub struct PostgresBackend<R: Runtime> {
@@ -122,6 +130,9 @@ impl<R: Runtime> PostgresBackend<R> {
     /// tried again on use; the daemon starts all the same.
     pub async fn open(rt: R, options: &PostgresOptions) -> Result<Self, StoreError> {
         let target = connect::resolve(options, |k| std::env::var(k).ok())?;
+        if let Some(warning) = &target.warning {
+            log::warn!("{warning}");
+        }
         let pool = Arc::new(Pool::new(target, options.timeout));
         let warm = Arc::clone(&pool);
         let count = options.min_size.max(1).min(options.max_size);

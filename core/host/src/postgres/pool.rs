@@ -11,6 +11,7 @@ use std::time::Duration;
 use postgres::{Client, NoTls};
 
 use mta_sts_core::cache::StoreError;
+use mta_sts_core::config::redact;
 
 use super::connect::Target;
 use super::schema;
@@ -124,7 +125,9 @@ impl Drop for Pool {
     }
 }
 
-/// A PostgreSQL failure as a store error naming the server.
+/// A PostgreSQL failure as a store error naming the server, through
+/// [`redact`] in case it quotes a connection string (docs/ARCHITECTURE.md
+/// "Secrets").
 pub(super) fn error(describe: &str, e: &postgres::Error) -> StoreError {
-    StoreError::Backend(format!("postgres cache {describe}: {e}"))
+    StoreError::Backend(redact(&format!("postgres cache {describe}: {e}")).into_owned())
 }

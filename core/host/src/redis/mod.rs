@@ -17,7 +17,7 @@ use std::time::Duration;
 use mta_sts_core::cache::redis::scripts::LuaScript;
 use mta_sts_core::cache::redis::{RedisBackend, RedisCommands, Reply};
 use mta_sts_core::cache::StoreError;
-use mta_sts_core::config::{RedisOptions, RedisTarget};
+use mta_sts_core::config::{redact, RedisOptions, RedisTarget};
 use mta_sts_core::service::{with_timeout, Runtime};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, RedisResult, Value};
@@ -86,8 +86,10 @@ pub struct RedisConnection<R: Runtime> {
     timeout: Duration,
 }
 
+/// A redis-rs error as a store error, through [`redact`] in case it quotes
+/// a URL (docs/ARCHITECTURE.md "Secrets").
 fn backend_error(e: &RedisError) -> StoreError {
-    StoreError::Backend(format!("redis: {e}"))
+    StoreError::Backend(redact(&format!("redis: {e}")).into_owned())
 }
 
 impl<R: Runtime> RedisConnection<R> {
@@ -179,7 +181,7 @@ fn with_credentials(info: redis::ConnectionInfo, options: &RedisOptions) -> redi
         settings = settings.set_username(user);
     }
     if let (None, Some(password)) = (settings.password(), &options.password) {
-        settings = settings.set_password(password);
+        settings = settings.set_password(password.expose());
     }
     if let (0, Some(db)) = (settings.db(), options.db) {
         settings = settings.set_db(db);
@@ -198,8 +200,11 @@ pub async fn open_redis<R: Runtime>(
 ) -> Result<RedisBackend<RedisConnection<R>>, StoreError> {
     let link = match &options.target {
         RedisTarget::Url(url) => {
-            let invalid = |e: RedisError| StoreError::Backend(format!("redis url {url:?}: {e}"));
-            let client = redis::Client::open(url.as_str()).map_err(invalid)?;
+            // `url` prints redacted.
+            let invalid = |e: RedisError| {
+                StoreError::Backend(redact(&format!("redis url {url}: {e}")).into_owned())
+            };
+            let client = redis::Client::open(url.expose()).map_err(invalid)?;
             let info = with_credentials(client.get_connection_info().clone(), options);
             let client = redis::Client::open(info).map_err(invalid)?;
             let mut config = ConnectionManagerConfig::new()

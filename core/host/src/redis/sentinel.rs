@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::lock::Mutex as AsyncMutex;
 use mta_sts_core::cache::StoreError;
-use mta_sts_core::config::RedisOptions;
+use mta_sts_core::config::{redact, RedisOptions};
 use mta_sts_core::service::{with_timeout, Runtime};
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
@@ -59,7 +59,7 @@ impl SentinelLink {
             settings = settings.set_username(user);
         }
         if let Some(password) = &options.password {
-            settings = settings.set_password(password);
+            settings = settings.set_password(password.expose());
         }
         if let Some(db) = options.db {
             settings = settings.set_db(db);
@@ -75,7 +75,9 @@ impl SentinelLink {
             Some(node),
             SentinelServerType::Master,
         )
-        .map_err(|e| StoreError::Backend(format!("redis_sentinel settings: {e}")))?;
+        .map_err(|e| {
+            StoreError::Backend(redact(&format!("redis_sentinel settings: {e}")).into_owned())
+        })?;
         let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.socket_connect_timeout))
             .set_response_timeout(Some(options.socket_timeout));

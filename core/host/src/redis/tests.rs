@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::executor::block_on;
 use mta_sts_core::cache::redis::RedisBackend;
 use mta_sts_core::cache::{CacheEntry, Store};
-use mta_sts_core::config::{RedisOptions, RedisTarget};
+use mta_sts_core::config::{RedisOptions, RedisTarget, SecretUrl};
 use mta_sts_core::domain::Domain;
 use mta_sts_core::policy::{Mode, Policy, MAX_AGE_CAP};
 use mta_sts_tests::{RedisServer, SentinelSet};
@@ -35,7 +35,7 @@ fn options(target: RedisTarget, prefix: &str) -> RedisOptions {
 fn open(redis: &RedisServer, prefix: &str) -> RedisBackend<RedisConnection<ThreadRt>> {
     block_on(open_redis(
         ThreadRt,
-        &options(RedisTarget::Url(redis.url()), prefix),
+        &options(RedisTarget::Url(SecretUrl::new(redis.url())), prefix),
     ))
     .unwrap()
 }
