@@ -37,8 +37,8 @@ pub fn latest_believed(now_ms: u64) -> u64 {
 
 /// A time from outside as compared at `now_ms`: itself while believed,
 /// else 0, older than anything we write, so a write of ours always
-/// replaces it (docs/ARCHITECTURE.md "Time").
-fn compared(t_ms: u64, now_ms: u64) -> u64 {
+/// replaces it and it never puts anything off (docs/ARCHITECTURE.md "Time").
+pub fn believed(t_ms: u64, now_ms: u64) -> u64 {
     if t_ms > latest_believed(now_ms) {
         0
     } else {
@@ -106,8 +106,8 @@ impl CacheEntry {
     pub fn is_newer_at(&self, other: &CacheEntry, now_ms: u64) -> bool {
         let at = |e: &CacheEntry| {
             (
-                compared(e.fetched_at_ms, now_ms),
-                compared(e.checked_at_ms, now_ms),
+                believed(e.fetched_at_ms, now_ms),
+                believed(e.checked_at_ms, now_ms),
             )
         };
         at(self) > at(other)
