@@ -80,11 +80,6 @@ impl CacheEntry {
         (self.fetched_at_ms, self.checked_at_ms) > (other.fetched_at_ms, other.checked_at_ms)
     }
 
-    /// True when a fetch or check time lies beyond [`latest_believed`]`(now_ms)`.
-    pub fn is_future_dated(&self, now_ms: u64) -> bool {
-        self.fetched_at_ms.max(self.checked_at_ms) > latest_believed(now_ms)
-    }
-
     /// This entry from outside as read at `now_ms`: a fetch or check time
     /// beyond [`latest_believed`] is taken as `now_ms`, so its freshness
     /// and its expiry count from now (docs/ARCHITECTURE.md "Time").
@@ -184,10 +179,8 @@ mod tests {
         let limit = now + 300_000;
         assert_eq!(latest_believed(now), limit);
         let e = entry(limit, limit);
-        assert!(!e.is_future_dated(now));
         assert_eq!(e.clone().clamped(now), e, "within the skew: as it is");
         let e = entry(limit + 1, now - 5);
-        assert!(e.is_future_dated(now));
         let c = e.clamped(now);
         assert_eq!((c.fetched_at_ms, c.checked_at_ms), (now, now - 5));
         assert_eq!(c.expires_at_ms(), now + 86_400_000, "expiry from now");
@@ -220,6 +213,7 @@ mod tests {
         assert_eq!(e.expires_at_ms(), u64::MAX);
         assert!(!e.is_fresh(u64::MAX, Duration::MAX));
         assert_eq!(latest_believed(u64::MAX), u64::MAX);
-        assert!(!e.is_future_dated(u64::MAX));
+        assert_eq!(believed(u64::MAX, u64::MAX), u64::MAX);
+        assert_eq!(e.clone().clamped(u64::MAX), e);
     }
 }
