@@ -172,6 +172,7 @@ macro_rules! e2e_suite {
                 sqlite_file_unusable,
                 sqlite_locked_at_run_time,
                 python_layout_cache_read,
+                sqlite_row_ahead_of_the_clock,
                 proactive_refresh_picks_up_change_internal,
                 proactive_refresh_picks_up_change_sqlite,
                 proactive_refresh_picks_up_change_redis,

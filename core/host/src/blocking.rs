@@ -123,6 +123,11 @@ impl<R: Runtime> Jobs<R> {
         .await
     }
 
+    /// The runtime the jobs run on (its clock, for the stores' writes).
+    pub(crate) fn rt(&self) -> &R {
+        &self.rt
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<Domain, PendingWrite>> {
         // No code that can panic runs under this lock: the map is whole.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())

@@ -104,7 +104,11 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
         let index = stack.caches.index.clone();
         let state = crate::admin_http::AdminState {
             metrics: stack.metrics.clone(),
-            admin: CacheAdmin::new(Some(index.clone()), stack.caches.store.clone()),
+            admin: CacheAdmin::new(
+                Some(index.clone()),
+                stack.caches.store.clone(),
+                crate::unix_ms,
+            ),
             cache_entries: Box::new(move || index.len()),
             open_connections: server.open_connections(),
         };

@@ -184,7 +184,7 @@ async fn cache<D: Driver>(
         "mta-sts-query: no `metrics` endpoint in the config: acting on the store directly; a \
          running daemon keeps its memory copy until it is evicted or restarted"
     );
-    let admin = CacheAdmin::new(None, Some(store));
+    let admin = CacheAdmin::new(None, Some(store), crate::unix_ms);
     let fail = |e: mta_sts_core::service::AdminError| e.to_string();
     match command {
         CacheCommand::List | CacheCommand::Export => {

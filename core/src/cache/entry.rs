@@ -1,6 +1,8 @@
 //! One cached policy and the freshness and expiry decisions made on it
 //! (RFC 8461 §3.3, §5.1). Times are Unix milliseconds: a `cache_grace` of
-//! N seconds holds to the millisecond (docs/ARCHITECTURE.md "Time").
+//! N seconds holds to the millisecond (docs/ARCHITECTURE.md "Time"). Times
+//! from outside (a shared store's rows, an import) are believed up to
+//! [`MAX_SKEW`] ahead of our clock, no further.
 
 use std::time::Duration;
 
@@ -18,6 +20,30 @@ pub struct CacheEntry {
     pub fetched_at_ms: u64,
     /// Unix milliseconds when the TXT id was last confirmed.
     pub checked_at_ms: u64,
+}
+
+/// How far ahead of our clock a fetch or check time from outside (a row of
+/// a shared store, written by a peer whose clock runs fast, by the Python
+/// original, restored from a backup or forged; an imported line) is still
+/// believed (docs/ARCHITECTURE.md "Time"). A time beyond it would keep a
+/// policy fresh, and unexpired, for as long as it lies ahead.
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// The latest time from outside believed at `now_ms`: `now_ms` plus
+/// [`MAX_SKEW`]. Stores' atomic writes get it as an argument.
+pub fn latest_believed(now_ms: u64) -> u64 {
+    now_ms.saturating_add(millis(MAX_SKEW))
+}
+
+/// A time from outside as compared at `now_ms`: itself while believed,
+/// else 0, older than anything we write, so a write of ours always
+/// replaces it and it never puts anything off (docs/ARCHITECTURE.md "Time").
+pub fn believed(t_ms: u64, now_ms: u64) -> u64 {
+    if t_ms > latest_believed(now_ms) {
+        0
+    } else {
+        t_ms
+    }
 }
 
 /// `d` in milliseconds, saturating (a `Duration` can hold more than `u64` ms).
@@ -52,6 +78,34 @@ impl CacheEntry {
     /// sharing a store, may finish out of order).
     pub fn is_newer_than(&self, other: &CacheEntry) -> bool {
         (self.fetched_at_ms, self.checked_at_ms) > (other.fetched_at_ms, other.checked_at_ms)
+    }
+
+    /// This entry from outside as read at `now_ms`: a fetch or check time
+    /// beyond [`latest_believed`] is taken as `now_ms`, so its freshness
+    /// and its expiry count from now (docs/ARCHITECTURE.md "Time").
+    pub fn clamped(mut self, now_ms: u64) -> Self {
+        if self.fetched_at_ms > latest_believed(now_ms) {
+            self.fetched_at_ms = now_ms;
+        }
+        if self.checked_at_ms > latest_believed(now_ms) {
+            self.checked_at_ms = now_ms;
+        }
+        self
+    }
+
+    /// [`is_newer_than`](Self::is_newer_than) for entries from outside at
+    /// `now_ms`: a time beyond [`latest_believed`] counts as the oldest, so
+    /// a future-dated entry never outranks one whose times we believe. The
+    /// stores' atomic writes apply the same rule in SQL and Lua; taking it
+    /// as now there would make every write made before that instant lose.
+    pub fn is_newer_at(&self, other: &CacheEntry, now_ms: u64) -> bool {
+        let at = |e: &CacheEntry| {
+            (
+                believed(e.fetched_at_ms, now_ms),
+                believed(e.checked_at_ms, now_ms),
+            )
+        };
+        at(self) > at(other)
     }
 }
 
@@ -120,10 +174,46 @@ mod tests {
     }
 
     #[test]
+    fn times_beyond_the_skew_are_taken_as_now() {
+        let now = 1_700_000_000_000;
+        let limit = now + 300_000;
+        assert_eq!(latest_believed(now), limit);
+        let e = entry(limit, limit);
+        assert_eq!(e.clone().clamped(now), e, "within the skew: as it is");
+        let e = entry(limit + 1, now - 5);
+        let c = e.clamped(now);
+        assert_eq!((c.fetched_at_ms, c.checked_at_ms), (now, now - 5));
+        assert_eq!(c.expires_at_ms(), now + 86_400_000, "expiry from now");
+        let c = entry(now - 9, u64::MAX).clamped(now);
+        assert_eq!((c.fetched_at_ms, c.checked_at_ms), (now - 9, now));
+        assert!(!c.is_fresh(now + 2_000, Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn future_dated_entries_are_older_than_any_believed_one() {
+        let now = 1_700_000_000_000;
+        let ahead = entry(now + 10 * 86_400_000, now + 10 * 86_400_000);
+        let ours = entry(now - 60_000, now - 1);
+        assert!(ahead.is_newer_than(&ours));
+        assert!(!ahead.is_newer_at(&ours, now));
+        assert!(ours.is_newer_at(&ahead, now));
+        // Believed times compare as is_newer_than does.
+        let skewed = entry(now + 300_000, now + 300_000);
+        assert!(skewed.is_newer_at(&ours, now));
+        assert!(!ours.is_newer_at(&skewed, now));
+        assert!(!ours.is_newer_at(&ours, now));
+        // A fetch time ahead alone is enough to lose.
+        assert!(ours.is_newer_at(&entry(now + 400_000, now - 2), now));
+    }
+
+    #[test]
     fn huge_values_saturate() {
         let mut e = entry(u64::MAX - 5, 0);
         e.policy.max_age = u64::MAX;
         assert_eq!(e.expires_at_ms(), u64::MAX);
         assert!(!e.is_fresh(u64::MAX, Duration::MAX));
+        assert_eq!(latest_believed(u64::MAX), u64::MAX);
+        assert_eq!(believed(u64::MAX, u64::MAX), u64::MAX);
+        assert_eq!(e.clone().clamped(u64::MAX), e);
     }
 }

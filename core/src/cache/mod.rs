@@ -12,7 +12,7 @@ pub mod redis;
 mod shards;
 mod store;
 
-pub use entry::{fallback, millis, CacheEntry};
+pub use entry::{believed, fallback, latest_believed, millis, CacheEntry, MAX_SKEW};
 pub use format::{
     f64_secs_to_millis, millis_to_f64_secs, policy_from_body, policy_from_json, policy_to_json,
     secs_to_millis, CacheFormatError, OrderedObject,

@@ -36,13 +36,16 @@ pub enum StoreError {
 }
 
 /// A persistent or shared store of policies per domain. Times are Unix
-/// milliseconds.
+/// milliseconds, as stored: other writers' clocks are not ours, so entries
+/// read are taken through [`merge`] (or [`CacheEntry::clamped`]) at the
+/// reader's now (docs/ARCHITECTURE.md "Time").
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The entry for `domain`, if any.
     async fn get(&self, domain: &Domain) -> Result<Option<CacheEntry>, StoreError>;
     /// Store `entry` unless the stored one is newer
-    /// ([`CacheEntry::is_newer_than`]), atomically in the store.
+    /// ([`CacheEntry::is_newer_at`] the store's now: a stored time beyond
+    /// `now + MAX_SKEW` never keeps a write out), atomically in the store.
     async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError>;
     /// Domains whose TXT id was last checked before `before_ms`: the
     /// proactive refresh's work list (RFC 8461 §5.1).
@@ -78,17 +81,22 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// The entry a lookup goes on with, from what memory holds and what the
-/// store answered: the newer of the two; memory's on a store failure (a
-/// failing store costs neither answers nor extra fetches).
+/// store answered, at `now_ms`: the newer of the two
+/// ([`CacheEntry::is_newer_at`], so a future-dated row never outranks
+/// memory), with times beyond `now + MAX_SKEW` taken as now
+/// ([`CacheEntry::clamped`]); memory's on a store failure (a failing store
+/// costs neither answers nor extra fetches).
 pub fn merge(
     held: Option<CacheEntry>,
     stored: Result<Option<CacheEntry>, StoreError>,
+    now_ms: u64,
 ) -> Option<CacheEntry> {
-    match (held, stored) {
-        (Some(held), Ok(Some(stored))) if held.is_newer_than(&stored) => Some(held),
+    let newer = match (held, stored) {
+        (Some(held), Ok(Some(stored))) if held.is_newer_at(&stored, now_ms) => Some(held),
         (_, Ok(Some(stored))) => Some(stored),
         (held, _) => held,
-    }
+    };
+    newer.map(|e| e.clamped(now_ms))
 }
 
 #[cfg(test)]
@@ -113,6 +121,7 @@ mod tests {
     #[test]
     fn newer_of_memory_and_store_wins() {
         let down = || Err(StoreError::Backend("down".into()));
+        let merge = |held, stored| merge(held, stored, 10);
         assert_eq!(
             merge(Some(entry("a", 1)), Ok(Some(entry("b", 2)))),
             Some(entry("b", 2))
@@ -125,5 +134,30 @@ mod tests {
         assert_eq!(merge(None, Ok(Some(entry("b", 2)))), Some(entry("b", 2)));
         assert_eq!(merge(Some(entry("a", 1)), down()), Some(entry("a", 1)));
         assert_eq!(merge(None, down()), None);
+    }
+
+    #[test]
+    fn a_future_dated_row_is_read_as_now_and_never_outranks_memory() {
+        const NOW: u64 = 1_700_000_000_000;
+        const DAY: u64 = 86_400_000;
+        let ahead = entry("forged", NOW + 10 * DAY);
+        // Read alone, it counts from now: fresh for cache_grace, no longer.
+        let read = merge(None, Ok(Some(ahead.clone())), NOW).unwrap();
+        assert_eq!((read.fetched_at_ms, read.checked_at_ms), (NOW, NOW));
+        assert_eq!(read.policy_id, "forged");
+        assert_eq!(read.expires_at_ms(), NOW + DAY);
+        // Memory's entry, older but believed, stays: re-reading the row
+        // later never makes it fresh again.
+        let held = entry("a", NOW - 2_000);
+        assert_eq!(
+            merge(Some(held.clone()), Ok(Some(ahead.clone())), NOW),
+            Some(held)
+        );
+        // Up to MAX_SKEW ahead a peer's time is believed as it is.
+        let skewed = entry("b", NOW + 300_000);
+        assert_eq!(
+            merge(Some(entry("a", NOW)), Ok(Some(skewed.clone())), NOW),
+            Some(skewed)
+        );
     }
 }

@@ -226,7 +226,8 @@ impl Resolver {
     }
 
     /// The result of [`Action::LoadStore`]: the newer of the store's entry
-    /// and memory's goes on (memory's when the store failed); if fresh it
+    /// and memory's goes on (memory's when the store failed; times from the
+    /// store beyond `MAX_SKEW` ahead read as now, [`cache::merge`]); if fresh it
     /// answers every waiter with no traffic, else the TXT id is checked
     /// (RFC 8461 §5.1).
     pub fn handle_store_loaded(
@@ -244,7 +245,7 @@ impl Resolver {
         if !matches!(l.stage, Stage::LoadingStore) {
             return;
         }
-        let entry = cache::merge(l.entry.take(), stored);
+        let entry = cache::merge(l.entry.take(), stored, wall_ms);
         if let Some(e) = &entry {
             // Another daemon sharing the store may have news: keep it.
             self.index.store(l.domain.clone(), e.clone());

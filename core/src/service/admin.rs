@@ -37,28 +37,43 @@ pub enum AdminError {
 pub struct CacheAdmin {
     index: Option<Arc<PolicyIndex>>,
     store: Option<Arc<dyn Store>>,
+    wall: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
 
 impl CacheAdmin {
-    /// Administer `index` (if any) and `store` (if any).
-    pub fn new(index: Option<Arc<PolicyIndex>>, store: Option<Arc<dyn Store>>) -> Self {
-        CacheAdmin { index, store }
+    /// Administer `index` (if any) and `store` (if any); `wall` reads the
+    /// wall clock (Unix milliseconds), against which times from the store
+    /// and from imports are believed (docs/ARCHITECTURE.md "Time").
+    pub fn new(
+        index: Option<Arc<PolicyIndex>>,
+        store: Option<Arc<dyn Store>>,
+        wall: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        CacheAdmin {
+            index,
+            store,
+            wall: Arc::new(wall),
+        }
     }
 
-    /// Every cached policy, by domain: the newer of memory's and the store's.
+    /// Every cached policy, by domain: the newer of memory's and the
+    /// store's ([`merge`]).
     pub async fn list(&self) -> Result<Vec<(Domain, CacheEntry)>, AdminError> {
-        let mut all: BTreeMap<Domain, CacheEntry> = BTreeMap::new();
+        let mut stored: BTreeMap<Domain, CacheEntry> = BTreeMap::new();
         if let Some(store) = &self.store {
-            all.extend(store.entries().await?);
+            stored.extend(store.entries().await?);
         }
-        for (domain, entry) in self.index.iter().flat_map(|i| i.entries()) {
-            match all.get(&domain) {
-                Some(stored) if stored.is_newer_than(&entry) => {}
-                _ => {
-                    all.insert(domain, entry);
-                }
-            }
-        }
+        let mut held: BTreeMap<Domain, CacheEntry> =
+            self.index.iter().flat_map(|i| i.entries()).collect();
+        let now_ms = (self.wall)();
+        let mut all: BTreeMap<Domain, CacheEntry> = stored
+            .into_iter()
+            .filter_map(|(domain, entry)| {
+                let newer = merge(held.remove(&domain), Ok(Some(entry)), now_ms)?;
+                Some((domain, newer))
+            })
+            .collect();
+        all.extend(held);
         Ok(all.into_iter().collect())
     }
 
@@ -74,22 +89,26 @@ impl CacheAdmin {
                 .find(|(d, _)| d == domain)
                 .map(|(_, e)| e)
         });
-        Ok(merge(held, Ok(stored)))
+        Ok(merge(held, Ok(stored), (self.wall)()))
     }
 
     /// Import exported lines (blank lines skipped): each entry goes to
-    /// memory and the store unless a newer one is there. Returns how many.
+    /// memory and the store unless a newer one is there; a time beyond
+    /// `MAX_SKEW` ahead is taken as now ([`CacheEntry::clamped`]). Returns
+    /// how many.
     pub async fn import(&self, text: &str) -> Result<usize, AdminError> {
+        let now_ms = (self.wall)();
         let mut parsed = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let entry = parse_export_line(line).map_err(|reason| AdminError::BadLine {
-                line: i + 1,
-                reason,
-            })?;
-            parsed.push(entry);
+            let (domain, entry) =
+                parse_export_line(line).map_err(|reason| AdminError::BadLine {
+                    line: i + 1,
+                    reason,
+                })?;
+            parsed.push((domain, entry.clamped(now_ms)));
         }
         for (domain, entry) in &parsed {
             if let Some(index) = &self.index {
@@ -224,6 +243,7 @@ mod tests {
         assert_eq!(civil_from_days(19_722), (2023, 12, 31));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
+    use crate::cache::Fresh;
     use crate::policy::parse_policy;
     use futures::executor::block_on;
     use std::time::Duration;
@@ -244,12 +264,41 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// The admin's wall clock in these tests.
+    const NOW: u64 = 1_700_000_100_000;
+
+    #[test]
+    fn an_imported_time_ahead_of_the_clock_is_taken_as_now() {
+        let index = Arc::new(PolicyIndex::new(100, Duration::from_secs(2)));
+        let admin = CacheAdmin::new(Some(index.clone()), None, || NOW);
+        let ten_days = 10 * 86_400_000;
+        let ahead = export_line(&d("a.example"), &entry("1", NOW + ten_days));
+        let skewed = export_line(&d("b.example"), &entry("2", NOW + 300_000));
+        assert_eq!(
+            block_on(admin.import(&format!("{ahead}\n{skewed}"))).unwrap(),
+            2
+        );
+        // Fresh for cache_grace from now, expiring max_age from now.
+        let now = entry("1", NOW);
+        assert_eq!(block_on(admin.show(&d("a.example"))).unwrap(), Some(now));
+        assert!(matches!(
+            index.fresh("a.example", NOW + 1_999),
+            Fresh::Policy(_)
+        ));
+        assert!(matches!(index.fresh("a.example", NOW + 2_000), Fresh::Miss));
+        // Within MAX_SKEW a time is kept as it is.
+        assert_eq!(
+            block_on(admin.show(&d("b.example"))).unwrap(),
+            Some(entry("2", NOW + 300_000))
+        );
+    }
+
     #[test]
     fn export_and_import_round_trip_through_memory() {
         let index = Arc::new(PolicyIndex::new(100, Duration::from_secs(60)));
         index.store(d("a.example"), entry("1", 1_700_000_000_123));
         index.store(d("b.example"), entry("2", 1_700_000_001_000));
-        let admin = CacheAdmin::new(Some(index.clone()), None);
+        let admin = CacheAdmin::new(Some(index.clone()), None, || NOW);
         let listed = block_on(admin.list()).unwrap();
         assert_eq!(listed.len(), 2);
         let exported: String = listed
@@ -271,7 +320,7 @@ mod tests {
 
     #[test]
     fn bad_import_lines_are_named() {
-        let admin = CacheAdmin::new(None, None);
+        let admin = CacheAdmin::new(None, None, || NOW);
         let err = block_on(admin.import("\n{\"domain\": \"x.example\"}\n")).unwrap_err();
         assert!(err.to_string().starts_with("import line 2:"), "{err}");
     }

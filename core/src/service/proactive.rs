@@ -2,10 +2,11 @@
 //! `proactive_policy_fetching`): every `interval`, re-check the cached
 //! domains not checked for `interval / grace_ratio`, at most
 //! `concurrency_limit` at once. A persistent store keeps the round's time,
-//! so a restart does not start a storm.
+//! so a restart does not start a storm; a time there beyond `MAX_SKEW`
+//! ahead is not believed (docs/ARCHITECTURE.md "Time").
 
 use super::{Caches, EngineHandle, Runtime, Shutdown};
-use crate::cache::{millis, StoreError};
+use crate::cache::{believed, millis, StoreError};
 use crate::config::ProactiveConfig;
 use crate::domain::Domain;
 use crate::resolve::Reason;
@@ -42,6 +43,8 @@ pub async fn run_proactive_refresh<R: Runtime>(
                 log::warn!("proactive refresh: cannot read the last round's time: {e}");
                 None
             })
+            // A shared store's time lying ahead must not put rounds off.
+            .map(|t| believed(t, now_ms))
             .max(remembered);
         let due = last.unwrap_or(0).saturating_add(interval_ms);
         if now_ms < due {

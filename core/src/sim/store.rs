@@ -24,7 +24,8 @@ struct State {
 
 /// The sim's store. Every operation waits the scripted latency, then fails
 /// if the failure switch is on, else acts like a real store: `set` keeps
-/// the newer entry ([`CacheEntry::is_newer_than`]).
+/// the newer entry at the sim's now ([`CacheEntry::is_newer_at`]), and
+/// `get` hands back what it holds, future-dated or not.
 #[derive(Clone)]
 pub struct SimStore {
     sim: Sim,
@@ -117,11 +118,12 @@ impl Store for SimStore {
     async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError> {
         self.state().writes += 1;
         self.act().await?;
+        let now_ms = self.sim.unix_ms();
         let mut st = self.state();
         let keep_old = st
             .entries
             .get(domain.as_str())
-            .is_some_and(|old| old.is_newer_than(entry));
+            .is_some_and(|old| old.is_newer_at(entry, now_ms));
         if !keep_old {
             st.entries.insert(domain.as_str().to_owned(), entry.clone());
         }

@@ -502,6 +502,41 @@ pub fn python_layout_cache_read(bins: &Bins) {
     assert_eq!(stored["mode"], "enforce", "{stored_body}");
 }
 
+/// A row of the Python original's layout dated ten days ahead (a relay whose clock runs
+/// fast, a restored backup, a forged row) is served as checked now for `cache_grace` (2 s),
+/// then its id is checked, the changed policy fetched, and the row replaced: before, it
+/// stayed fresh for ten days and no write could replace it (docs/ARCHITECTURE.md "Time").
+pub fn sqlite_row_ahead_of_the_clock(bins: &Bins) {
+    let world = World::new();
+    publish_enforce(&world, "ahead.example", "2", &["mx2.ahead.example"]);
+    let file = world.dir().join("ahead.db");
+    let body =
+        r#"{"mx": ["mx1.ahead.example"], "version": "STSv1", "mode": "enforce", "max_age": 86400}"#;
+    sqlite3(
+        &file,
+        &format!(
+            "create table proactive_fetch_ts (id integer primary key, last_fetch_ts integer); \
+             create table sts_policy_cache (domain text, ts integer, pol_id text, pol_body text); \
+             create unique index sts_policy_domain on sts_policy_cache (domain); \
+             create index sts_policy_domain_ts on sts_policy_cache (domain, ts); \
+             insert into sts_policy_cache (domain, ts, pol_id, pol_body) \
+             values ('ahead.example', {}, 'forged', '{body}');",
+            now_secs() + 10 * 86_400
+        ),
+    );
+    let config = format!("cache_grace: 2\n{}", sqlite_cache(&file));
+    let d = start(bins, &world, &config);
+    expect_no_traffic(&world, &d, "ahead.example", &secure("mx1.ahead.example"));
+    pause(2_500);
+    expect(&d, "postfix", "ahead.example", &secure("mx2.ahead.example"));
+    assert_eq!(world.requests("ahead.example"), 1);
+    assert!(
+        wait_sqlite_id(&file, "ahead.example", "2"),
+        "the row was not replaced; log:\n{}",
+        d.log()
+    );
+}
+
 /// Fetch once, change the TXT id and the policy, and wait for a refresh round (1 s
 /// interval; `cache_grace` 3600 so a request alone would not re-check): the refresh fetches
 /// the new policy with no client request, and the daemon then answers it.

@@ -3,7 +3,9 @@
 //! `postgres_cache.py` schema, created when missing), so the two daemons
 //! share one database and either takes over the other's cache. What we keep
 //! beyond it (fetch time, milliseconds, the policy lines) lives in added
-//! nullable columns Python never names ([`schema::OUR_COLUMNS`]).
+//! nullable columns Python never names ([`schema::OUR_COLUMNS`]). Rows
+//! are read as stored; their reader believes their times up to `MAX_SKEW`
+//! ahead (`cache::merge`), and so does the upsert.
 //!
 //! The client is the synchronous `postgres` crate, run on the runtime's
 //! blocking pool like SQLite, so the same code serves the smol and the
@@ -20,8 +22,8 @@ mod tests;
 use std::sync::Arc;
 
 use mta_sts_core::cache::{
-    policy_from_body, policy_from_json, policy_to_json, CacheEntry, OrderedObject, Store,
-    StoreError,
+    latest_believed, policy_from_body, policy_from_json, policy_to_json, CacheEntry, OrderedObject,
+    Store, StoreError,
 };
 use mta_sts_core::config::PostgresOptions;
 use mta_sts_core::domain::Domain;
@@ -212,10 +214,12 @@ impl<R: Runtime> Store for PostgresBackend<R> {
         .transpose()
     }
 
-    /// Upsert `entry` unless the stored row is newer (one statement);
-    /// merged with the domain's writes waiting for a turn.
+    /// Upsert `entry` unless the stored row is newer (one statement; a
+    /// stored time beyond `now + MAX_SKEW` never is); merged with the
+    /// domain's writes waiting for a turn.
     async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError> {
         let pool = Arc::clone(&self.pool);
+        let believed = sql_ms(latest_believed(self.rt.unix_ms()));
         let call = self.jobs.write(domain, entry, move |domain, entry| {
             let name = domain.as_str().to_owned();
             let ts = python_seconds(entry.checked_at_ms)?;
@@ -227,7 +231,9 @@ impl<R: Runtime> Store for PostgresBackend<R> {
                 client
                     .execute(
                         schema::UPSERT,
-                        &[&name, &ts, &id, &body, &fetched, &checked, &lines],
+                        &[
+                            &name, &ts, &id, &body, &fetched, &checked, &lines, &believed,
+                        ],
                     )
                     .map(drop)
             })

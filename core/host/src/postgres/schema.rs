@@ -66,31 +66,48 @@ macro_rules! fetched_ms {
     };
 }
 
+/// `t`'s fetch and check times as compared by a write: each as it is, or 0
+/// beyond `$8` (`cache::latest_believed`, milliseconds), so a future-dated
+/// row never keeps a write out (`CacheEntry::is_newer_at`,
+/// docs/ARCHITECTURE.md "Time").
+macro_rules! believed_times {
+    ($t:literal) => {
+        concat!(
+            "(case when ",
+            fetched_ms!($t),
+            " > $8 then 0 else ",
+            fetched_ms!($t),
+            " end, case when ",
+            checked_ms!($t),
+            " > $8 then 0 else ",
+            checked_ms!($t),
+            " end)"
+        )
+    };
+}
+
 /// Store an entry unless the stored one is newer by `(fetched, checked)`
-/// (`CacheEntry::is_newer_than`), in one statement: the update re-checks
+/// (`CacheEntry::is_newer_at`), in one statement: the update re-checks
 /// its condition on the row it locks, and the insert only runs for a new
 /// domain, so no sequence value is spent on an existing one (the `id` is
 /// `serial`). `$1` domain, `$2` ts (whole seconds), `$3` pol_id, `$4`
-/// pol_body, `$5` fetched ms, `$6` checked ms, `$7` policy lines (JSON).
+/// pol_body, `$5` fetched ms, `$6` checked ms, `$7` policy lines (JSON),
+/// `$8` the latest stored time believed (ms).
 pub(super) const UPSERT: &str = concat!(
     "WITH updated AS (UPDATE sts_policy_cache AS c SET ts = $2, pol_id = $3, ",
     "pol_body = $4::text::jsonb, fetched_at_ms = $5, checked_at_ms = $6, ",
-    "policy_lines = $7::text::jsonb WHERE c.domain = $1 AND (",
-    fetched_ms!("c"),
-    ", ",
-    checked_ms!("c"),
-    ") <= ($5, $6) RETURNING 1) ",
+    "policy_lines = $7::text::jsonb WHERE c.domain = $1 AND ",
+    believed_times!("c"),
+    " <= ($5, $6) RETURNING 1) ",
     "INSERT INTO sts_policy_cache AS c ",
     "(domain, ts, pol_id, pol_body, fetched_at_ms, checked_at_ms, policy_lines) ",
     "SELECT $1, $2, $3, $4::text::jsonb, $5, $6, $7::text::jsonb ",
     "WHERE NOT EXISTS (SELECT 1 FROM sts_policy_cache WHERE domain = $1) ",
     "ON CONFLICT (domain) DO UPDATE SET ts = excluded.ts, pol_id = excluded.pol_id, ",
     "pol_body = excluded.pol_body, fetched_at_ms = excluded.fetched_at_ms, ",
-    "checked_at_ms = excluded.checked_at_ms, policy_lines = excluded.policy_lines WHERE (",
-    fetched_ms!("c"),
-    ", ",
-    checked_ms!("c"),
-    ") <= (excluded.fetched_at_ms, excluded.checked_at_ms)"
+    "checked_at_ms = excluded.checked_at_ms, policy_lines = excluded.policy_lines WHERE ",
+    believed_times!("c"),
+    " <= (excluded.fetched_at_ms, excluded.checked_at_ms)"
 );
 
 /// One domain's row: Python's columns and ours.

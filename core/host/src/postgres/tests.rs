@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::executor::block_on;
-use mta_sts_core::cache::{CacheEntry, Store};
+use mta_sts_core::cache::{merge, CacheEntry, Store};
 use mta_sts_core::config::{parse_dsn, PostgresOptions};
 use mta_sts_core::domain::Domain;
 use mta_sts_core::policy::{Mode, Policy};
@@ -150,6 +150,37 @@ fn schema_round_trip_newer_wins_and_python_rows() {
     );
     pg.psql("update proactive_fetch_ts set last_fetch_ts = 1700000500");
     assert_eq!(block_on(b.proactive_ts()).unwrap(), Some(NOW + 500 * S));
+}
+
+/// A row dated ten days ahead, ours (milliseconds columns) or the Python
+/// original's (integer `ts`), is read as now, and a real write replaces it
+/// in the upsert; within `MAX_SKEW` ahead a row still keeps an older write
+/// out.
+#[test]
+fn future_dated_rows_are_read_as_now_and_replaced() {
+    let pg = PgServer::start();
+    let b = open(&pg);
+    let now = crate::unix_ms();
+    let ahead = now + 10 * 86_400 * S;
+    let ours = d("ours.example");
+    block_on(b.set(&ours, &entry("forged", ahead, ahead))).unwrap();
+    python_set(&pg, "py.example", ahead / S, "pyid", PY_BODY);
+    let py = d("py.example");
+    for dom in [&ours, &py] {
+        let read = merge(None, block_on(b.get(dom)), now).unwrap();
+        assert_eq!(
+            (read.fetched_at_ms, read.checked_at_ms),
+            (now, now),
+            "{dom}"
+        );
+        let real = entry("real", now - 2 * S, now - S);
+        block_on(b.set(dom, &real)).unwrap();
+        assert_eq!(block_on(b.get(dom)).unwrap(), Some(real), "{dom}");
+    }
+    let skewed = entry("skewed", now + 60 * S, now + 60 * S);
+    block_on(b.set(&ours, &skewed)).unwrap();
+    block_on(b.set(&ours, &entry("older", now, now))).unwrap();
+    assert_eq!(block_on(b.get(&ours)).unwrap(), Some(skewed));
 }
 
 #[test]

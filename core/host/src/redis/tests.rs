@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use mta_sts_core::cache::redis::RedisBackend;
-use mta_sts_core::cache::{CacheEntry, Store};
+use mta_sts_core::cache::{merge, CacheEntry, Store};
 use mta_sts_core::config::{RedisOptions, RedisTarget, SecretUrl};
 use mta_sts_core::domain::Domain;
 use mta_sts_core::policy::{Mode, Policy, MAX_AGE_CAP};
@@ -140,6 +140,36 @@ fn python_records_metadata_and_stale_listing() {
         block_on(b.checked_before(NOW + 50 * S)).unwrap(),
         vec![d("py.example")]
     );
+}
+
+/// A row dated ten days ahead, ours or the Python original's, is read as
+/// now, and a real write replaces it inside the script; a time within
+/// `MAX_SKEW` ahead still keeps an older write out.
+#[test]
+fn future_dated_records_are_read_as_now_and_replaced() {
+    let redis = RedisServer::start();
+    let b = open(&redis, "");
+    let now = crate::unix_ms();
+    let ahead = now + 10 * 86_400 * S;
+    let read = |dom: &Domain, at: u64| merge(None, block_on(b.get(dom)), at).unwrap();
+    let ours = d("ours.example");
+    block_on(b.set(&ours, &entry("forged", ahead, ahead))).unwrap();
+    let body = serde_json::json!({"mx": ["mx.py.example"], "version": "STSv1",
+        "mode": "none", "max_age": 86400});
+    redis.put_python_record("py.example", "pyid", &body, (ahead / S) as f64);
+    let py = d("py.example");
+    for dom in [&ours, &py] {
+        let got = read(dom, now);
+        assert_eq!((got.fetched_at_ms, got.checked_at_ms), (now, now), "{dom}");
+        let real = entry("real", now - 2 * S, now - S);
+        block_on(b.set(dom, &real)).unwrap();
+        assert_eq!(block_on(b.get(dom)).unwrap(), Some(real), "{dom}");
+    }
+    // Within the skew the stored row is believed: older writes lose.
+    let skewed = entry("skewed", now + 60 * S, now + 60 * S);
+    block_on(b.set(&ours, &skewed)).unwrap();
+    block_on(b.set(&ours, &entry("older", now, now))).unwrap();
+    assert_eq!(block_on(b.get(&ours)).unwrap(), Some(skewed));
 }
 
 #[test]

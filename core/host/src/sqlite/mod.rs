@@ -9,7 +9,9 @@
 //! from its fetch, not from the last TXT check `ts`); rows without it are
 //! taken as fetched at `ts`. Times are written as float Unix seconds, as
 //! Python's `time.time()` writes them: milliseconds survive, and either
-//! daemon reads the other's rows.
+//! daemon reads the other's rows. Rows are read as stored; their reader
+//! believes their times up to `MAX_SKEW` ahead (`cache::merge`), and so
+//! does the upsert.
 //!
 //! SQLite is blocking: every statement runs inside
 //! [`Runtime::spawn_blocking`] on one of a small pool of connections, and
@@ -25,8 +27,8 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use mta_sts_core::cache::{
-    f64_secs_to_millis, millis_to_f64_secs, policy_from_json, policy_to_json, CacheEntry, Store,
-    StoreError,
+    f64_secs_to_millis, latest_believed, millis_to_f64_secs, policy_from_json, policy_to_json,
+    CacheEntry, Store, StoreError,
 };
 use mta_sts_core::config::SqliteOptions;
 use mta_sts_core::domain::Domain;
@@ -172,10 +174,12 @@ impl<R: Runtime> Store for SqliteBackend<R> {
         .await
     }
 
-    /// Upsert `entry` unless the stored row is newer (one SQL statement);
-    /// merged with the domain's writes waiting for a turn.
+    /// Upsert `entry` unless the stored row is newer (one SQL statement;
+    /// a stored time beyond `now + MAX_SKEW` never is); merged with the
+    /// domain's writes waiting for a turn.
     async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError> {
         let pool = Arc::clone(&self.pool);
+        let believed = to_sql_time(latest_believed(self.jobs.rt().unix_ms()));
         self.jobs
             .write(domain, entry, move |domain, entry| {
                 let body = policy_to_json(&entry.policy);
@@ -185,7 +189,14 @@ impl<R: Runtime> Store for SqliteBackend<R> {
                 pool.with_conn(|conn| {
                     conn.prepare_cached(UPSERT)
                         .and_then(|mut stmt| {
-                            stmt.execute(params![domain.as_str(), checked, id, body, fetched])
+                            stmt.execute(params![
+                                domain.as_str(),
+                                checked,
+                                id,
+                                body,
+                                fetched,
+                                believed
+                            ])
                         })
                         .map(drop)
                         .map_err(|e| backend_error(&format!("set {domain}"), e))

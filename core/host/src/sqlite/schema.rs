@@ -13,17 +13,23 @@ pub(super) const PYTHON_SCHEMA: &str = "
 ";
 
 /// Store an entry unless the stored one is newer by `(fetched_at, ts)`
-/// (`CacheEntry::is_newer_than`), in one statement so concurrent writers
+/// (`CacheEntry::is_newer_at`), in one statement so concurrent writers
 /// cannot interleave between the comparison and the write. Rows written by
 /// the Python original have no `fetched_at`: they count as fetched at `ts`.
+/// A stored time beyond `?6` (`cache::latest_believed`, float seconds)
+/// counts as 0, so a future-dated row never keeps a write out
+/// (docs/ARCHITECTURE.md "Time").
 pub(super) const UPSERT: &str = "
     insert into sts_policy_cache (domain, ts, pol_id, pol_body, fetched_at)
     values (?1, ?2, ?3, ?4, ?5)
     on conflict (domain) do update set
         ts = excluded.ts, pol_id = excluded.pol_id,
         pol_body = excluded.pol_body, fetched_at = excluded.fetched_at
-    where (coalesce(sts_policy_cache.fetched_at, sts_policy_cache.ts), sts_policy_cache.ts)
-        <= (excluded.fetched_at, excluded.ts)
+    where (
+        case when coalesce(sts_policy_cache.fetched_at, sts_policy_cache.ts) > ?6 then 0
+            else coalesce(sts_policy_cache.fetched_at, sts_policy_cache.ts) end,
+        case when sts_policy_cache.ts > ?6 then 0 else sts_policy_cache.ts end
+    ) <= (excluded.fetched_at, excluded.ts)
 ";
 
 /// Switch the file to WAL, check it, create or migrate the schema and take

@@ -2,6 +2,7 @@ use super::schema::PYTHON_SCHEMA;
 use super::*;
 use crate::test_rt::{QueueRt, ThreadRt};
 use futures::executor::block_on;
+use mta_sts_core::cache::merge;
 use mta_sts_core::policy::{Mode, Policy};
 use proptest::prelude::*;
 use std::path::Path;
@@ -137,6 +138,44 @@ fn older_entry_never_replaces_newer() {
     assert_eq!(get(), Some(entry("b", 10, 30)));
     block_on(backend.set(&dom, &entry("c", 11, 11))).unwrap();
     assert_eq!(get(), Some(entry("c", 11, 11)));
+}
+
+/// A row dated ten days ahead, ours (float seconds, `fetched_at`) or the
+/// Python original's (integer seconds), is read as now, and a real write
+/// replaces it in the upsert; within `MAX_SKEW` ahead a row still keeps an
+/// older write out.
+#[test]
+fn future_dated_rows_are_read_as_now_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.db");
+    let backend = open(&path).unwrap();
+    let now = crate::unix_ms();
+    let ahead = now + 10 * 86_400_000;
+    let ours = d("ours.example");
+    block_on(backend.set(&ours, &entry("forged", ahead, ahead))).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "insert into sts_policy_cache (domain, ts, pol_id, pol_body) values ('py.example', ?1, 'pyid', ?2)",
+            params![(ahead / 1000) as i64, PYTHON_BODY],
+        )
+        .unwrap();
+    let py = d("py.example");
+    for dom in [&ours, &py] {
+        let read = merge(None, block_on(backend.get(dom)), now).unwrap();
+        assert_eq!(
+            (read.fetched_at_ms, read.checked_at_ms),
+            (now, now),
+            "{dom}"
+        );
+        let real = entry("real", now - 2_000, now - 1_000);
+        block_on(backend.set(dom, &real)).unwrap();
+        assert_eq!(block_on(backend.get(dom)).unwrap(), Some(real), "{dom}");
+    }
+    let skewed = entry("skewed", now + 60_000, now + 60_000);
+    block_on(backend.set(&ours, &skewed)).unwrap();
+    block_on(backend.set(&ours, &entry("older", now, now))).unwrap();
+    assert_eq!(block_on(backend.get(&ours)).unwrap(), Some(skewed));
 }
 
 #[test]

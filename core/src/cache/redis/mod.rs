@@ -9,7 +9,9 @@
 //! enough that no valid policy is lost ([`entry_ttl`]). Several daemons may
 //! share one Redis, so a write never replaces a newer entry with an older
 //! one: the comparison runs inside Redis, atomically, as the Lua script
-//! [`scripts::SET_IF_NOT_NEWER`].
+//! [`scripts::SET_IF_NOT_NEWER`], where a stored time beyond
+//! `now + MAX_SKEW` counts as the oldest. Reads hand back the stored times;
+//! their reader takes them through `cache::merge` at its now.
 //!
 //! All the logic lives here; the host only supplies two Redis operations
 //! ([`RedisCommands`]) with redis-rs, so core stays free of any runtime.
@@ -20,7 +22,7 @@ pub mod scripts;
 mod tests;
 
 use super::format::{f64_secs_to_millis, millis_to_f64_secs};
-use super::{CacheEntry, Store, StoreError};
+use super::{latest_believed, CacheEntry, Store, StoreError};
 use crate::domain::Domain;
 use crate::policy::MAX_AGE_CAP;
 use layout::{decode_member, encode_member};
@@ -112,7 +114,8 @@ pub struct RedisBackend<C: RedisCommands> {
 impl<C: RedisCommands> RedisBackend<C> {
     /// A store keeping keys `<prefix><domain>` (the Python original's keys
     /// when `prefix` is empty) through `commands`; `wall` reads the wall
-    /// clock (Unix milliseconds) for the keys' TTL.
+    /// clock (Unix milliseconds) for the keys' TTL and the stored times a
+    /// write believes.
     pub fn new(
         commands: C,
         prefix: impl Into<String>,
@@ -180,7 +183,8 @@ impl<C: RedisCommands> Store for RedisBackend<C> {
     }
 
     async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError> {
-        let ttl = entry_ttl(entry, (self.wall)());
+        let now_ms = (self.wall)();
+        let ttl = entry_ttl(entry, now_ms);
         let args = [
             encode_member(entry),
             millis_to_f64_secs(entry.checked_at_ms)
@@ -189,6 +193,7 @@ impl<C: RedisCommands> Store for RedisBackend<C> {
             entry.fetched_at_ms.to_string().into_bytes(),
             entry.checked_at_ms.to_string().into_bytes(),
             ttl.to_string().into_bytes(),
+            latest_believed(now_ms).to_string().into_bytes(),
         ];
         let keys = [self.key(domain)];
         match self.commands.eval(&SET_IF_NOT_NEWER, &keys, &args).await? {

@@ -31,10 +31,13 @@ return top
 ///
 /// `KEYS[1]`: the domain's key. `ARGV`: the new member, its score (check
 /// time, float seconds), its fetch and check times in Unix milliseconds,
-/// and the key's TTL in seconds. The stored top member's `(fetched, checked)`
-/// is compared as `CacheEntry::is_newer_than` does: the check time is the
-/// score, the fetch time is in our seed (see `layout`) or, for a member of
-/// the Python original, the score. When the stored one is not newer, the
+/// the key's TTL in seconds, and the latest stored time believed
+/// (`cache::latest_believed`, milliseconds). The stored top member's
+/// `(fetched, checked)` is compared as `CacheEntry::is_newer_at` does: the
+/// check time is the score, the fetch time is in our seed (see `layout`)
+/// or, for a member of the Python original, the score, and a time beyond
+/// the latest believed counts as 0, so a future-dated member never keeps a
+/// write out (docs/ARCHITECTURE.md "Time"). When the stored one is not newer, the
 /// set is replaced by the new member alone (deleted first, so a newer fetch
 /// checked earlier still replaces it) and the TTL set. Returns 1 when
 /// written, 0 when the stored entry is newer.
@@ -52,6 +55,9 @@ if kind == 'zset' then
       fetched = 0
       for i = 9, 16 do fetched = fetched * 256 + string.byte(m, i) end
     end
+    local limit = tonumber(ARGV[6])
+    if fetched > limit then fetched = 0 end
+    if checked > limit then checked = 0 end
     local nf, nc = tonumber(ARGV[3]), tonumber(ARGV[4])
     if fetched > nf or (fetched == nf and checked > nc) then return 0 end
   end

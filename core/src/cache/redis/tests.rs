@@ -61,8 +61,11 @@ impl FakeRedis {
             None | Some((Value::Str(_), _)) => {}
             Some((Value::Zset(_), _)) => {
                 if let Some((member, score)) = self.top(key) {
+                    let limit: u64 = arg(args, 5).parse().unwrap();
+                    let believed = |t: u64| if t > limit { 0 } else { t };
                     let checked = (score * 1000.0 + 0.5).floor() as u64;
                     let fetched = layout::seed_fetched_at(&member).unwrap_or(checked);
+                    let (fetched, checked) = (believed(fetched), believed(checked));
                     let new: (u64, u64) =
                         (arg(args, 2).parse().unwrap(), arg(args, 3).parse().unwrap());
                     if (fetched, checked) > new {

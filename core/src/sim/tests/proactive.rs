@@ -5,7 +5,8 @@
 //! round's time across a restart.
 
 use super::{enforce, hours, ms, ok_reply, text};
-use crate::service::{run_proactive_refresh, ShutdownTrigger};
+use crate::cache::Store;
+use crate::service::{run_proactive_refresh, Runtime, ShutdownTrigger};
 use crate::sim::{Harness, TaskHandle};
 use std::time::Duration;
 
@@ -186,4 +187,23 @@ fn a_failing_store_does_not_spin_the_loop() {
     // The next round comes an interval later and asks the store again.
     h.sim.advance_to(start + hours(1) + Duration::from_secs(1));
     assert_eq!(store.lists(), 2);
+}
+
+/// A round time in the shared store dated ten days ahead (a peer whose
+/// clock runs fast, a forged row) does not put the rounds off.
+#[test]
+fn a_future_dated_round_time_is_not_believed() {
+    let h = Harness::with_store(&yaml(10));
+    let store = h.store.clone().expect("store");
+    publish_all(&h);
+    let ahead = h.sim.unix_ms() + 10 * 86_400_000;
+    futures::executor::block_on(store.set_proactive_ts(ahead)).expect("sim store is up");
+    let checked = h.world.txt_queries("b.example");
+    let (_trigger, _refresh) = start_refresh(&h);
+    h.sim.advance(Duration::from_secs(60));
+    assert_eq!(store.lists(), 1, "a round at start");
+    assert!(store.proactive_time() < Some(ahead), "its time recorded");
+    h.sim.advance(hours(1));
+    assert_eq!(store.lists(), 2, "and an interval later");
+    assert!(h.world.txt_queries("b.example") > checked);
 }

@@ -79,3 +79,47 @@ fn news_from_the_shared_store_is_used() {
         Some("id2".into())
     );
 }
+
+/// A row another writer dated ten days ahead (a peer whose clock runs
+/// fast, a restored backup, a forged row) is read as checked now: fresh for
+/// `cache_grace`, then its id is checked and a changed id fetched, and the
+/// store takes the new policy (docs/ARCHITECTURE.md "Time").
+#[test]
+fn a_future_dated_row_is_read_as_now_and_rechecked_after_grace() {
+    let h = Harness::with_store("cache_grace: 2");
+    h.world.dns.set_default_latency(ms(5));
+    h.world.publish(
+        "example.com",
+        "id2",
+        &enforce("mx2.example.com", 86400),
+        ms(20),
+    );
+    let store = h.store.clone().expect("store");
+    let now = h.sim.unix_ms();
+    let ahead = now + 10 * 86_400_000;
+    let policy = parse_policy(enforce("mx1.example.com", 86400).as_bytes()).expect("valid");
+    store.insert(
+        "example.com",
+        CacheEntry {
+            policy_id: "id1".into(),
+            policy,
+            fetched_at_ms: ahead,
+            checked_at_ms: ahead,
+        },
+    );
+    // Taken as checked now: served with no traffic.
+    assert_eq!(text(&h.answer("example.com")), ok_reply("mx1.example.com"));
+    assert_eq!(h.world.dns.total(), 0);
+    let held = h.cached("example.com").expect("kept in memory");
+    assert_eq!((held.fetched_at_ms, held.checked_at_ms), (now, now));
+    // Two seconds on, the id is checked, the new one fetched and stored.
+    h.sim.advance(Duration::from_secs(2));
+    assert_eq!(text(&h.answer("example.com")), ok_reply("mx2.example.com"));
+    assert_eq!(h.world.txt_queries("example.com"), 1);
+    assert_eq!(h.world.fetches("example.com"), 1);
+    h.sim.advance(Duration::from_secs(1));
+    assert_eq!(
+        store.entry("example.com").map(|e| e.policy_id),
+        Some("id2".into())
+    );
+}
