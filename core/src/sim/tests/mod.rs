@@ -6,6 +6,7 @@ mod burst;
 mod connection;
 mod dane;
 mod dns_client;
+mod eviction;
 mod fetch;
 mod grace;
 mod lifetime;
