@@ -9,6 +9,7 @@ mod dns_client;
 mod eviction;
 mod fetch;
 mod grace;
+mod joined;
 mod lifetime;
 mod proactive;
 mod retry;
