@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::entry::{millis, CacheEntry};
+use super::lru::Bounded;
 use super::shards::Sharded;
 use crate::dane::DaneResult;
 use crate::domain::Domain;
@@ -76,11 +77,29 @@ impl Cached {
     }
 }
 
+/// What one shard of the index holds, each kind bounded on its own: a
+/// domain is in one of them at most. "No policy" notes are made by
+/// lookups of any name a sender chooses, so they evict only each other
+/// and never a policy (RFC 8461 §3.3: a cached policy is used while
+/// unexpired; docs/ARCHITECTURE.md "Cache").
 #[derive(Debug)]
-enum Known {
-    Policy(Arc<Cached>),
-    /// The domain publishes no policy (noted at this Unix millisecond).
-    NoPolicy(u64),
+struct Known {
+    policies: Bounded<Arc<Cached>>,
+    /// Domains found to publish no policy, with the Unix millisecond noted.
+    no_policy: Bounded<u64>,
+}
+
+impl Known {
+    fn new(capacity: usize) -> Self {
+        Known {
+            policies: Bounded::new(capacity),
+            no_policy: Bounded::new(capacity),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.policies.len() + self.no_policy.len()
+    }
 }
 
 /// What the index can answer without any IO.
@@ -112,24 +131,26 @@ struct DaneEntry {
     until_ms: u64,
 }
 
-/// The shared index (`cache.options.cache_size` domains at most, and as
-/// many DANE results), sharded by domain (`Sharded`). Every operation
-/// takes a short lock on one shard (listings, each shard in turn) and
-/// never awaits under it.
+/// The shared index: `cache.options.cache_size` policies at most, and
+/// apart from them as many "no policy" notes and as many DANE results,
+/// each kind evicting only its own (docs/ARCHITECTURE.md "Cache"), sharded
+/// by domain (`Sharded`). Every operation takes a short lock on one shard
+/// (listings, each shard in turn) and never awaits under it.
 #[derive(Debug)]
 pub struct PolicyIndex {
     grace_ms: AtomicU64,
     map: Sharded<Known>,
-    dane: Sharded<DaneEntry>,
+    dane: Sharded<Bounded<DaneEntry>>,
 }
 
 impl PolicyIndex {
-    /// An empty index of at most `capacity` domains, fresh for `grace`.
+    /// An empty index of at most `capacity` policies (and `capacity` "no
+    /// policy" notes, and `capacity` DANE results), fresh for `grace`.
     pub fn new(capacity: usize, grace: Duration) -> Self {
         PolicyIndex {
             grace_ms: AtomicU64::new(millis(grace)),
-            map: Sharded::new(capacity),
-            dane: Sharded::new(capacity),
+            map: Sharded::new(capacity, Known::new),
+            dane: Sharded::new(capacity, Bounded::new),
         }
     }
 
@@ -137,14 +158,16 @@ impl PolicyIndex {
     /// within `cache_grace` of the last check, no traffic).
     pub fn fresh(&self, domain: &str, now_ms: u64) -> Fresh {
         let grace_ms = self.grace_ms.load(Ordering::Relaxed);
-        let map = self.map.read(domain);
-        match map.get(domain) {
-            Some(Known::Policy(c)) if c.entry.is_fresh(now_ms, Duration::from_millis(grace_ms)) => {
+        let shard = self.map.read(domain);
+        if let Some(c) = shard.policies.get(domain) {
+            return if c.entry.is_fresh(now_ms, Duration::from_millis(grace_ms)) {
                 Fresh::Policy(c.clone())
-            }
-            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(grace_ms) => {
-                Fresh::NoPolicy
-            }
+            } else {
+                Fresh::Miss
+            };
+        }
+        match shard.no_policy.get(domain) {
+            Some(noted) if now_ms < noted.saturating_add(grace_ms) => Fresh::NoPolicy,
             _ => Fresh::Miss,
         }
     }
@@ -152,11 +175,12 @@ impl PolicyIndex {
     /// Everything known about `domain` at `now_ms`, for the coordinator.
     pub fn known(&self, domain: &str, now_ms: u64) -> Held {
         let grace_ms = self.grace_ms.load(Ordering::Relaxed);
-        match self.map.read(domain).get(domain) {
-            Some(Known::Policy(c)) => Held::Entry(c.entry.clone()),
-            Some(Known::NoPolicy(noted)) if now_ms < noted.saturating_add(grace_ms) => {
-                Held::NoPolicy
-            }
+        let shard = self.map.read(domain);
+        if let Some(c) = shard.policies.get(domain) {
+            return Held::Entry(c.entry.clone());
+        }
+        match shard.no_policy.get(domain) {
+            Some(noted) if now_ms < noted.saturating_add(grace_ms) => Held::NoPolicy,
             _ => Held::Miss,
         }
     }
@@ -172,10 +196,11 @@ impl PolicyIndex {
     }
 
     /// Store `entry` unless the one held is newer
-    /// ([`CacheEntry::is_newer_than`]); replaces a "no policy" note.
+    /// ([`CacheEntry::is_newer_than`]); replaces a "no policy" note. Only
+    /// another policy can evict one.
     pub fn store(&self, domain: Domain, entry: CacheEntry) {
-        let mut map = self.map.write(domain.as_str());
-        if let Some(Known::Policy(c)) = map.peek(domain.as_str()) {
+        let mut shard = self.map.write(domain.as_str());
+        if let Some(c) = shard.policies.peek(domain.as_str()) {
             if c.entry.is_newer_than(&entry) {
                 return;
             }
@@ -184,31 +209,41 @@ impl PolicyIndex {
                 return;
             }
         }
-        map.insert(domain, Known::Policy(Arc::new(Cached::new(entry))));
+        shard.no_policy.remove(domain.as_str());
+        shard.policies.insert(domain, Arc::new(Cached::new(entry)));
     }
 
     /// Remember that `domain` publishes no policy, unless an unexpired
-    /// policy is held (a missing TXT record does not evict one, §5.1).
+    /// policy is held (a missing TXT record does not evict one, §5.1); an
+    /// expired one gives way. The note can evict only another note.
     pub fn note_no_policy(&self, domain: Domain, now_ms: u64) {
-        let mut map = self.map.write(domain.as_str());
-        if let Some(Known::Policy(c)) = map.peek(domain.as_str()) {
+        let mut shard = self.map.write(domain.as_str());
+        if let Some(c) = shard.policies.peek(domain.as_str()) {
             if !c.entry.is_expired(now_ms) {
                 return;
             }
+            shard.policies.remove(domain.as_str());
         }
-        map.insert(domain, Known::NoPolicy(now_ms));
+        shard.no_policy.insert(domain, now_ms);
     }
 
     /// Forget `domain` (cache purge), its DANE result too; true if a
     /// policy or "no policy" note was held.
     pub fn remove(&self, domain: &str) -> bool {
         self.dane.write(domain).remove(domain);
-        self.map.write(domain).remove(domain)
+        let mut shard = self.map.write(domain);
+        shard.policies.remove(domain) | shard.no_policy.remove(domain)
     }
 
-    /// Forget everything (cache purge --all); how many domains were held.
+    /// Forget every policy and "no policy" note (cache purge --all); how
+    /// many domains were held.
     pub fn clear(&self) -> usize {
-        self.map.clear()
+        let mut held = 0;
+        self.map.for_each_mut(|shard| {
+            held += shard.len();
+            *shard = Known::new(shard.policies.capacity());
+        });
+        held
     }
 
     /// The DANE result for `domain` while it may still be answered at
@@ -222,20 +257,22 @@ impl PolicyIndex {
 
     /// Keep `result` for `domain`, answered until `until_ms`.
     pub fn store_dane(&self, domain: Domain, result: Arc<DaneResult>, until_ms: u64) {
-        self.dane.insert(domain, DaneEntry { result, until_ms });
+        let mut shard = self.dane.write(domain.as_str());
+        shard.insert(domain, DaneEntry { result, until_ms });
     }
 
     /// Domains holding a policy last checked before `before_ms`: the
     /// proactive refresh's work list for the internal cache.
     pub fn checked_before(&self, before_ms: u64) -> Vec<Domain> {
         let mut due = Vec::new();
-        self.map.for_each(|map| {
-            due.extend(map.iter().filter_map(|(d, k)| match k {
-                Known::Policy(c) if c.entry.checked_at_ms < before_ms => {
-                    Some(Domain::from_trusted(d))
-                }
-                _ => None,
-            }))
+        self.map.for_each(|shard| {
+            due.extend(
+                shard
+                    .policies
+                    .iter()
+                    .filter(|(_, c)| c.entry.checked_at_ms < before_ms)
+                    .map(|(d, _)| Domain::from_trusted(d)),
+            )
         });
         due
     }
@@ -243,18 +280,22 @@ impl PolicyIndex {
     /// Every cached policy entry (cache administration).
     pub fn entries(&self) -> Vec<(Domain, CacheEntry)> {
         let mut all = Vec::new();
-        self.map.for_each(|map| {
-            all.extend(map.iter().filter_map(|(d, k)| match k {
-                Known::Policy(c) => Some((Domain::from_trusted(d), c.entry.clone())),
-                Known::NoPolicy(_) => None,
-            }))
+        self.map.for_each(|shard| {
+            all.extend(
+                shard
+                    .policies
+                    .iter()
+                    .map(|(d, c)| (Domain::from_trusted(d), c.entry.clone())),
+            )
         });
         all
     }
 
     /// Number of domains held (policies and "no policy" notes).
     pub fn len(&self) -> usize {
-        self.map.len()
+        let mut held = 0;
+        self.map.for_each(|shard| held += shard.len());
+        held
     }
 
     /// True when nothing is held.
@@ -393,6 +434,54 @@ mod tests {
             index.fresh("none.example", 12_000),
             Fresh::Policy(_)
         ));
+    }
+
+    /// Lookups of domains with no policy, chosen by whoever sends mail,
+    /// never evict a policy: notes have their own bound (RFC 8461 §3.3).
+    #[test]
+    fn no_policy_notes_never_evict_a_policy() {
+        for capacity in [200, 4_096] {
+            let index = PolicyIndex::new(capacity, Duration::from_secs(60));
+            index.store(d("example.com"), entry("a", 1_000, 1_000));
+            for i in 0..capacity * 10 {
+                index.note_no_policy(d(&format!("n{i}.example.net")), 2_000);
+            }
+            assert_eq!(
+                index.known("example.com", 2_000),
+                Held::Entry(entry("a", 1_000, 1_000)),
+                "capacity {capacity}"
+            );
+            // The notes are bounded too, and the latest is held.
+            assert!(index.len() <= capacity + 1, "{}", index.len());
+            let last = format!("n{}.example.net", capacity * 10 - 1);
+            assert!(matches!(index.fresh(&last, 2_000), Fresh::NoPolicy));
+            // Policies still compete with each other for `capacity`.
+            for i in 0..capacity * 2 {
+                index.store(d(&format!("p{i}.example.org")), entry("a", 1_000, 1_000));
+            }
+            let held = index.entries().len();
+            assert!(held <= capacity && held > capacity / 2, "{held}");
+        }
+    }
+
+    #[test]
+    fn a_policy_replaces_a_note_and_an_expired_policy_gives_way_to_one() {
+        let index = PolicyIndex::new(10, Duration::from_secs(60));
+        index.note_no_policy(d("example.com"), 1_000);
+        index.store(d("example.com"), entry("a", 1_000, 1_000));
+        assert_eq!(index.len(), 1);
+        assert!(matches!(
+            index.fresh("example.com", 1_000),
+            Fresh::Policy(_)
+        ));
+        // Expired (max_age one day): a note takes its place.
+        let expired = 1_000 + 86_400_000;
+        index.note_no_policy(d("example.com"), expired);
+        assert_eq!(index.len(), 1);
+        assert_eq!(index.known("example.com", expired), Held::NoPolicy);
+        assert!(index.entries().is_empty());
+        assert!(index.remove("example.com"));
+        assert!(index.is_empty());
     }
 
     #[test]

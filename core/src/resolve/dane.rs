@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::machine::{deadline, Timer, Waiter, OVERLOADED};
+use super::machine::{deadline, joined_deadline, Timer, Waiter, OVERLOADED};
 use super::{Action, Answer, DaneAnswer, LookupId, Reason, RequestId, Resolver};
 use crate::cache::millis;
 use crate::dane::{DaneFailure, DaneResult, Verdict};
@@ -18,6 +18,8 @@ use crate::policy::Policy;
 #[derive(Debug)]
 pub(crate) struct DaneRun {
     domain: Domain,
+    /// When it began, and when it is cut off (`joined_deadline`).
+    started: Instant,
     deadline: Instant,
     /// Waiting for a slot under `max_lookups`.
     pub(super) queued: bool,
@@ -60,12 +62,12 @@ impl Resolver {
                 dane: None,
             },
         );
-        self.request_dane(request, domain.clone(), deadline, wall_ms);
+        self.request_dane(request, domain.clone(), now, deadline, wall_ms);
         if !self.combined.contains_key(&request) {
             // A decisive DANE result from the index: no MTA-STS needed.
             return;
         }
-        let sts_lookup = self.request_sts(request, domain, deadline, wall_ms);
+        let sts_lookup = self.request_sts(request, domain, now, deadline, wall_ms);
         if let Some(c) = self.combined.get_mut(&request) {
             c.sts_lookup = sts_lookup;
         }
@@ -94,16 +96,26 @@ impl Resolver {
         self.finish_dane(lookup, result);
     }
 
-    /// The DANE part of a request.
-    fn request_dane(&mut self, request: RequestId, domain: Domain, deadline: Instant, wall: u64) {
+    /// The DANE part of a request made at `now`: joins the domain's DANE
+    /// lookup (answered by its own deadline, `joined_deadline`), is
+    /// answered from the index, or starts one.
+    fn request_dane(
+        &mut self,
+        request: RequestId,
+        domain: Domain,
+        now: Instant,
+        deadline: Instant,
+        wall: u64,
+    ) {
         let waiter = Waiter { request, deadline };
+        let timer = |id| (deadline, Timer::DaneRequest(id, request));
         if let Some(&id) = self.dane_running.get(&domain) {
             if let Some(run) = self.dane_lookups.get_mut(&id) {
-                if deadline < run.deadline {
-                    self.timers
-                        .insert((deadline, Timer::DaneRequest(id, request)));
-                }
+                let due = joined_deadline(run.started, run.deadline, now, deadline);
+                let was = std::mem::replace(&mut run.deadline, due);
                 run.waiters.push(waiter);
+                self.move_timer(Timer::DaneLookup(id), was, due);
+                self.timers.insert(timer(id));
                 return;
             }
         }
@@ -119,11 +131,13 @@ impl Resolver {
         }
         let id = self.next_id();
         self.timers.insert((deadline, Timer::DaneLookup(id)));
+        self.timers.insert(timer(id));
         self.dane_running.insert(domain.clone(), id);
         self.dane_lookups.insert(
             id,
             DaneRun {
                 domain,
+                started: now,
                 deadline,
                 queued: true,
                 waiters: vec![waiter],
@@ -210,7 +224,7 @@ impl Resolver {
     /// A DANE lookup's deadline passed: cancel its IO; `TEMP` for its
     /// requests, remembered like any failure unless the lookup never
     /// started (a local overload).
-    pub(super) fn expire_dane_lookup(&mut self, id: LookupId) {
+    pub(super) fn expire_dane_lookup(&mut self, id: LookupId, at: Instant) {
         let Some(run) = self.dane_lookups.get(&id) else {
             return;
         };
@@ -222,7 +236,7 @@ impl Resolver {
         };
         let domain = run.domain.clone();
         let result = Arc::new(DaneResult::failed(failure));
-        let wall = self.wall_ms;
+        let wall = self.wall_at(at);
         self.keep_dane(domain, &result, wall);
         self.finish_dane(id, result);
     }

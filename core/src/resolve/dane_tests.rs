@@ -270,3 +270,57 @@ fn a_dane_lookup_past_its_deadline_is_cancelled_and_temp() {
     // Remembered like any failure.
     assert!(r.index().dane_fresh("example.com", W + 1).is_some());
 }
+
+/// A request that joins a DANE lookup with a later deadline is answered by
+/// its own: the first request's deadline gives that one `TEMP`, the lookup
+/// goes on, no failure is kept for 5 minutes, and its verdict answers the
+/// later request.
+#[test]
+fn a_joined_dane_request_with_a_longer_timeout_gets_its_own_deadline() {
+    let mut r = resolver();
+    let t0 = Instant::now();
+    r.handle_dane_request(RequestId(1), d("example.com"), T, t0, W);
+    let (Some(dane), Some(_txt)) = started(&drain(&mut r)) else {
+        panic!("both start");
+    };
+    let t1 = t0 + Duration::from_secs(1);
+    let long = Duration::from_secs(30);
+    r.handle_dane_request(RequestId(2), d("example.com"), long, t1, W + 1_000);
+    assert!(drain(&mut r).is_empty(), "joins both lookups");
+    r.handle_timeout(t0 + T);
+    let actions = drain(&mut r);
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Cancel { .. })),
+        "{actions:?}"
+    );
+    let got = replies(&actions);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, RequestId(1));
+    let verdict = got[0].1.dane.as_ref().map(|a| a.result.verdict.clone());
+    assert_eq!(verdict, Some(Verdict::Temp(DaneFailure::Timeout)));
+    assert!(r.index().dane_fresh("example.com", W + 4_000).is_none());
+    // The verdict comes at 10 s and answers request 2.
+    let t2 = t0 + Duration::from_secs(10);
+    r.handle_dane(dane, decided(Verdict::DaneOnly, 300), t2, W + 10_000);
+    let got = replies(&drain(&mut r));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, RequestId(2));
+    let verdict = got[0].1.dane.as_ref().map(|a| a.result.verdict.clone());
+    assert_eq!(verdict, Some(Verdict::DaneOnly));
+    // A DANE lookup that hangs ends at the latest deadline, kept as a
+    // failure from then (for the retry delay).
+    r.handle_dane_request(RequestId(3), d("example.org"), T, t2, W + 10_000);
+    let (Some(hung), Some(_)) = started(&drain(&mut r)) else {
+        panic!("both start");
+    };
+    r.handle_dane_request(RequestId(4), d("example.org"), long, t2, W + 10_000);
+    r.handle_timeout(t2 + T);
+    assert_eq!(replies(&drain(&mut r)).len(), 1);
+    r.handle_timeout(t2 + long);
+    let actions = drain(&mut r);
+    assert!(actions.contains(&Action::Cancel { lookup: hung }));
+    assert_eq!(replies(&actions)[0].0, RequestId(4));
+    let until = W + 40_000 + 300_000;
+    assert!(r.index().dane_fresh("example.org", until - 1).is_some());
+    assert!(r.index().dane_fresh("example.org", until).is_none());
+}

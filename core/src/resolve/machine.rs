@@ -55,6 +55,8 @@ pub(super) fn take_waiter(
 #[derive(Debug)]
 struct Lookup {
     domain: Domain,
+    /// When it began, and when it is cut off ([`joined_deadline`]).
+    started: Instant,
     deadline: Instant,
     /// A proactive refresh checks the TXT id even within `cache_grace`.
     refresh: bool,
@@ -64,13 +66,16 @@ struct Lookup {
     waiters: Vec<Waiter>,
 }
 
-/// A pending deadline. Requests sort before lookups at the same instant.
+/// A pending deadline. Every waiting request has one, and so has every
+/// lookup. Lookups sort before requests at the same instant: a lookup cut
+/// off at its waiters' deadline is cancelled (and a fetch remembered as
+/// failed) before they are answered, all at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
-    Request(LookupId, RequestId),
-    DaneRequest(LookupId, RequestId),
     Lookup(LookupId),
     DaneLookup(LookupId),
+    Request(LookupId, RequestId),
+    DaneRequest(LookupId, RequestId),
 }
 
 /// Why a request that waited for a lookup slot until its deadline failed.
@@ -102,9 +107,11 @@ pub struct Resolver {
     /// finished ones are skipped).
     queue: VecDeque<LookupId>,
     pub(super) actions: VecDeque<Action>,
-    /// The latest wall clock passed in: `handle_timeout` has none, and a
-    /// deadline is at most a zone timeout after the last call that had one.
+    /// The latest wall clock passed in, and the monotonic time it came
+    /// with: `handle_timeout` has none, so a deadline's wall time is
+    /// reckoned from them ([`Resolver::wall_at`]).
     pub(super) wall_ms: u64,
+    wall_read_at: Option<Instant>,
     /// DANE lookups (RFC 7672), by id.
     pub(super) dane_lookups: HashMap<LookupId, DaneRun>,
     /// The running DANE lookup of each domain.
@@ -131,6 +138,7 @@ impl Resolver {
             queue: VecDeque::new(),
             actions: VecDeque::new(),
             wall_ms: 0,
+            wall_read_at: None,
             dane_lookups: HashMap::new(),
             dane_running: HashMap::new(),
             combined: HashMap::new(),
@@ -164,27 +172,28 @@ impl Resolver {
         wall_ms: u64,
     ) {
         self.advance(now, wall_ms);
-        self.request_sts(request, domain, deadline(now, timeout), wall_ms);
+        self.request_sts(request, domain, now, deadline(now, timeout), wall_ms);
     }
 
-    /// The MTA-STS part of a request: join the domain's running lookup,
-    /// answer from the index, or start a lookup. Returns the lookup the
-    /// request now waits on, if any.
+    /// The MTA-STS part of a request made at `now`: join the domain's
+    /// running lookup, answer from the index, or start a lookup. Returns the
+    /// lookup the request now waits on, if any.
     pub(super) fn request_sts(
         &mut self,
         request: RequestId,
         domain: Domain,
+        now: Instant,
         deadline: Instant,
         wall_ms: u64,
     ) -> Option<LookupId> {
         let waiter = Waiter { request, deadline };
         if let Some(&id) = self.running.get(&domain) {
             if let Some(lookup) = self.lookups.get_mut(&id) {
-                // The lookup's own deadline covers later request deadlines.
-                if deadline < lookup.deadline {
-                    self.timers.insert((deadline, Timer::Request(id, request)));
-                }
+                let due = joined_deadline(lookup.started, lookup.deadline, now, deadline);
+                let was = std::mem::replace(&mut lookup.deadline, due);
                 lookup.waiters.push(waiter);
+                self.move_timer(Timer::Lookup(id), was, due);
+                self.timers.insert((deadline, Timer::Request(id, request)));
                 self.joined += 1;
                 return Some(id);
             }
@@ -201,7 +210,7 @@ impl Resolver {
             Held::Entry(e) => Some(e),
             Held::Miss => None,
         };
-        Some(self.start(domain, held, deadline, false, vec![waiter]))
+        Some(self.start(domain, held, now, deadline, false, vec![waiter]))
     }
 
     /// Proactive refresh (RFC 8461 §5.1, `proactive_policy_fetching`): a
@@ -222,7 +231,7 @@ impl Resolver {
             Held::Entry(e) => Some(e),
             Held::NoPolicy | Held::Miss => None,
         };
-        self.start(domain, held, deadline(now, timeout), true, Vec::new());
+        self.start(domain, held, now, deadline(now, timeout), true, Vec::new());
     }
 
     /// The result of [`Action::LoadStore`]: the newer of the store's entry
@@ -367,9 +376,9 @@ impl Resolver {
             self.timers.pop_first();
             match timer {
                 Timer::Request(id, request) => self.expire_request(id, request, at),
-                Timer::Lookup(id) => self.expire_lookup(id),
+                Timer::Lookup(id) => self.expire_lookup(id, at),
                 Timer::DaneRequest(id, request) => self.expire_dane_request(id, request, at),
-                Timer::DaneLookup(id) => self.expire_dane_lookup(id),
+                Timer::DaneLookup(id) => self.expire_dane_lookup(id, at),
             }
         }
     }
@@ -395,7 +404,19 @@ impl Resolver {
     /// was late calling `handle_timeout`.
     pub(super) fn advance(&mut self, now: Instant, wall_ms: u64) {
         self.wall_ms = wall_ms;
+        self.wall_read_at = Some(now);
         self.handle_timeout(now);
+    }
+
+    /// The wall clock at monotonic `at`, reckoned from the last one passed
+    /// in: a lookup may end well after the last call that had one (its
+    /// latest waiter's deadline), and a fetch it cuts off is remembered
+    /// from then.
+    pub(super) fn wall_at(&self, at: Instant) -> u64 {
+        let since = self
+            .wall_read_at
+            .map_or(Duration::ZERO, |read| at.saturating_duration_since(read));
+        self.wall_ms.saturating_add(millis(since))
     }
 
     /// A new lookup id (shared by both kinds, so IO and `Cancel` are keyed
@@ -415,17 +436,23 @@ impl Resolver {
         &mut self,
         domain: Domain,
         entry: Option<CacheEntry>,
+        now: Instant,
         deadline: Instant,
         refresh: bool,
         waiters: Vec<Waiter>,
     ) -> LookupId {
         let id = self.next_id();
         self.timers.insert((deadline, Timer::Lookup(id)));
+        for w in &waiters {
+            self.timers
+                .insert((w.deadline, Timer::Request(id, w.request)));
+        }
         self.running.insert(domain.clone(), id);
         self.lookups.insert(
             id,
             Lookup {
                 domain,
+                started: now,
                 deadline,
                 refresh,
                 stage: Stage::Queued,
@@ -504,6 +531,14 @@ impl Resolver {
             let w = lookup.waiters.remove(pos);
             self.timers
                 .remove(&(w.deadline, Timer::Request(id, w.request)));
+        }
+    }
+
+    /// Move `timer` from `from` to `to`.
+    pub(super) fn move_timer(&mut self, timer: Timer, from: Instant, to: Instant) {
+        if from != to {
+            self.timers.remove(&(from, timer));
+            self.timers.insert((to, timer));
         }
     }
 
@@ -591,14 +626,16 @@ impl Resolver {
         self.reply(request, domain, policy, reason);
     }
 
-    fn expire_lookup(&mut self, id: LookupId) {
+    fn expire_lookup(&mut self, id: LookupId, at: Instant) {
         let Some(lookup) = self.lookups.get(&id) else {
             return;
         };
-        // A fetch cut off by the deadline counts as a failed fetch.
+        // A fetch cut off by the deadline counts as a failed fetch: the
+        // deadline is the latest its waiters allow (`joined_deadline`).
         if let Stage::Fetching { policy_id } = &lookup.stage {
             let key = (lookup.domain.clone(), policy_id.clone());
-            self.failures.note(key, self.wall_ms);
+            let wall = self.wall_at(at);
+            self.failures.note(key, wall);
         }
         if let Stage::Queued = lookup.stage {
             // No IO was started: a local overload, not a slow network.
@@ -607,6 +644,30 @@ impl Resolver {
         }
         self.actions.push_back(Action::Cancel { lookup: id });
         self.finish_fallback(id, Reason::Timeout);
+    }
+}
+
+/// When a lookup begun at `started` and cut off at `due` is cut off once a
+/// request that must be answered by `deadline` joins it at `now`
+/// (docs/ARCHITECTURE.md "The lookup coordinator"): at that deadline if the
+/// request's timeout is longer than the lookup's whole run up to `due`,
+/// else still at `due`. Each waiter is answered at its own deadline (it has
+/// its own timer), so the lookup is not cut off, and a fetch not counted as
+/// failed, while a later waiter still waits; and requests that keep coming
+/// with the same timeout never keep a hung lookup from ending (and its
+/// fetch from being remembered as failed, RFC 8461 §3.3): a lookup runs
+/// less than twice the longest timeout of its requests.
+pub(super) fn joined_deadline(
+    started: Instant,
+    due: Instant,
+    now: Instant,
+    deadline: Instant,
+) -> Instant {
+    let timeout = deadline.saturating_duration_since(now);
+    if timeout > due.saturating_duration_since(started) {
+        due.max(deadline)
+    } else {
+        due
     }
 }
 

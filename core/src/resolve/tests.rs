@@ -52,6 +52,8 @@ const DAY: u64 = 86_400;
 const DAY_MS: u64 = DAY * S;
 /// The zone timeout.
 const T: Duration = Duration::from_secs(4);
+/// One second.
+const S_DUR: Duration = Duration::from_secs(1);
 /// `cache_grace` of most tests.
 const GRACE: Duration = Duration::from_secs(60);
 
@@ -542,28 +544,111 @@ fn shorter_request_timeout_answers_that_request_only() {
     assert_eq!(r.poll_timeout(), None);
 }
 
+/// A request that joins a lookup with a later deadline is answered by its
+/// own (docs/ARCHITECTURE.md "The path of one request"): the first
+/// request's deadline answers only that request, the fetch goes on and is
+/// not remembered as failed, and its result answers the later request.
 #[test]
-fn joined_request_with_longer_timeout_ends_with_the_lookup() {
+fn joined_request_with_longer_timeout_gets_its_own_deadline() {
     let mut r = resolver();
     let t0 = Instant::now();
     let id = start(&mut r, 1, "example.com", t0, W);
-    r.handle_request(
-        RequestId(2),
-        d("example.com"),
-        Duration::from_secs(30),
-        t0,
-        W,
-    );
+    r.handle_txt(id, TxtResult::Id("a".into()), t0, W);
+    assert_eq!(drain(&mut r), vec![fetch_action(id, "a")]);
+    // A zone with a 30 s timeout joins at t0 + 1 s.
+    let t1 = t0 + Duration::from_secs(1);
+    r.handle_request(RequestId(2), d("example.com"), 30 * S_DUR, t1, W + S);
+    assert_eq!(drain(&mut r), vec![]);
+    assert_eq!(r.poll_timeout(), Some(t0 + T));
     r.handle_timeout(t0 + T);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(1, "example.com", None, Reason::Timeout)],
+        "no Cancel: the lookup goes on for request 2"
+    );
+    assert!(r.failures.map.is_empty(), "not a failed fetch");
+    assert_eq!(r.poll_timeout(), Some(t1 + 30 * S_DUR));
+    let p = pol(DAY, "mail.example.com");
+    let t2 = t0 + 10 * S_DUR;
+    r.handle_fetch(id, FetchResult::Policy(p.clone()), t2, W + 10 * S);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(2, "example.com", Some(p), Reason::Fetched)]
+    );
+    assert_eq!(r.in_flight(), 0);
+    assert_eq!(r.poll_timeout(), None);
+}
+
+/// A policy host that hangs is cut off at the latest deadline of the
+/// lookup's waiters, and the fetch is remembered as failed: not tried again
+/// for 5 minutes (RFC 8461 §3.3).
+#[test]
+fn hung_fetch_ends_at_the_latest_deadline_and_is_not_retried() {
+    let mut r = resolver();
+    let t0 = Instant::now();
+    let id = start(&mut r, 1, "example.com", t0, W);
+    r.handle_txt(id, TxtResult::Id("a".into()), t0, W);
+    drain(&mut r);
+    let t1 = t0 + Duration::from_secs(1);
+    r.handle_request(RequestId(2), d("example.com"), 30 * S_DUR, t1, W + S);
+    r.handle_timeout(t0 + T);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(1, "example.com", None, Reason::Timeout)]
+    );
+    let end = t1 + 30 * S_DUR;
+    r.handle_timeout(end - ms(1));
+    assert_eq!(drain(&mut r), vec![]);
+    r.handle_timeout(end);
     assert_eq!(
         drain(&mut r),
         vec![
             Action::Cancel { lookup: id },
-            reply(1, "example.com", None, Reason::Timeout),
             reply(2, "example.com", None, Reason::Timeout),
         ]
     );
-    assert_eq!(r.in_flight(), 0);
+    assert_eq!(r.poll_timeout(), None);
+    // Just under 5 minutes later the id is checked, the host not tried.
+    let wall = W + 31 * S + millis(RETRY_AFTER_FAILURE) - 1;
+    let later = end + RETRY_AFTER_FAILURE - ms(1);
+    let id = to_txt(&mut r, 3, None, later, wall);
+    r.handle_txt(id, TxtResult::Id("a".into()), later, wall);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(3, "example.com", None, Reason::FailureBackoff)]
+    );
+    // At 5 minutes it is.
+    let id = to_txt(&mut r, 4, None, later + ms(1), wall + 1);
+    r.handle_txt(id, TxtResult::Id("a".into()), later + ms(1), wall + 1);
+    assert_eq!(drain(&mut r), vec![fetch_action(id, "a")]);
+}
+
+/// Requests that keep joining with the same timeout do not keep a hung
+/// lookup going: it ends one timeout after it began, is remembered as a
+/// failed fetch, and later requests are answered at once.
+#[test]
+fn a_stream_of_requests_does_not_keep_a_hung_fetch_going() {
+    let mut r = resolver();
+    let t0 = Instant::now();
+    let id = start(&mut r, 0, "example.com", t0, W);
+    r.handle_txt(id, TxtResult::Id("a".into()), t0, W);
+    drain(&mut r);
+    // One request every 100 ms, each with the zone timeout.
+    for k in 1..40u64 {
+        let at = t0 + ms(100 * k);
+        r.handle_request(RequestId(k), d("example.com"), T, at, W + 100 * k);
+    }
+    // The first request's deadline ends the lookup and answers them all.
+    r.handle_timeout(t0 + T);
+    let actions = drain(&mut r);
+    assert_eq!(actions[0], Action::Cancel { lookup: id });
+    assert_eq!(actions.len(), 41, "every request answered: {actions:?}");
+    let id = to_txt(&mut r, 99, None, t0 + T, W + 4 * S);
+    r.handle_txt(id, TxtResult::Id("a".into()), t0 + T, W + 4 * S);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(99, "example.com", None, Reason::FailureBackoff)]
+    );
 }
 
 #[test]
