@@ -201,6 +201,7 @@ macro_rules! e2e_suite {
             root: [
                 pidfile_symlink_refused,
                 logfile_symlink_refused,
+                reopened_log_symlink_not_followed,
                 socket_path_symlink_not_followed,
                 unix_sockets_belong_to_the_service_user,
                 numeric_user_gets_its_primary_group,

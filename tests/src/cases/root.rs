@@ -115,6 +115,53 @@ pub fn logfile_symlink_refused(bins: &Bins) {
     );
 }
 
+/// The log file is reopened on SIGHUP (logrotate): when the owner of its
+/// directory put a symbolic link at its name in the meantime, the daemon
+/// keeps the old file and says so there, and the link's target is
+/// unchanged (root here: no `-u`, so nothing else would stop the write).
+pub fn reopened_log_symlink_not_followed(bins: &Bins) {
+    must_be_root();
+    let world = World::new();
+    let (dir, target) = service_dir_and_target(&world);
+    let mode = std::fs::metadata(&target).expect("target").mode() & 0o7777;
+    let logfile = dir.join("log");
+    let d = Daemon::start(
+        bins.daemon,
+        &world.config_yaml(""),
+        &["-l", logfile.to_str().expect("utf-8 path")],
+    );
+    // Answering starts before the SIGHUP handler is installed; "ready" is
+    // logged after it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline
+        && !std::fs::read_to_string(&logfile)
+            .unwrap_or_default()
+            .contains("INFO  ready")
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rotated = dir.join("log.1");
+    std::fs::rename(&logfile, &rotated).expect("rotate");
+    std::os::unix::fs::symlink(&target, &logfile).expect("symlink");
+    d.signal(libc::SIGHUP);
+    let said = "cannot reopen the log file";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let old_log = || std::fs::read_to_string(&rotated).unwrap_or_default();
+    while Instant::now() < deadline
+        && !old_log().contains(said)
+        && std::fs::read_to_string(&target).ok().as_deref() == Some(PRECIOUS)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_untouched(&target, mode, &old_log());
+    assert!(
+        old_log().contains("symbolic link"),
+        "log:\n{}\noutput:\n{}",
+        old_log(),
+        d.log()
+    );
+}
+
 /// A symbolic link at the socketmap socket's or the metrics socket's
 /// path, to a root-owned file: the daemon refuses to start and neither
 /// follows the link nor changes the file's mode or owner.
