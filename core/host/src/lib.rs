@@ -34,11 +34,11 @@ mod transport;
 
 pub use clock::unix_ms;
 pub use daemon::{daemon_main, start, Connections, Driver};
-pub use listen::{activated_listeners, bind_tcp, bind_unix, give_sockets_to, SocketActivation};
+pub use listen::{activated_listeners, bind_tcp, bind_unix, SocketActivation};
 pub use logging::init_logging;
 pub use notify::sd_notify;
 pub use postgres::PostgresBackend;
-pub use privileges::{service_ids, ServiceIds};
+pub use privileges::ServiceIds;
 pub use query::{query_args, query_main};
 pub use redis::{open_redis, RedisConnection};
 pub use sqlite::SqliteBackend;

@@ -41,8 +41,11 @@ pub fn prepare_daemon() -> DaemonSetup {
         std::env::args_os().skip(1).collect(),
     ));
     if let Err(e) = init_logging(args.verbosity.to_log_filter(), args.logfile.as_deref()) {
-        let path = args.logfile.as_deref().unwrap_or(Path::new("")).display();
-        eprintln!("mta-sts-daemon: cannot open log file {path}: {e}");
+        let path = args.logfile.unwrap_or_default();
+        eprintln!(
+            "mta-sts-daemon: cannot open log file {}: {e}",
+            path.display()
+        );
         std::process::exit(EXIT_FAILURE);
     }
     let path = config_path(&args.config, args.config_given);
