@@ -203,6 +203,15 @@ macro_rules! e2e_suite {
                 unknown_user_is_an_error,
                 sigint_stops_cleanly,
             ],
+            root: [
+                pidfile_symlink_refused,
+                logfile_symlink_refused,
+                reopened_log_symlink_not_followed,
+                socket_path_symlink_not_followed,
+                unix_sockets_belong_to_the_service_user,
+                numeric_user_gets_its_primary_group,
+                root_without_user_warned,
+            ],
         }
     };
     (@topics $($topic:ident: [$($case:ident),* $(,)?]),* $(,)?) => {

@@ -16,7 +16,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,7 +61,6 @@ pub fn bind(listen: &MetricsListen) -> Result<Bound, String> {
             listener
                 .set_nonblocking(false)
                 .map_err(|e| format!("metrics: {}: {e}", path.display()))?;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode));
             Ok(Bound::Unix(listener, path.display().to_string()))
         }
     }

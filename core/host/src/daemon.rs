@@ -67,7 +67,7 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     }));
     // Files only root may read (CA bundle) are read before dropping privileges.
     let network = Network::prepare(driver, &config)?;
-    let (listeners, place) = match crate::listen::activated_listeners()? {
+    let (listeners, place) = match crate::listen::activated_listeners(&setup.activation)? {
         Some(listeners) => {
             let place = format!("{} socket(s) from the service manager", listeners.len());
             (listeners, place)

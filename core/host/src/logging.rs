@@ -3,7 +3,7 @@
 
 use log::{LevelFilter, Log, Metadata, Record};
 use mta_sts_core::service::civil_from_days;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,8 +23,10 @@ struct LogFile {
 /// The log file in use, for [`reopen_log`].
 static LOG_FILE: OnceLock<Arc<LogFile>> = OnceLock::new();
 
+/// The log file is opened as root at start, in a directory the service
+/// user may own: never through a link (`files::open_for_writing`).
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    crate::files::open_for_writing(path, true)
 }
 
 /// Reopen the `-l` log file (SIGHUP, after log rotation). Nothing to do

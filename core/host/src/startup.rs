@@ -1,7 +1,9 @@
 //! Program start-up shared by the drivers: command line, logging, config
 //! file, nameservers, TLS roots, pidfile.
 
-use crate::{drop_privileges, init_logging, sd_notify};
+use crate::listen::SocketActivation;
+use crate::privileges::ServiceIds;
+use crate::{init_logging, sd_notify};
 use mta_sts_core::cli::{self, CliError, CliOutcome, DaemonArgs};
 use mta_sts_core::config::{CacheConfig, Config};
 use mta_sts_core::dns::parse_resolv_conf;
@@ -23,17 +25,27 @@ pub struct DaemonSetup {
     pub config_path: std::path::PathBuf,
     /// The configuration in force.
     pub config: Arc<Config>,
+    /// Listeners handed over by systemd, taken from the environment first.
+    pub activation: SocketActivation,
+    /// The ids of `-u`/`-g`, switched to after binding.
+    pub service_ids: Option<ServiceIds>,
 }
 
 /// Parse the daemon's command line, start logging, load the config. Prints
 /// help/version and exits 0, or prints the error and exits non-zero.
 pub fn prepare_daemon() -> DaemonSetup {
+    // First, while this is the only thread: the environment is changed.
+    let activation = SocketActivation::take_from_env();
     crate::memory::limit_arenas();
     let args = parse_or_exit(cli::parse_daemon_args(
         std::env::args_os().skip(1).collect(),
     ));
     if let Err(e) = init_logging(args.verbosity.to_log_filter(), args.logfile.as_deref()) {
-        eprintln!("mta-sts-daemon: cannot open log file: {e}");
+        let path = args.logfile.unwrap_or_default();
+        eprintln!(
+            "mta-sts-daemon: cannot open log file {}: {e}",
+            path.display()
+        );
         std::process::exit(EXIT_FAILURE);
     }
     let path = config_path(&args.config, args.config_given);
@@ -47,6 +59,22 @@ pub fn prepare_daemon() -> DaemonSetup {
             std::process::exit(EXIT_FAILURE);
         }
     };
+    let service_ids =
+        match crate::privileges::service_ids(args.user.as_deref(), args.group.as_deref()) {
+            Ok(ids) => ids,
+            Err(e) => {
+                fatal(args.logfile.is_some(), &e);
+                std::process::exit(EXIT_FAILURE);
+            }
+        };
+    match service_ids {
+        Some(ids) => crate::listen::give_sockets_to(ids),
+        // SAFETY: geteuid(2) cannot fail.
+        None if unsafe { libc::geteuid() } == 0 => log::warn!(
+            "running as root: give -u USER to run as a service user once the sockets are bound"
+        ),
+        None => {}
+    }
     if let Some(nofile) = crate::fdlimit::raise_nofile() {
         log::debug!("file descriptor limit: {nofile}");
         if let Some(warning) = crate::fdlimit::fit(&mut config.limits, nofile) {
@@ -57,6 +85,8 @@ pub fn prepare_daemon() -> DaemonSetup {
         args,
         config_path: path,
         config: Arc::new(config),
+        activation,
+        service_ids,
     }
 }
 
@@ -77,7 +107,10 @@ impl DaemonSetup {
         if let Some(path) = &self.args.pidfile {
             write_pidfile(path)?;
         }
-        drop_privileges(self.args.user.as_deref(), self.args.group.as_deref())
+        match &self.service_ids {
+            Some(ids) => ids.switch(),
+            None => Ok(()),
+        }
     }
 
     /// Everything is up: tell systemd (`Type=notify`).
@@ -260,9 +293,12 @@ impl TlsRoots {
     }
 }
 
-/// Write our process id to `path`.
+/// Write our process id to `path`, as root, in a directory the service
+/// user may own: never through a link (`files::open_for_writing`).
 pub fn write_pidfile(path: &Path) -> Result<(), String> {
-    std::fs::write(path, format!("{}\n", std::process::id()))
+    use std::io::Write;
+    crate::files::open_for_writing(path, false)
+        .and_then(|mut file| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
         .map_err(|e| format!("pidfile {}: {e}", path.display()))
 }
 

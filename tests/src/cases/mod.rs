@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod python;
 pub mod query;
 pub mod request_path;
+pub mod root;
 pub mod secrets;
 pub mod shared;
 pub mod tls;
