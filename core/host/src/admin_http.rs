@@ -315,9 +315,16 @@ pub fn request(socket: &Path, method: &str, path: &str, body: &[u8]) -> io::Resu
     let mut raw = Vec::new();
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    s.read_to_end(&mut raw)?;
+    // A refused request is answered and closed before its body is read:
+    // the answer says why better than the broken pipe.
+    let sent = s
+        .write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body));
+    let read = s.read_to_end(&mut raw);
+    if raw.is_empty() {
+        sent?;
+        read?;
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -341,6 +348,25 @@ mod tests {
         accept_loop(accepts.into_iter(), |s| handled.push(s), |_| pauses += 1);
         assert_eq!(handled, [1, 2]);
         assert_eq!(pauses, 3);
+    }
+
+    #[test]
+    fn the_client_reads_a_refusal_sent_before_its_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = [0u8; 64];
+            let _ = s.read(&mut head);
+            let answer =
+                mta_sts_core::admin::refusal_response(mta_sts_core::admin::Refusal::BodyTooLarge);
+            s.write_all(&answer).unwrap();
+        });
+        let body = vec![b'x'; 8 * 1024 * 1024];
+        let (status, text) = request(&path, "POST", "/cache", &body).unwrap();
+        assert_eq!((status, text.as_str()), (413, "body too large\n"));
+        server.join().unwrap();
     }
 
     #[test]

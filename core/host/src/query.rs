@@ -170,6 +170,14 @@ async fn cache<D: Driver>(
     // Only the Unix socket serves `/cache`; a TCP `listen` alone serves
     // metrics, so the store is used as when there is no endpoint.
     if let Some(socket) = config.metrics.as_ref().and_then(|m| m.unix.as_ref()) {
+        let limit = mta_sts_core::admin::import_limit(config.cache.memory_size());
+        if let Some(text) = import_text.as_deref().filter(|t| t.len() > limit) {
+            return Err(format!(
+                "the import is {} bytes, over the daemon's limit of {limit} (README.md \
+                 \"Cache administration\"): import it in parts",
+                text.len()
+            ));
+        }
         return via_endpoint(&socket.path, command, import_text.as_deref(), json);
     }
     if matches!(config.cache, CacheConfig::Internal { .. }) {
