@@ -5,6 +5,7 @@
 //! clock type appears in this crate. The drivers (`io-smol`, `io-tokio`)
 //! feed bytes and DNS/HTTPS/cache results in and carry actions out.
 
+pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod config;

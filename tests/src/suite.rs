@@ -75,6 +75,11 @@ macro_rules! e2e_suite {
                 cache_admin_on_the_store,
                 sighup_reloads_and_reopens_the_log,
                 check_config_reports_every_problem,
+                cache_refused_over_tcp,
+                foreign_host_refused_over_tcp,
+                metrics_on_tcp_and_administration_on_the_socket,
+                stalled_client_does_not_block_metrics,
+                import_of_a_full_export_through_the_socket,
             ],
             limits: [
                 idle_connection_closed,

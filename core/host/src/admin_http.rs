@@ -1,7 +1,7 @@
-//! The metrics and cache administration listener (config `metrics`): a
-//! small HTTP/1.1 server on loopback or a Unix socket. `GET /metrics` gives
-//! the OpenMetrics text; `/cache` administers the cache (README.md "Cache
-//! administration"):
+//! The metrics and cache administration endpoint (config `metrics`,
+//! README.md "Metrics" and "Cache administration"): a small HTTP/1.1
+//! server on loopback TCP, a Unix socket, or both. TCP serves `GET
+//! /metrics` and nothing else; the Unix socket serves it too and `/cache`:
 //!
 //! | request | effect |
 //! | --- | --- |
@@ -11,24 +11,38 @@
 //! | `DELETE /cache/DOMAIN` | purge one domain, or 404 |
 //! | `DELETE /cache` | purge everything |
 //!
-//! One request per connection, answered in turn on the listener's thread:
-//! it is for an administrator and a scraper, not for load.
+//! The requests are parsed by the sans-IO `mta_sts_core::admin`; this file
+//! moves bytes. One request per connection, under one deadline for reading
+//! it and one for writing the answer, on a few threads per listener, so a
+//! client that stalls holds one thread until its deadline and no more.
 
 use std::io::{self, Read, Write};
-use std::net::TcpListener;
-use std::os::unix::net::UnixListener;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use mta_sts_core::admin::{
+    refusal_response, response, Command, Listener, Progress, Request, RequestParser, TEXT,
+};
 use mta_sts_core::config::MetricsListen;
-use mta_sts_core::domain::Domain;
 use mta_sts_core::metrics::Metrics;
 use mta_sts_core::service::{export_line, CacheAdmin};
 
-/// Largest request accepted (an import of many entries).
-const MAX_REQUEST: usize = 64 * 1024 * 1024;
-/// A client gets this long per read and write.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client gets this long to send its whole request, and again to take
+/// the whole answer: an administrator's import of a full export over a
+/// Unix socket takes well under a second.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+/// Threads answering each TCP listener: a scraper is served while up to
+/// this many less one clients stall, each for at most [`DEADLINE`].
+const TCP_WORKERS: usize = 4;
+/// Threads answering the Unix socket (the administrator and a scraper);
+/// each may hold an import of up to `import_limit` bytes.
+const UNIX_WORKERS: usize = 2;
+/// How long an accept loop waits after a failed accept (out of descriptors
+/// or memory) before trying again, so it does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the endpoint reads and changes.
 pub struct AdminState {
@@ -36,63 +50,103 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The caches.
     pub admin: CacheAdmin,
+    /// The largest import accepted (`mta_sts_core::admin::import_limit`).
+    pub import_limit: usize,
     /// Domains held in memory now.
     pub cache_entries: Box<dyn Fn() -> usize + Send + Sync>,
     /// Socketmap connections open now.
     pub open_connections: Box<dyn Fn() -> usize + Send + Sync>,
 }
 
-/// A bound listener, not served yet (bound before privileges drop).
-pub enum Bound {
-    /// TCP on loopback.
-    Tcp(TcpListener, String),
-    /// A Unix socket.
-    Unix(UnixListener, String),
+/// The bound listeners, not served yet (bound before privileges drop).
+pub struct Bound {
+    tcp: Option<(TcpListener, String)>,
+    unix: Option<(UnixListener, String)>,
 }
 
-/// Bind `listen` (a loopback address, or a Unix socket with its mode).
+/// Bind `listen`: a loopback address, a Unix socket with its mode, or both.
 pub fn bind(listen: &MetricsListen) -> Result<Bound, String> {
-    match listen {
-        MetricsListen::Tcp(addr) => TcpListener::bind(addr)
-            .map(|l| Bound::Tcp(l, addr.to_string()))
-            .map_err(|e| format!("metrics: cannot listen on {addr}: {e}")),
-        MetricsListen::Unix(path, mode) => {
-            let listener = crate::bind_unix(path, Some(*mode))?;
+    let tcp = match &listen.tcp {
+        None => None,
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .map(|l| (l, addr.to_string()))
+                .map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?,
+        ),
+    };
+    let unix = match &listen.unix {
+        None => None,
+        Some(socket) => {
+            let path = &socket.path;
+            let listener = crate::bind_unix(path, Some(socket.mode))?;
             listener
                 .set_nonblocking(false)
                 .map_err(|e| format!("metrics: {}: {e}", path.display()))?;
-            Ok(Bound::Unix(listener, path.display().to_string()))
+            Some((listener, path.display().to_string()))
         }
-    }
+    };
+    Ok(Bound { tcp, unix })
 }
 
-/// Serve `bound` on a thread of its own for the life of the process;
-/// where it listens.
+/// Serve `bound` on threads of its own for the life of the process; where
+/// it listens, for the log.
 pub fn serve(bound: Bound, state: AdminState) -> Result<String, String> {
     let state = Arc::new(state);
-    match bound {
-        Bound::Tcp(listener, place) => {
+    let mut places = Vec::new();
+    if let Some((listener, place)) = bound.tcp {
+        for _ in 0..TCP_WORKERS {
+            let listener = listener
+                .try_clone()
+                .map_err(|e| format!("metrics: {place}: {e}"))?;
+            let state = state.clone();
             spawn(move || {
-                for stream in listener.incoming().flatten() {
-                    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-                    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-                    handle(stream, &state);
-                }
+                accept_loop(
+                    std::iter::repeat_with(|| listener.accept().map(|(s, _)| s)),
+                    |s| handle(s, Listener::Tcp, &state),
+                    std::thread::sleep,
+                )
             })?;
-            Ok(place)
         }
-        Bound::Unix(listener, place) => {
-            spawn(move || serve_unix(listener, &state))?;
-            Ok(place)
-        }
+        places.push(format!("{place} (GET /metrics)"));
     }
+    if let Some((listener, place)) = bound.unix {
+        for _ in 0..UNIX_WORKERS {
+            let listener = listener
+                .try_clone()
+                .map_err(|e| format!("metrics: {place}: {e}"))?;
+            let state = state.clone();
+            spawn(move || {
+                accept_loop(
+                    std::iter::repeat_with(|| listener.accept().map(|(s, _)| s)),
+                    |s| handle(s, Listener::Unix, &state),
+                    std::thread::sleep,
+                )
+            })?;
+        }
+        places.push(format!("{place} (/metrics, /cache)"));
+    }
+    Ok(places.join(" and "))
 }
 
-fn serve_unix(listener: UnixListener, state: &AdminState) {
-    for stream in listener.incoming().flatten() {
-        let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-        handle(stream, state);
+/// Hand each accepted connection to `handle`; after a failed accept (out
+/// of descriptors: EMFILE, ENFILE, ENOBUFS, ENOMEM) `pause` before the
+/// next, as the failure would repeat at once and the loop spin.
+fn accept_loop<S>(
+    accepts: impl Iterator<Item = io::Result<S>>,
+    mut handle: impl FnMut(S),
+    mut pause: impl FnMut(Duration),
+) {
+    for accepted in accepts {
+        match accepted {
+            Ok(stream) => handle(stream),
+            // The client gave up before it was accepted, or a signal: next.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => pause(ACCEPT_BACKOFF),
+        }
     }
 }
 
@@ -104,187 +158,170 @@ fn spawn(f: impl FnOnce() + Send + 'static) -> Result<(), String> {
         .map_err(|e| format!("metrics: cannot start its thread: {e}"))
 }
 
-/// A parsed request.
-struct Request {
-    method: String,
-    path: String,
-    body: Vec<u8>,
+/// A connection whose reads and writes can be bounded in time.
+trait Timed: Read + Write {
+    fn set_timeouts(&self, timeout: Duration) -> io::Result<()>;
 }
 
-fn handle<S: Read + Write>(mut stream: S, state: &AdminState) {
-    let response = match read_request(&mut stream) {
+impl Timed for TcpStream {
+    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+impl Timed for UnixStream {
+    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+/// Why no request was read.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadFailure {
+    /// The request was refused: answer it.
+    Refused(mta_sts_core::admin::Refusal),
+    /// The deadline passed first.
+    Deadline,
+    /// The client closed or the connection failed: nothing to answer.
+    Gone,
+}
+
+fn handle<S: Timed>(mut stream: S, listener: Listener, state: &AdminState) {
+    let parser = RequestParser::new(listener, state.import_limit);
+    let answer = match read_request(&mut stream, parser, Instant::now() + DEADLINE) {
         Ok(request) => route(&request, state),
-        Err(e) => Response::text(400, &format!("bad request: {e}\n")),
+        Err(ReadFailure::Refused(refusal)) => refusal_response(refusal),
+        Err(ReadFailure::Deadline) => response(408, TEXT, b"request not sent in time\n"),
+        Err(ReadFailure::Gone) => return,
     };
-    let _ = stream.write_all(&response.bytes());
-    let _ = stream.flush();
+    let _ = write_all(&mut stream, &answer, Instant::now() + DEADLINE);
 }
 
-fn read_request<S: Read>(stream: &mut S) -> Result<Request, String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
+/// The time left until `deadline`, if any.
+fn left(deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+}
+
+/// Read one request, all of it before `deadline` (not a timeout per read,
+/// which a client sending a byte at a time would renew for ever).
+fn read_request<S: Timed>(
+    stream: &mut S,
+    mut parser: RequestParser,
+    deadline: Instant,
+) -> Result<Request, ReadFailure> {
+    let mut chunk = [0u8; 16 * 1024];
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf).map_err(|e| e.to_string())? {
-            httparse::Status::Complete(head) => {
-                let method = req.method.unwrap_or_default().to_owned();
-                let path = req.path.unwrap_or_default().to_owned();
-                let length = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok())
-                    .map(|v| v.trim().parse::<usize>().map_err(|_| "bad Content-Length"))
-                    .transpose()?
-                    .unwrap_or(0);
-                if length > MAX_REQUEST {
-                    return Err("body too large".into());
-                }
-                let mut body = buf.get(head..).unwrap_or_default().to_vec();
-                while body.len() < length {
-                    let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        return Err("body cut short".into());
-                    }
-                    body.extend_from_slice(chunk.get(..n).unwrap_or_default());
-                }
-                body.truncate(length);
-                return Ok(Request { method, path, body });
+        let timeout = left(deadline).ok_or(ReadFailure::Deadline)?;
+        stream
+            .set_timeouts(timeout)
+            .map_err(|_| ReadFailure::Gone)?;
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return Err(ReadFailure::Gone),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ReadFailure::Deadline)
             }
-            httparse::Status::Partial => {
-                if buf.len() > 64 * 1024 {
-                    return Err("request head too large".into());
-                }
-                let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Err("connection closed".into());
-                }
-                buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
-            }
-        }
-    }
-}
-
-struct Response {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn text(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.as_bytes().to_vec(),
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let reason = match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            _ => "Internal Server Error",
+            Err(_) => return Err(ReadFailure::Gone),
         };
-        let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.status,
-            self.content_type,
-            self.body.len()
-        )
-        .into_bytes();
-        out.extend_from_slice(&self.body);
-        out
+        match parser.feed(chunk.get(..n).unwrap_or_default()) {
+            Ok(Progress::Partial) => {}
+            Ok(Progress::Complete(request)) => return Ok(request),
+            Err(refusal) => return Err(ReadFailure::Refused(refusal)),
+        }
     }
 }
 
-fn route(request: &Request, state: &AdminState) -> Response {
-    let path = request.path.split('?').next().unwrap_or_default();
-    match (request.method.as_str(), path) {
-        ("GET", "/metrics") => Response {
-            status: 200,
-            content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body: state
+/// Write `bytes`, all of them before `deadline`.
+fn write_all<S: Timed>(stream: &mut S, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let timeout = left(deadline).ok_or(io::ErrorKind::TimedOut)?;
+        stream.set_timeouts(timeout)?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    stream.flush()
+}
+
+/// Carry out an accepted request; the answer's bytes.
+fn route(request: &Request, state: &AdminState) -> Vec<u8> {
+    let text = |status: u16, body: String| response(status, TEXT, body.as_bytes());
+    let failed = |e: mta_sts_core::service::AdminError| text(500, format!("{e}\n"));
+    match &request.command {
+        Command::Metrics => response(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            state
                 .metrics
                 .encode((state.cache_entries)(), (state.open_connections)())
-                .into_bytes(),
-        },
-        ("GET", "/cache") => match futures::executor::block_on(state.admin.list()) {
-            Ok(entries) => Response::text(
+                .as_bytes(),
+        ),
+        Command::Export => match futures::executor::block_on(state.admin.list()) {
+            Ok(entries) => text(
                 200,
-                &entries
+                entries
                     .iter()
                     .map(|(d, e)| export_line(d, e) + "\n")
-                    .collect::<String>(),
+                    .collect(),
             ),
-            Err(e) => Response::text(500, &format!("{e}\n")),
+            Err(e) => failed(e),
         },
-        ("POST", "/cache") => match std::str::from_utf8(&request.body) {
-            Err(_) => Response::text(400, "body is not UTF-8\n"),
-            Ok(text) => match futures::executor::block_on(state.admin.import(text)) {
-                Ok(n) => Response::text(200, &format!("imported {n}\n")),
-                Err(e) => Response::text(400, &format!("{e}\n")),
+        Command::Import => match std::str::from_utf8(&request.body) {
+            Err(_) => text(400, "body is not UTF-8\n".into()),
+            Ok(lines) => match futures::executor::block_on(state.admin.import(lines)) {
+                Ok(n) => text(200, format!("imported {n}\n")),
+                Err(e) => text(400, format!("{e}\n")),
             },
         },
-        ("DELETE", "/cache") => match futures::executor::block_on(state.admin.purge_all()) {
-            Ok(n) => Response::text(200, &format!("purged {n}\n")),
-            Err(e) => Response::text(500, &format!("{e}\n")),
+        Command::PurgeAll => match futures::executor::block_on(state.admin.purge_all()) {
+            Ok(n) => text(200, format!("purged {n}\n")),
+            Err(e) => failed(e),
         },
-        (method, p) if p.starts_with("/cache/") => {
-            let name = p.trim_start_matches("/cache/");
-            let Ok(domain) = Domain::new(&name.to_ascii_lowercase()) else {
-                return Response::text(400, "not a domain name\n");
-            };
-            match method {
-                "GET" => match futures::executor::block_on(state.admin.show(&domain)) {
-                    Ok(Some(entry)) => Response::text(200, &(export_line(&domain, &entry) + "\n")),
-                    Ok(None) => Response::text(404, &format!("{domain}: not cached\n")),
-                    Err(e) => Response::text(500, &format!("{e}\n")),
-                },
-                "DELETE" => match futures::executor::block_on(state.admin.purge(&domain)) {
-                    Ok(true) => Response::text(200, &format!("purged {domain}\n")),
-                    Ok(false) => Response::text(404, &format!("{domain}: not cached\n")),
-                    Err(e) => Response::text(500, &format!("{e}\n")),
-                },
-                _ => Response::text(405, "GET or DELETE\n"),
-            }
-        }
-        (_, "/metrics" | "/cache") => Response::text(405, "method not allowed\n"),
-        _ => Response::text(404, "try /metrics or /cache\n"),
+        Command::Show(domain) => match futures::executor::block_on(state.admin.show(domain)) {
+            Ok(Some(entry)) => text(200, export_line(domain, &entry) + "\n"),
+            Ok(None) => text(404, format!("{domain}: not cached\n")),
+            Err(e) => failed(e),
+        },
+        Command::Purge(domain) => match futures::executor::block_on(state.admin.purge(domain)) {
+            Ok(true) => text(200, format!("purged {domain}\n")),
+            Ok(false) => text(404, format!("{domain}: not cached\n")),
+            Err(e) => failed(e),
+        },
     }
 }
 
 /// A blocking HTTP/1.1 client for `mta-sts-query --cache`: one request to
-/// the daemon's endpoint; the status and body.
-pub fn request(
-    listen: &MetricsListen,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> io::Result<(u16, String)> {
+/// the daemon's administration socket; the status and body.
+pub fn request(socket: &Path, method: &str, path: &str, body: &[u8]) -> io::Result<(u16, String)> {
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let mut raw = Vec::new();
-    match listen {
-        MetricsListen::Tcp(addr) => {
-            let mut s = std::net::TcpStream::connect_timeout(addr, IO_TIMEOUT)?;
-            s.set_read_timeout(Some(Duration::from_secs(60)))?;
-            s.write_all(head.as_bytes())?;
-            s.write_all(body)?;
-            s.read_to_end(&mut raw)?;
-        }
-        MetricsListen::Unix(path, _) => {
-            let mut s = std::os::unix::net::UnixStream::connect(path)?;
-            s.set_read_timeout(Some(Duration::from_secs(60)))?;
-            s.write_all(head.as_bytes())?;
-            s.write_all(body)?;
-            s.read_to_end(&mut raw)?;
-        }
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    // A refused request is answered and closed before its body is read:
+    // the answer says why better than the broken pipe.
+    let sent = s
+        .write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body));
+    let read = s.read_to_end(&mut raw);
+    if raw.is_empty() {
+        sent?;
+        read?;
     }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
@@ -294,4 +331,64 @@ pub fn request(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::other("not an HTTP response"))?;
     Ok((status, body.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_failed_accept_pauses_before_the_next() {
+        let emfile = || Err(io::Error::from_raw_os_error(libc::EMFILE));
+        let accepts = vec![emfile(), Ok(1), emfile(), emfile(), Ok(2)];
+        let (mut handled, mut pauses) = (Vec::new(), 0);
+        accept_loop(accepts.into_iter(), |s| handled.push(s), |_| pauses += 1);
+        assert_eq!(handled, [1, 2]);
+        assert_eq!(pauses, 3);
+    }
+
+    #[test]
+    fn the_client_reads_a_refusal_sent_before_its_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = [0u8; 64];
+            let _ = s.read(&mut head);
+            let answer =
+                mta_sts_core::admin::refusal_response(mta_sts_core::admin::Refusal::BodyTooLarge);
+            s.write_all(&answer).unwrap();
+        });
+        let body = vec![b'x'; 8 * 1024 * 1024];
+        let (status, text) = request(&path, "POST", "/cache", &body).unwrap();
+        assert_eq!((status, text.as_str()), (413, "body too large\n"));
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn the_deadline_covers_the_whole_request() {
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        // A byte at a time, each well within a per-read timeout, for longer
+        // than the deadline; then the rest, which must not be waited for.
+        let trickle = std::thread::spawn(move || {
+            let _ = theirs.write_all(b"GET /metrics HTTP/1.1\r\nX: ");
+            for _ in 0..40 {
+                if theirs.write_all(b"a").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = theirs.write_all(b"\r\n\r\n");
+        });
+        let parser = RequestParser::new(Listener::Unix, 0);
+        let deadline = Instant::now() + Duration::from_millis(300);
+        assert_eq!(
+            read_request(&mut ours, parser, deadline),
+            Err(ReadFailure::Deadline)
+        );
+        drop(ours);
+        trickle.join().unwrap();
+    }
 }

@@ -109,11 +109,12 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
                 stack.caches.store.clone(),
                 crate::unix_ms,
             ),
+            import_limit: mta_sts_core::admin::import_limit(config.cache.memory_size()),
             cache_entries: Box::new(move || index.len()),
             open_connections: server.open_connections(),
         };
         let at = crate::admin_http::serve(bound, state)?;
-        log::info!("metrics and cache administration on {at}");
+        log::info!("metrics on {at}");
     }
     let mut reloader = crate::reload::Reloader {
         path: setup.config_path.clone(),

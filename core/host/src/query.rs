@@ -1,8 +1,8 @@
 //! `mta-sts-query`: one policy lookup printed for a person or a script, or
 //! the cache administration commands (README.md "Cache administration"):
-//! through the running daemon's `metrics` endpoint when the config has one
-//! (so a purge takes effect at once), else straight on the persistent store
-//! the config names.
+//! through the running daemon's administration socket (`metrics.path`) when
+//! the config has one (so a purge takes effect at once), else straight on
+//! the persistent store the config names.
 
 use std::io::Read;
 
@@ -167,13 +167,24 @@ async fn cache<D: Driver>(
         }
         _ => None,
     };
-    if let Some(listen) = &config.metrics {
-        return via_endpoint(listen, command, import_text.as_deref(), json);
+    // Only the Unix socket serves `/cache`; a TCP `listen` alone serves
+    // metrics, so the store is used as when there is no endpoint.
+    if let Some(socket) = config.metrics.as_ref().and_then(|m| m.unix.as_ref()) {
+        let limit = mta_sts_core::admin::import_limit(config.cache.memory_size());
+        if let Some(text) = import_text.as_deref().filter(|t| t.len() > limit) {
+            return Err(format!(
+                "the import is {} bytes, over the daemon's limit of {limit} (README.md \
+                 \"Cache administration\"): import it in parts",
+                text.len()
+            ));
+        }
+        return via_endpoint(&socket.path, command, import_text.as_deref(), json);
     }
     if matches!(config.cache, CacheConfig::Internal { .. }) {
         return Err(
-            "the internal cache lives in the running daemon: give it a `metrics` listener \
-             (README.md \"Cache administration\") and pass its config with -c"
+            "the internal cache lives in the running daemon: give it an administration \
+             socket, `metrics: {path: ...}` (README.md \"Cache administration\"), and pass \
+             its config with -c"
                 .into(),
         );
     }
@@ -181,8 +192,8 @@ async fn cache<D: Driver>(
         .await?
         .ok_or("no persistent cache configured")?;
     eprintln!(
-        "mta-sts-query: no `metrics` endpoint in the config: acting on the store directly; a \
-         running daemon keeps its memory copy until it is evicted or restarted"
+        "mta-sts-query: no `metrics.path` socket in the config: acting on the store directly; \
+         a running daemon keeps its memory copy until it is evicted or restarted"
     );
     let admin = CacheAdmin::new(None, Some(store), crate::unix_ms);
     let fail = |e: mta_sts_core::service::AdminError| e.to_string();
@@ -241,14 +252,18 @@ async fn cache<D: Driver>(
 }
 
 fn via_endpoint(
-    listen: &mta_sts_core::config::MetricsListen,
+    socket: &std::path::Path,
     command: &CacheCommand,
     import: Option<&str>,
     json: bool,
 ) -> Result<i32, String> {
     let call = |method: &str, path: &str, body: &[u8]| {
-        crate::admin_http::request(listen, method, path, body)
-            .map_err(|e| format!("cannot reach the daemon's metrics endpoint: {e}"))
+        crate::admin_http::request(socket, method, path, body).map_err(|e| {
+            format!(
+                "cannot reach the daemon's administration socket {}: {e}",
+                socket.display()
+            )
+        })
     };
     let (status, body) = match command {
         CacheCommand::List | CacheCommand::Export => call("GET", "/cache", b"")?,

@@ -65,15 +65,26 @@ pub struct Config {
     pub metrics: Option<MetricsListen>,
 }
 
-/// Where the metrics and cache administration HTTP listener listens
-/// (`metrics: {listen: "127.0.0.1:9461"}` or `metrics: {path: ...}`): only
-/// on loopback or a Unix socket, as it can purge the cache.
+/// Where the metrics and cache administration HTTP endpoint listens
+/// (`metrics: {listen: "127.0.0.1:9461", path: ..., mode: 0600}`, README.md
+/// "Metrics"): at least one of the two. TCP serves only `GET /metrics`; the
+/// cache is administered only on the Unix socket, whose mode says who may
+/// change it (docs/ARCHITECTURE.md "Operations").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetricsListen {
-    /// A loopback TCP address.
-    Tcp(SocketAddr),
-    /// A Unix socket path, and its permissions (`mode`, default 0600).
-    Unix(PathBuf, u32),
+pub struct MetricsListen {
+    /// A loopback TCP address for Prometheus (`listen`).
+    pub tcp: Option<SocketAddr>,
+    /// A Unix socket for metrics and `/cache` (`path`, `mode`).
+    pub unix: Option<AdminSocket>,
+}
+
+/// The administration socket (`metrics.path`, `metrics.mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSocket {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its permissions (`mode`, default 0600: the daemon's user only).
+    pub mode: u32,
 }
 
 /// Our additive top-level limits (README.md "Configuration reference").

@@ -411,8 +411,8 @@ impl Reader {
         Ok(zones)
     }
 
-    /// `metrics: {listen: ADDR}` or `{path: PATH, mode: 0600}`; the TCP
-    /// address must be loopback.
+    /// `metrics: {listen: ADDR, path: PATH, mode: 0600}`, at least one of
+    /// `listen` and `path`; the TCP address must be loopback.
     fn metrics(
         &mut self,
         (value, path): (Option<&Value>, String),
@@ -424,13 +424,16 @@ impl Reader {
         let listen = string(m.get("listen"))?;
         let socket = string(m.get("path"))?;
         let mode = mode(m.get("mode"))?;
-        match (listen, socket) {
-            (Some(_), Some(_)) => Err(invalid(&path, "give either `listen` or `path`, not both")),
-            (None, None) => Err(invalid(
+        if listen.is_none() && socket.is_none() {
+            return Err(invalid(
                 &path,
-                "give `listen` (a loopback address) or `path`",
-            )),
-            (Some(addr), None) => {
+                "give `listen` (a loopback address for /metrics), `path` (a Unix socket for \
+                 /metrics and /cache) or both",
+            ));
+        }
+        let tcp = match listen {
+            None => None,
+            Some(addr) => {
                 let at = join(&path, "listen");
                 let addr: SocketAddr = addr
                     .parse()
@@ -439,17 +442,20 @@ impl Reader {
                     return Err(invalid(
                         &at,
                         &format!(
-                            "{addr} is not a loopback address (the endpoint can purge the cache)"
+                            "{addr} is not a loopback address (the endpoint has no authentication)"
                         ),
                     ));
                 }
-                Ok(Some(MetricsListen::Tcp(addr)))
+                Some(addr)
             }
-            (None, Some(socket)) => Ok(Some(MetricsListen::Unix(
-                PathBuf::from(socket),
-                mode.unwrap_or(0o600),
-            ))),
-        }
+        };
+        Ok(Some(MetricsListen {
+            tcp,
+            unix: socket.map(|socket| AdminSocket {
+                path: PathBuf::from(socket),
+                mode: mode.unwrap_or(0o600),
+            }),
+        }))
     }
 
     fn resolver(

@@ -641,26 +641,42 @@ proptest! {
 }
 
 #[test]
-fn metrics_listener_on_loopback_or_a_unix_socket_only() {
+fn metrics_listener_on_loopback_or_a_unix_socket_or_both() {
+    let tcp = Some("127.0.0.1:9461".parse().unwrap());
+    let socket = |mode| {
+        Some(AdminSocket {
+            path: "/run/mta-sts/metrics.sock".into(),
+            mode,
+        })
+    };
     let c = load("metrics:\n  listen: \"127.0.0.1:9461\"\n").config;
-    assert_eq!(
-        c.metrics,
-        Some(MetricsListen::Tcp("127.0.0.1:9461".parse().unwrap()))
-    );
+    assert_eq!(c.metrics, Some(MetricsListen { tcp, unix: None }));
     let c = load("metrics:\n  path: /run/mta-sts/metrics.sock\n").config;
     assert_eq!(
         c.metrics,
-        Some(MetricsListen::Unix(
-            "/run/mta-sts/metrics.sock".into(),
-            0o600
-        ))
+        Some(MetricsListen {
+            tcp: None,
+            unix: socket(0o600)
+        })
+    );
+    // Both at once: Prometheus scrapes TCP, administration uses the socket.
+    let c = load(
+        "metrics:\n  listen: \"127.0.0.1:9461\"\n  path: /run/mta-sts/metrics.sock\n  mode: 0660\n",
+    )
+    .config;
+    assert_eq!(
+        c.metrics,
+        Some(MetricsListen {
+            tcp,
+            unix: socket(0o660)
+        })
     );
     assert_eq!(load("").config.metrics, None);
     for (text, path) in [
         ("metrics:\n  listen: \"0.0.0.0:9461\"\n", "metrics.listen"),
         ("metrics:\n  listen: nonsense\n", "metrics.listen"),
         ("metrics: {}\n", "metrics"),
-        ("metrics:\n  listen: \"[::1]:1\"\n  path: /x\n", "metrics"),
+        ("metrics:\n  mode: 0600\n", "metrics"),
     ] {
         assert_eq!(error(text).path(), Some(path), "{text}");
     }

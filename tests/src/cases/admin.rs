@@ -2,6 +2,8 @@
 //! endpoint, `mta-sts-query --cache`, SIGHUP (log reopened, config reloaded without
 //! dropping connections or the cache) and `mta-sts-daemon --check-config`.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,9 +19,19 @@ fn metrics_yaml(dir: &Path) -> String {
     )
 }
 
+/// The status and body of a raw HTTP answer.
+fn status_and_body(raw: &str) -> (u16, String) {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
 /// A GET or DELETE on the daemon's metrics socket: status and body.
 fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
     let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect metrics socket");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(
@@ -29,13 +41,48 @@ fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
     .expect("write");
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    status_and_body(&raw)
+}
+
+/// One raw request (head and body as given) to the TCP metrics listener at `port`:
+/// status and body; status 0 if no answer came within 5 s.
+fn tcp_http(port: u16, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics port");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(request.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    status_and_body(&String::from_utf8_lossy(&raw))
+}
+
+/// `metrics: {listen: 127.0.0.1:PORT}`, with `path` too if given; the port.
+fn tcp_metrics_yaml(socket: Option<&Path>) -> (String, u16) {
+    let port = crate::free_port();
+    let path = socket.map_or(String::new(), |p| {
+        format!(
+            "  path: {}\n",
+            crate::daemon::yaml_str(&p.display().to_string())
+        )
+    });
+    (
+        format!("metrics:\n  listen: \"127.0.0.1:{port}\"\n{path}"),
+        port,
+    )
+}
+
+/// An export line for `domain`: `mode` with `mx`, checked and fetched at `at_secs`.
+fn export_line(domain: &str, id: &str, mode: &str, mx: &[String], at_secs: u64) -> String {
+    let mx: Vec<String> = mx.iter().map(|m| format!("\"{m}\"")).collect();
+    format!(
+        "{{\"domain\":\"{domain}\",\"ts\":{at_secs},\"pol_id\":\"{id}\",\"pol_body\":{{\"version\":\"STSv1\",\"mode\":\"{mode}\",\"mx\":[{}],\"max_age\":86400}},\"fetched_at\":{at_secs}}}",
+        mx.join(",")
+    )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The metrics endpoint counts lookups by zone and outcome, answers by source, fetches by
@@ -231,4 +278,179 @@ pub fn check_config_reports_every_problem(bins: &Bins) {
     for needle in ["port", "zones.z.timeout", "unknown_key"] {
         assert!(out.contains(needle), "{needle} missing:\n{out}");
     }
+}
+
+/// Over TCP, `/cache` is not served: an import of a forged `mode: none` entry, a purge
+/// and the reading of the cache are refused and change nothing (the enforce policy is
+/// still answered from the cache); `mta-sts-query --cache` does not try TCP either.
+pub fn cache_refused_over_tcp(bins: &Bins) {
+    let world = World::new();
+    publish_enforce(&world, "t.example", "1", &["mx.t.example"]);
+    let (yaml, port) = tcp_metrics_yaml(None);
+    let d = start(bins, &world, &format!("cache_grace: 3600\n{yaml}"));
+    expect(&d, "postfix", "t.example", &secure("mx.t.example"));
+    let later = unix_now() + 10 * 365 * 86400;
+    let forged = export_line("t.example", "evil", "none", &[], later) + "\n";
+    let requests = [
+        format!(
+            "POST /cache HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{forged}",
+            forged.len()
+        ),
+        "DELETE /cache/t.example HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(),
+        "DELETE /cache HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(),
+        "GET /cache HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(),
+        "GET /cache/t.example HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(),
+    ];
+    for request in &requests {
+        let (status, body) = tcp_http(port, request);
+        assert_eq!(status, 404, "{request}\n{body}");
+        assert!(!body.contains("t.example"), "{body}");
+    }
+    let cfg = d.config_path().display().to_string();
+    let (code, out, err) = run_query(bins.query, &["-c", &cfg, "--cache", "purge", "t.example"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("metrics: {path"), "{err}");
+    // Still the cached enforce policy, not fetched again: nothing was purged or imported.
+    expect(&d, "postfix", "t.example", &secure("mx.t.example"));
+    assert_eq!(world.requests("t.example"), 1);
+    let (status, text) = tcp_http(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("mta_sts_cache_entries 1"), "{text}");
+}
+
+/// On TCP, `Host` must name loopback: a page on another name that resolves to
+/// 127.0.0.1 (DNS rebinding) gets no metrics.
+pub fn foreign_host_refused_over_tcp(bins: &Bins) {
+    let world = World::new();
+    let (yaml, port) = tcp_metrics_yaml(None);
+    let _d = start(bins, &world, &yaml);
+    let get = |host: &str| {
+        tcp_http(
+            port,
+            &format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+        )
+    };
+    for host in ["evil.example", &format!("evil.example:{port}"), "10.1.2.3"] {
+        let (status, body) = get(host);
+        assert_eq!(status, 421, "{host}: {body}");
+        assert!(!body.contains("mta_sts_"), "{body}");
+    }
+    let (status, _) = tcp_http(port, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, 400);
+    for host in [
+        "localhost".to_owned(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "[::1]".to_owned(),
+    ] {
+        let (status, body) = get(&host);
+        assert_eq!(status, 200, "{host}: {body}");
+        assert!(body.contains("mta_sts_build_info"), "{body}");
+    }
+}
+
+/// `listen` and `path` at once: Prometheus on TCP, metrics and administration on the
+/// socket (mode 0600), which `mta-sts-query --cache` uses.
+pub fn metrics_on_tcp_and_administration_on_the_socket(bins: &Bins) {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new();
+    publish_enforce(&world, "b.example", "1", &["mx.b.example"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("admin.sock");
+    let (yaml, port) = tcp_metrics_yaml(Some(&socket));
+    let d = start(bins, &world, &format!("cache_grace: 3600\n{yaml}"));
+    expect(&d, "postfix", "b.example", &secure("mx.b.example"));
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (status, text) = tcp_http(port, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("mta_sts_cache_entries 1"), "{text}");
+    let (status, text) = http(&socket, "GET", "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let cfg = d.config_path().display().to_string();
+    let (code, out, err) = run_query(bins.query, &["-c", &cfg, "--cache", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("b.example enforce id=1"), "{out}");
+    let (code, out, err) = run_query(bins.query, &["-c", &cfg, "--cache", "purge", "b.example"]);
+    assert_eq!(code, 0, "{out}{err}");
+    expect(&d, "postfix", "b.example", &secure("mx.b.example"));
+    assert_eq!(
+        world.requests("b.example"),
+        2,
+        "the purge did not reach the daemon"
+    );
+}
+
+/// A client that connects to the TCP listener and sends half a request does not keep
+/// another from `/metrics` (before, one thread answered in turn and waited 10 s per read).
+pub fn stalled_client_does_not_block_metrics(bins: &Bins) {
+    let world = World::new();
+    let (yaml, port) = tcp_metrics_yaml(None);
+    let _d = start(bins, &world, &yaml);
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stalled.write_all(b"GET /metr").expect("write");
+    pause(200);
+    // Answered while the other waits (tcp_http gives up after 5 s).
+    let (status, text) = tcp_http(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(status, 200, "{text}");
+    drop(stalled);
+}
+
+/// A full export of the configured cache (`cache_size` domains with a realistic policy
+/// each) is imported through the socket, exported, purged and imported again.
+pub fn import_of_a_full_export_through_the_socket(bins: &Bins) {
+    const SIZE: usize = 20_000;
+    let world = World::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = start(
+        bins,
+        &world,
+        &format!(
+            "cache:\n  type: internal\n  options:\n    cache_size: {SIZE}\n{}",
+            metrics_yaml(dir.path())
+        ),
+    );
+    let now = unix_now();
+    let lines: String = (0..SIZE)
+        .map(|i| {
+            let mx: Vec<String> = (0..8)
+                .map(|m| format!("mx{m}.mail-exchangers.domain-{i}.example"))
+                .collect();
+            export_line(
+                &format!("domain-{i}.example"),
+                &format!("id{i}"),
+                "enforce",
+                &mx,
+                now,
+            ) + "\n"
+        })
+        .collect();
+    let file = dir.path().join("full.jsonl");
+    std::fs::write(&file, &lines).expect("write export");
+    let cfg = d.config_path().display().to_string();
+    let q = |args: &[&str]| {
+        let mut all = vec!["-c", cfg.as_str()];
+        all.extend_from_slice(args);
+        run_query(bins.query, &all)
+    };
+    let path = file.display().to_string();
+    let (code, out, err) = q(&["--cache", "import", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), format!("imported {SIZE}"));
+    // The index may evict a little before it holds cache_size domains (shards).
+    let (code, exported, err) = q(&["--cache", "export"]);
+    assert_eq!(code, 0, "{err}");
+    let held = exported.lines().count();
+    assert!(held > SIZE * 9 / 10, "{held}");
+    let (code, _, err) = q(&["--cache", "purge", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(&file, &exported).expect("write export");
+    let (code, out, err) = q(&["--cache", "import", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), format!("imported {held}"));
+    let (_, again, _) = q(&["--cache", "export"]);
+    assert_eq!(again, exported);
 }
