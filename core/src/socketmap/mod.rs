@@ -5,7 +5,7 @@
 
 mod connection;
 
-pub use connection::{Connection, RequestRef, Seq};
+pub use connection::{Connection, RequestRef, Seq, LINGER};
 
 use std::sync::Arc;
 
