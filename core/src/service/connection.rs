@@ -65,6 +65,9 @@ where
             wr.write_all(bytes).await?;
             conn.handle_written(n);
             queued.set(conn.transmit().len());
+            // Requests held back while the output was full wait in the
+            // input, with no read to come for them: answer again.
+            continue;
         }
         if conn.is_finished() && linger.is_none() {
             wr.flush().await?;

@@ -26,7 +26,7 @@ pub struct RequestRef<'a> {
 
 /// Bytes a connection may hold for its client before it takes no more
 /// requests (docs/ARCHITECTURE.md "Connections"): its replies not yet
-/// written plus [`MAX_REPLY_FRAME`] for each reply still owed. Checked
+/// written, plus [`MAX_REPLY_FRAME`] for each reply still looked up. Checked
 /// before each request, so a client that sends but never reads makes the
 /// daemon hold at most this plus one reply, however many requests one read
 /// brings.
@@ -71,6 +71,10 @@ struct Outbox {
     slots: VecDeque<Option<Reply>>,
     /// The sequence number of `slots[0]`.
     first: u64,
+    /// Slots still `None`: replies owed whose size is not known yet.
+    unknown: usize,
+    /// The encoded size of the replies waiting in `slots`.
+    waiting: usize,
     out: Vec<u8>,
     written: usize,
     /// The `PERM` reply to send after the queued ones, then close.
@@ -85,6 +89,7 @@ impl Outbox {
     fn flush(&mut self) {
         while let Some(Some(_)) = self.slots.front() {
             if let Some(Some(reply)) = self.slots.pop_front() {
+                self.waiting = self.waiting.saturating_sub(reply.frame_len());
                 reply.encode_into(&mut self.out);
             }
             self.first += 1;
@@ -101,12 +106,14 @@ impl Outbox {
         self.out.get(self.written..).unwrap_or_default()
     }
 
-    /// What the connection holds for its client: the output buffer and
-    /// the most every reply still owed can take.
+    /// What the connection holds for its client: the output buffer, the
+    /// replies waiting behind an earlier one, and the most each reply
+    /// still looked up can take.
     fn held(&self) -> usize {
         self.out
             .len()
-            .saturating_add(self.slots.len().saturating_mul(MAX_REPLY_FRAME))
+            .saturating_add(self.waiting)
+            .saturating_add(self.unknown.saturating_mul(MAX_REPLY_FRAME))
     }
 }
 
@@ -167,6 +174,7 @@ impl Connection {
             Ok((name, key)) => {
                 let seq = Seq(outbox.first + outbox.slots.len() as u64);
                 outbox.slots.push_back(None);
+                outbox.unknown += 1;
                 Some((seq, RequestRef { name, key }))
             }
             Err(why) => {
@@ -188,6 +196,8 @@ impl Connection {
             .and_then(|offset| usize::try_from(offset).ok())
             .and_then(|i| outbox.slots.get_mut(i));
         if let Some(slot @ None) = slot {
+            outbox.unknown = outbox.unknown.saturating_sub(1);
+            outbox.waiting = outbox.waiting.saturating_add(reply.frame_len());
             *slot = Some(reply);
         }
         outbox.flush();
@@ -415,6 +425,12 @@ mod tests {
         c.handle_reply(owed[0].0, Reply::NotFound);
         out(&mut c);
         assert_eq!(take(&mut c).len(), 1);
+        // A reply known but waiting behind an earlier one counts at its size.
+        let open = owed.len();
+        c.handle_reply(owed[open - 1].0, Reply::NotFound);
+        assert!(c.transmit().is_empty());
+        assert_eq!(take(&mut c).len(), 1);
+        assert_eq!(c.outbox.waiting, Reply::NotFound.frame_len());
     }
 
     #[test]
@@ -623,6 +639,9 @@ mod tests {
                     _ => {}
                 }
                 prop_assert!(c.outbox.held() <= MAX_HELD + MAX_REPLY_FRAME, "held {}", c.outbox.held());
+                let slots = &c.outbox.slots;
+                prop_assert_eq!(c.outbox.unknown, slots.iter().filter(|s| s.is_none()).count());
+                prop_assert_eq!(c.outbox.waiting, slots.iter().flatten().map(Reply::frame_len).sum::<usize>());
                 prop_assert!(c.decoder.buffered() <= encoded_len(MAX_REQUEST) + max_read);
                 if answered == n {
                     break;

@@ -225,13 +225,22 @@ impl Conn {
         miss: &mut dyn FnMut(Seq, Miss),
         now: Instant,
     ) -> io::Result<Next> {
-        service.answer_ready(&mut self.view, &mut self.proto, miss);
+        // Requests held back while the connection held too much wait in
+        // its input with no event to come for them: answer again as long
+        // as the socket takes every reply.
+        loop {
+            service.answer_ready(&mut self.view, &mut self.proto, &mut *miss);
+            let answered = !self.proto.transmit().is_empty();
+            self.write(now)?;
+            if !answered || !self.proto.transmit().is_empty() {
+                break;
+            }
+        }
         if self.proto.failed() && !self.warned {
             self.warned = true;
             service.metrics().perm();
             log::warn!("malformed request: answering what was queued, then PERM and close");
         }
-        self.write(now)?;
         self.queued.set(self.proto.transmit().len());
         if self.proto.is_finished() {
             return Ok(Next::Close);
