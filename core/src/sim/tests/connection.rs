@@ -207,3 +207,27 @@ fn a_client_that_does_not_read_holds_a_bounded_output() {
     assert_eq!(replies.len(), n);
     assert!(replies.iter().all(|r| *r == want));
 }
+
+/// After a framing error the library loop sends `PERM`, ends its output,
+/// then lingers: it still takes (and discards) input, so closing does not
+/// reset a connection whose client is still sending, until the client
+/// closes or a second has passed.
+#[test]
+fn framing_error_lingers_before_closing() {
+    let h = Harness::new("");
+    let (mut rd, mut wr) = h.connect().split();
+    let sim = h.sim.clone();
+    let (replies, later) = h.sim.block_on(async move {
+        wr.write_all(b"20000:postfix ").await.expect("write");
+        let mut bytes = Vec::new();
+        rd.read_to_end(&mut bytes).await.expect("read");
+        wr.write_all(&[b'a'; 30_000])
+            .await
+            .expect("the connection lingers, reading");
+        sim.sleep_for(ms(1100)).await;
+        (decode_replies(&bytes), wr.write_all(b"a").await)
+    });
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].starts_with("PERM "), "{replies:?}");
+    assert!(later.is_err(), "closed after the linger");
+}
