@@ -250,6 +250,16 @@ impl Decoder {
         }
     }
 
+    /// True when [`Decoder::next_frame_ref`] has a frame or an error to
+    /// return, without returning it.
+    pub fn has_frame(&self) -> bool {
+        self.failed.is_some()
+            || !matches!(
+                parse(self.buf.get(self.start..).unwrap_or_default(), self.max_len),
+                Ok(Parsed::Partial)
+            )
+    }
+
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start

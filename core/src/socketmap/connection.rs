@@ -264,9 +264,11 @@ impl Connection {
     }
 
     /// True when everything owed has been written and no more requests
-    /// will come: close the connection.
+    /// will come: close the connection. Requests held back while the
+    /// connection held too much are still owed after the end of input.
     pub fn is_finished(&self) -> bool {
         self.input_done
+            && (self.failed() || !self.decoder.has_frame())
             && self.outbox.slots.is_empty()
             && self.outbox.fatal.is_none()
             && self.transmit().is_empty()
@@ -410,6 +412,26 @@ mod tests {
         // ... the client reading everything lets the next requests in.
         out(&mut c);
         assert!(answer_all(&mut c, 36_000) > 0);
+    }
+
+    /// Requests held back when the client closed its side are still
+    /// answered: the connection is not finished while they wait.
+    #[test]
+    fn end_of_input_still_answers_requests_held_back() {
+        let mut c = conn();
+        for i in 0..20 {
+            c.handle_input(&encode(format!("p k{i}.example").as_bytes()));
+        }
+        c.handle_end_of_input();
+        let mut answered = 0;
+        loop {
+            answered += answer_all(&mut c, 36_000);
+            out(&mut c);
+            if c.is_finished() {
+                break;
+            }
+        }
+        assert_eq!(answered, 20);
     }
 
     /// Each reply still owed counts at the largest a reply can be.
