@@ -69,12 +69,13 @@ where
             // input, with no read to come for them: answer again.
             continue;
         }
-        if conn.is_finished() && linger.is_none() {
+        if conn.is_finished() {
+            if linger.is_some() {
+                // Writing was shut down when the lingering began.
+                return Ok(());
+            }
             wr.flush().await?;
             return wr.close().await;
-        }
-        if conn.is_finished() {
-            return Ok(());
         }
         if conn.is_lingering() && linger.is_none() {
             wr.flush().await?;
