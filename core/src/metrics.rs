@@ -211,6 +211,31 @@ impl ZoneCounters {
 /// Label of the counters of requests whose zone is not in `zones`.
 pub const DEFAULT_ZONE_LABEL: &str = "default";
 
+/// One connection's reply bytes waiting to be written, in the
+/// `queued_reply_bytes` gauge (docs/ARCHITECTURE.md "Connections"): the
+/// connection reports changes; its bytes leave the gauge when it is dropped.
+pub struct QueuedReplies {
+    gauge: Gauge,
+    reported: i64,
+}
+
+impl QueuedReplies {
+    /// The connection now has `bytes` waiting.
+    pub fn set(&mut self, bytes: usize) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        if bytes != self.reported {
+            self.gauge.inc_by(bytes.saturating_sub(self.reported));
+            self.reported = bytes;
+        }
+    }
+}
+
+impl Drop for QueuedReplies {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.reported);
+    }
+}
+
 /// Every metric of the daemon.
 pub struct Metrics {
     registry: Registry,
@@ -221,6 +246,7 @@ pub struct Metrics {
     dns: Family<DnsLabels, Counter>,
     cache_entries: Gauge,
     open_connections: Gauge,
+    queued_reply_bytes: Gauge,
     coalesced: Counter,
     proactive_rounds: Counter,
     proactive_failures: Counter,
@@ -287,6 +313,12 @@ impl Metrics {
             "open_connections",
             "Open socketmap connections",
             open_connections.clone(),
+        );
+        let queued_reply_bytes = Gauge::default();
+        registry.register(
+            "queued_reply_bytes",
+            "Reply bytes waiting for socketmap clients to read them, across connections",
+            queued_reply_bytes.clone(),
         );
         let coalesced = Counter::default();
         registry.register(
@@ -356,6 +388,7 @@ impl Metrics {
             dns,
             cache_entries,
             open_connections,
+            queued_reply_bytes,
             coalesced,
             proactive_rounds,
             proactive_failures,
@@ -442,6 +475,15 @@ impl Metrics {
     /// A store read or write failed.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// A connection's share of the `queued_reply_bytes` gauge
+    /// (docs/ARCHITECTURE.md "Connections").
+    pub fn queued_replies(&self) -> QueuedReplies {
+        QueuedReplies {
+            gauge: self.queued_reply_bytes.clone(),
+            reported: 0,
+        }
     }
 
     /// How many lookups have gone to the network since the start.

@@ -62,7 +62,7 @@ pub enum Parsed {
 }
 
 /// Number of decimal digits needed to write `n` (at least 1).
-fn decimal_digits(mut n: usize) -> usize {
+const fn decimal_digits(mut n: usize) -> usize {
     let mut digits = 1;
     while n >= 10 {
         n /= 10;
@@ -81,6 +81,12 @@ fn announced(buf: &[u8]) -> String {
         text.push_str("...");
     }
     text
+}
+
+/// Bytes the netstring of a `payload_len`-byte payload takes: length
+/// digits, `:`, payload, `,` (djb "Netstrings").
+pub const fn encoded_len(payload_len: usize) -> usize {
+    decimal_digits(payload_len) + payload_len + 2
 }
 
 /// Parse the netstring at the start of `buf`, whose payload may be at most
@@ -142,7 +148,7 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Parsed, NetstringError> {
 /// allocation beyond growing `out` (djb "Netstrings").
 pub fn encode_parts_into(parts: &[&[u8]], out: &mut Vec<u8>) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    out.reserve(len + decimal_digits(len) + 2);
+    out.reserve(encoded_len(len));
     let mut digits = [0u8; 20];
     let mut n = len;
     let mut i = digits.len();
@@ -242,6 +248,16 @@ impl Decoder {
                 Err(err)
             }
         }
+    }
+
+    /// True when [`Decoder::next_frame_ref`] has a frame or an error to
+    /// return, without returning it.
+    pub fn has_frame(&self) -> bool {
+        self.failed.is_some()
+            || !matches!(
+                parse(self.buf.get(self.start..).unwrap_or_default(), self.max_len),
+                Ok(Parsed::Partial)
+            )
     }
 
     /// Bytes received but not yet returned as frames.

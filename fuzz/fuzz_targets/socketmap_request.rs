@@ -7,15 +7,25 @@ use mta_sts_core::socketmap::{parse_request, Connection, Reply};
 fuzz_target!(|data: &[u8]| {
     let _ = parse_request(data);
     let mut conn = Connection::new(10_000, 64);
-    for chunk in data.chunks(7) {
-        conn.handle_input(chunk);
+    let mut out = Vec::new();
+    // Answer and write everything the connection gives, as a driver does.
+    let pump = |conn: &mut Connection, out: &mut Vec<u8>| {
         while let Some((seq, _)) = conn.poll_request() {
             conn.handle_reply(seq, Reply::NotFound);
+            out.extend_from_slice(conn.transmit());
+            conn.handle_written(conn.transmit().len());
         }
+        out.extend_from_slice(conn.transmit());
+        conn.handle_written(conn.transmit().len());
+    };
+    for chunk in data.chunks(7) {
+        if conn.wants_input() {
+            conn.handle_input(chunk);
+        }
+        pump(&mut conn, &mut out);
     }
     conn.handle_end_of_input();
-    let out = String::from_utf8_lossy(conn.transmit()).into_owned();
-    assert!(out.matches("PERM ").count() <= 1);
-    conn.handle_written(conn.transmit().len());
+    pump(&mut conn, &mut out);
+    assert!(String::from_utf8_lossy(&out).matches("PERM ").count() <= 1);
     assert!(conn.is_finished());
 });

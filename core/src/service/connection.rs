@@ -2,9 +2,9 @@
 //! the stream and the sans-IO [`Connection`], answers fresh hits in this
 //! task and runs misses concurrently (docs/ARCHITECTURE.md "Connections").
 
-use super::{Service, Shutdown};
+use super::{Runtime, Service, Shutdown};
 use crate::netstring::DEFAULT_MAX_REQUEST;
-use crate::socketmap::{Connection, Reply, Seq};
+use crate::socketmap::{Connection, Reply, Seq, LINGER};
 use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures::stream::FuturesUnordered;
@@ -20,9 +20,15 @@ const MAX_PENDING: usize = 1024;
 
 /// Serve socketmap requests on `stream` until the client closes, a framing
 /// error, or `shutdown` (then requests already received are still
-/// answered).
-pub async fn serve_connection<S>(stream: S, service: &Service, shutdown: Shutdown) -> io::Result<()>
+/// answered). `rt` times the lingering close after a framing error.
+pub async fn serve_connection<R, S>(
+    rt: &R,
+    stream: S,
+    service: &Service,
+    shutdown: Shutdown,
+) -> io::Result<()>
 where
+    R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut rd, mut wr) = futures::io::AsyncReadExt::split(stream);
@@ -32,11 +38,16 @@ where
     let mut buf = vec![0u8; 8192];
     let mut warned = false;
     let mut view = service.config_view();
+    let mut queued = service.metrics().queued_replies();
+    // Set once the connection lingers: writing is shut down, and the
+    // connection closes when it ends.
+    let mut linger: Option<BoxFuture<'static, ()>> = None;
 
     enum Step {
         Reply(Seq, Reply),
         Read(io::Result<usize>),
         Stop,
+        LingerOver,
     }
 
     loop {
@@ -50,17 +61,34 @@ where
         if !conn.transmit().is_empty() {
             let bytes = conn.transmit();
             let n = bytes.len();
+            queued.set(n);
             wr.write_all(bytes).await?;
             conn.handle_written(n);
+            queued.set(conn.transmit().len());
+            // Requests held back while the output was full wait in the
+            // input, with no read to come for them: answer again.
+            continue;
         }
         if conn.is_finished() {
+            if linger.is_some() {
+                // Writing was shut down when the lingering began.
+                return Ok(());
+            }
             wr.flush().await?;
             return wr.close().await;
+        }
+        if conn.is_lingering() && linger.is_none() {
+            wr.flush().await?;
+            wr.close().await?;
+            linger = Some(rt.sleep(LINGER));
         }
         let wants_input = conn.wants_input();
         let step = poll_fn(|cx| {
             if let Poll::Ready(Some((seq, reply))) = misses.poll_next_unpin(cx) {
                 return Poll::Ready(Step::Reply(seq, reply));
+            }
+            if let Some(Poll::Ready(())) = linger.as_mut().map(|l| l.poll_unpin(cx)) {
+                return Poll::Ready(Step::LingerOver);
             }
             if wants_input {
                 if shutdown.poll_unpin(cx).is_ready() {
@@ -84,6 +112,7 @@ where
             Step::Read(Ok(0)) | Step::Stop => conn.handle_end_of_input(),
             Step::Read(Ok(n)) => conn.handle_input(buf.get(..n).unwrap_or_default()),
             Step::Read(Err(e)) => return Err(e),
+            Step::LingerOver => return Ok(()),
         }
     }
 }

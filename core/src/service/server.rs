@@ -52,9 +52,10 @@ where
                 let service = service.clone();
                 let shutdown = shutdown.clone();
                 let alive = alive.clone();
+                let rt2 = rt.clone();
                 rt.spawn(
                     async move {
-                        if let Err(e) = serve_connection(stream, &service, shutdown).await {
+                        if let Err(e) = serve_connection(&rt2, stream, &service, shutdown).await {
                             log::debug!("connection ended: {e}");
                         }
                         drop(alive);

@@ -164,10 +164,11 @@ impl Connector {
         let (client, server) = duplex(PIPE_CAPACITY);
         let service = self.service.clone();
         let shutdown = self.shutdown.clone();
+        let sim = self.sim.clone();
         self.sim.spawn(
             async move {
                 // A framing error or a vanished client just ends the connection.
-                let _ = serve_connection(server, &service, shutdown).await;
+                let _ = serve_connection(&sim, server, &service, shutdown).await;
             }
             .boxed(),
         );

@@ -5,7 +5,7 @@
 
 mod connection;
 
-pub use connection::{Connection, RequestRef, Seq};
+pub use connection::{Connection, RequestRef, Seq, LINGER};
 
 use std::sync::Arc;
 
@@ -101,6 +101,17 @@ impl Reply {
             Reply::Timeout(reason) => with_reason("TIMEOUT ", reason),
             Reply::Perm(reason) => with_reason("PERM ", reason),
         }
+    }
+
+    /// Bytes [`Reply::encode_into`] appends (at most the netstring of
+    /// [`MAX_REPLY`] bytes), without encoding the common replies.
+    pub fn frame_len(&self) -> usize {
+        let payload = match self {
+            Reply::Ok(value) if 3 + value.len() <= MAX_REPLY => 3 + value.len(),
+            Reply::NotFound => b"NOTFOUND ".len(),
+            other => other.payload().len(),
+        };
+        netstring::encoded_len(payload)
     }
 
     /// The reply framed as a netstring, ready to write (socketmap_table(5)).
@@ -200,9 +211,10 @@ mod tests {
         #[test]
         fn payload_never_exceeds_limit(s in ".{1,40}", n in 0usize..3) {
             let big = s.repeat(n * 1500);
-            for reply in [Reply::Ok(big.clone().into()), Reply::Temp(big.clone()), Reply::Timeout(big.clone()), Reply::Perm(big)] {
+            for reply in [Reply::NotFound, Reply::Ok(big.clone().into()), Reply::Temp(big.clone()), Reply::Timeout(big.clone()), Reply::Perm(big)] {
                 let payload = reply.payload();
                 prop_assert!(payload.len() <= MAX_REPLY);
+                prop_assert_eq!(reply.frame_len(), reply.to_netstring().len());
                 prop_assert!(std::str::from_utf8(&payload).is_ok());
             }
         }

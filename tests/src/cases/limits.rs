@@ -105,6 +105,80 @@ pub fn client_not_reading_replies_closed(bins: &Bins) {
     );
 }
 
+/// The `queued_reply_bytes` gauge read from `GET /metrics` on the daemon's TCP metrics
+/// listener at `port`.
+fn queued_reply_bytes(port: u16) -> u64 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())
+        .expect("send metrics request");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix("mta_sts_queued_reply_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no queued_reply_bytes gauge in:\n{text}"))
+}
+
+/// Clients that pipeline thousands of requests for a domain whose reply is 36 KB and
+/// never read: one read brings hundreds of requests whose cached replies are known at
+/// once, yet each connection holds at most 256 KiB plus one reply (the bound is checked
+/// per request, not per read), as the `queued_reply_bytes` gauge shows; other clients
+/// are served meanwhile.
+pub fn pipelining_client_that_never_reads_holds_a_bounded_output(bins: &Bins) {
+    const HOGS: u64 = 8;
+    // 256 KiB plus the largest reply (100,000 bytes and its framing).
+    const BOUND: u64 = 256 * 1024 + 100_008;
+    let world = World::new();
+    let mx: Vec<String> = (0..2000)
+        .map(|i| format!("mx{i:04}.long.example"))
+        .collect();
+    let mx: Vec<&str> = mx.iter().map(String::as_str).collect();
+    publish_enforce(&world, "long.example", "1", &mx);
+    let port = crate::free_port();
+    let d = start(
+        bins,
+        &world,
+        &format!("read_timeout: 60\nmetrics:\n  listen: \"127.0.0.1:{port}\"\n"),
+    );
+    let reply = lookup(&d, "postfix", "long.example");
+    assert!(reply.len() > 35_000, "reply of {} bytes", reply.len());
+    let batch: Vec<u8> = (0..2000)
+        .flat_map(|_| netstring(b"postfix long.example"))
+        .collect();
+    let hogs: Vec<TcpStream> = (0..HOGS)
+        .map(|_| {
+            let mut hog = TcpStream::connect(("127.0.0.1", d.port())).expect("connect");
+            hog.set_write_timeout(Some(Duration::from_secs(2)))
+                .expect("write timeout");
+            // The daemon may stop reading before all of it is sent.
+            let _ = hog.write_all(&batch);
+            hog
+        })
+        .collect();
+    let mut most = 0;
+    for _ in 0..10 {
+        most = most.max(queued_reply_bytes(port));
+        expect(&d, "postfix", "1.2.3.4", "NOTFOUND ");
+        pause(100);
+    }
+    assert_eq!(lookup(&d, "postfix", "long.example"), reply);
+    assert!(
+        most >= HOGS * reply.len() as u64,
+        "the connections hold only {most} bytes: not stalled?; log:\n{}",
+        d.log()
+    );
+    assert!(
+        most <= HOGS * BOUND,
+        "{HOGS} connections that never read hold {most} bytes of replies, over {} each",
+        BOUND
+    );
+    drop(hogs);
+}
+
 /// With `max_lookups_per_connection: 1`, misses pipelined in one write
 /// are looked up one after the other and all answered, in order: each
 /// waits for the place the previous one frees.

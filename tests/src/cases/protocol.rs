@@ -2,6 +2,7 @@
 //! policy", "Configuration", "Programs"): zones, TLSRPT attributes, Unix socket, pipelining,
 //! framing errors, signals, config errors, command line options.
 
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -190,6 +191,40 @@ pub fn oversized_request_perm_then_close(bins: &Bins) {
     }
     assert!(c.wait_closed(), "connection not closed after PERM");
     assert_eq!(other.query("postfix", "[1.2.3.4]"), NOTFOUND);
+}
+
+/// A request twice over the 10,000-byte limit sent in one write, then the client reads:
+/// the `PERM` reply arrives every time. The daemon stops reading at the length prefix;
+/// closing with the rest unread would reset the connection and could destroy the reply,
+/// so it shuts down writing and discards input for a while first.
+pub fn oversized_request_in_one_write_gets_perm(bins: &Bins) {
+    let world = World::new();
+    let d = start(bins, &world, "");
+    let payload = format!("postfix {}", "a".repeat(20_000));
+    let mut bytes = format!("{}:{payload}", payload.len()).into_bytes();
+    bytes.push(b',');
+    for round in 0..20 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", d.port())).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        let sent = c.write_all(&bytes);
+        let mut got = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 4096];
+            match c.read(&mut chunk) {
+                Ok(0) => break "end of file".to_owned(),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) => break e.to_string(),
+            }
+        };
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.contains(":PERM ") && end == "end of file",
+            "round {round}: write {sent:?}, read {text:?} then {end}; log:\n{}",
+            d.log()
+        );
+    }
+    expect_notfound(&d, "[1.2.3.4]");
 }
 
 /// A request with no space between name and key: `PERM ...` then close.

@@ -7,9 +7,10 @@ use std::io::{self, ErrorKind};
 use std::time::{Duration, Instant};
 
 use mta_sts_core::config::Limits;
+use mta_sts_core::metrics::QueuedReplies;
 use mta_sts_core::netstring::DEFAULT_MAX_REQUEST;
 use mta_sts_core::service::{ConfigView, Miss, Service};
-use mta_sts_core::socketmap::{Connection, Reply, Seq};
+use mta_sts_core::socketmap::{Connection, Reply, Seq, LINGER};
 
 use super::Stream;
 
@@ -37,6 +38,7 @@ pub(super) struct Conn {
     view: ConfigView,
     timers: Timers,
     warned: bool,
+    queued: QueuedReplies,
 }
 
 /// Longest wait honoured: larger settings mean "never" (an `Instant` plus
@@ -69,6 +71,9 @@ struct Timers {
     stalled_since: Option<Instant>,
     /// The stop's deadline, once the daemon stops.
     stop: Option<Instant>,
+    /// The end of a lingering close, once writing was shut down after a
+    /// framing error.
+    linger: Option<Instant>,
 }
 
 /// What a passed deadline means.
@@ -98,10 +103,7 @@ impl Timers {
             None if proto.has_partial_request() => after(self.last_input, self.read_timeout),
             None => after(self.last_active, self.idle_timeout),
         };
-        match (stalled, other) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [stalled, other, self.linger].into_iter().flatten().min()
     }
 
     /// What passed deadlines mean at `now`; the same rules as
@@ -109,6 +111,10 @@ impl Timers {
     /// replaced by a later one.
     fn expired(&self, proto: &Connection, now: Instant) -> Expired {
         let passed = |t: Instant, d: Duration| after(t, d).is_some_and(|x| now >= x);
+        if self.linger.is_some_and(|t| now >= t) {
+            log::debug!("closing a connection after a framing error: its client kept it open");
+            return Expired::Close;
+        }
         if self
             .stalled_since
             .is_some_and(|t| passed(t, self.read_timeout))
@@ -149,19 +155,19 @@ impl Timers {
 }
 
 impl Conn {
-    /// A connection accepted at `now` under `limits`, already stopping
-    /// when `stop` is set.
+    /// A connection of `service` accepted at `now` under `limits`, already
+    /// stopping when `stop` is set.
     pub(super) fn new(
         stream: Box<dyn Stream>,
         limits: &Limits,
-        view: ConfigView,
+        service: &Service,
         now: Instant,
         stop: Option<Instant>,
     ) -> Conn {
         Conn {
             stream,
             proto: Connection::new(DEFAULT_MAX_REQUEST, limits.max_lookups_per_connection),
-            view,
+            view: service.config_view(),
             timers: Timers {
                 idle_timeout: limits.idle_timeout,
                 read_timeout: limits.read_timeout,
@@ -169,8 +175,10 @@ impl Conn {
                 last_active: now,
                 stalled_since: None,
                 stop,
+                linger: None,
             },
             warned: false,
+            queued: service.metrics().queued_replies(),
         }
     }
 
@@ -217,15 +225,29 @@ impl Conn {
         miss: &mut dyn FnMut(Seq, Miss),
         now: Instant,
     ) -> io::Result<Next> {
-        service.answer_ready(&mut self.view, &mut self.proto, miss);
+        // Requests held back while the connection held too much wait in
+        // its input with no event to come for them: answer again as long
+        // as the socket takes every reply.
+        loop {
+            service.answer_ready(&mut self.view, &mut self.proto, &mut *miss);
+            let answered = !self.proto.transmit().is_empty();
+            self.write(now)?;
+            if !answered || !self.proto.transmit().is_empty() {
+                break;
+            }
+        }
         if self.proto.failed() && !self.warned {
             self.warned = true;
             service.metrics().perm();
             log::warn!("malformed request: answering what was queued, then PERM and close");
         }
-        self.write(now)?;
+        self.queued.set(self.proto.transmit().len());
         if self.proto.is_finished() {
             return Ok(Next::Close);
+        }
+        if self.proto.is_lingering() && self.timers.linger.is_none() {
+            self.stream.shutdown_write()?;
+            self.timers.linger = Some(capped_after(now, LINGER));
         }
         let unwritten = !self.proto.transmit().is_empty();
         Ok(Next::Wait {
@@ -305,6 +327,7 @@ mod tests {
             last_active: t0 + Duration::from_secs(1),
             stalled_since: stalled.then(|| t0 + Duration::from_secs(2)),
             stop: stop.then(|| t0 + Duration::from_secs(5)),
+            linger: None,
         }
     }
 
@@ -314,16 +337,17 @@ mod tests {
     #[test]
     fn every_deadline_is_acted_on() {
         let t0 = Instant::now();
-        for bits in 0..32u8 {
-            let [pending, partial, stalled, stop, closed] =
-                [0, 1, 2, 3, 4].map(|i| bits & (1 << i) != 0);
+        for bits in 0..64u8 {
+            let [pending, partial, stalled, stop, closed, linger] =
+                [0, 1, 2, 3, 4, 5].map(|i| bits & (1 << i) != 0);
             let proto = proto(pending, partial, closed);
-            let timers = timers(t0, stalled, stop);
+            let mut timers = timers(t0, stalled, stop);
+            timers.linger = linger.then(|| t0 + LINGER);
             if let Some(at) = timers.deadline(&proto) {
                 assert_ne!(
                     timers.expired(&proto, at),
                     Expired::Nothing,
-                    "pending {pending} partial {partial} stalled {stalled} stop {stop} closed {closed}"
+                    "pending {pending} partial {partial} stalled {stalled} stop {stop} closed {closed} linger {linger}"
                 );
             }
         }
@@ -372,6 +396,24 @@ mod tests {
             ended.expired(&proto(true, false, true), t0 + QUIET),
             Expired::Nothing
         );
+    }
+
+    /// A lingering close ends at its deadline, whatever else waits.
+    #[test]
+    fn lingering_close_ends_at_its_deadline() {
+        let t0 = Instant::now();
+        let mut t = timers(t0, false, false);
+        t.idle_timeout = Duration::MAX;
+        let mut proto = proto(false, false, false);
+        proto.handle_input(b"x");
+        assert!(proto.poll_request().is_none());
+        proto.handle_written(proto.transmit().len());
+        assert!(proto.is_lingering());
+        assert_eq!(t.deadline(&proto), None);
+        t.linger = Some(t0 + LINGER);
+        assert_eq!(t.deadline(&proto), Some(t0 + LINGER));
+        assert_eq!(t.expired(&proto, t0), Expired::Nothing);
+        assert_eq!(t.expired(&proto, t0 + LINGER), Expired::Close);
     }
 
     /// Timeouts too large to add to a clock reading mean "never", not a

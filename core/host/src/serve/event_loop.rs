@@ -365,7 +365,6 @@ impl Worker<'_> {
     fn adopt(&mut self, now: Instant) {
         let streams = std::mem::take(&mut self.lp.lock_inbox().streams);
         for (stream, limits) in streams {
-            let view = self.ctx.service.config_view();
             let stop = self.stop.or_else(|| {
                 // Accepted just before the stop: drain it like the rest.
                 self.ctx
@@ -373,7 +372,7 @@ impl Worker<'_> {
                     .stopping()
                     .then(|| capped_after(now, self.ctx.shutdown_timeout))
             });
-            let conn = Conn::new(stream, &limits, view, now, stop);
+            let conn = Conn::new(stream, &limits, &self.ctx.service, now, stop);
             let fd = conn.stream().fd();
             let key = self.conns.insert(Slot {
                 conn,

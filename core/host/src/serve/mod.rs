@@ -15,7 +15,7 @@ mod registry;
 
 pub use acceptor::{Listener, Server};
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -44,16 +44,26 @@ struct Context {
 pub trait Stream: Read + Write + Send + 'static {
     /// The descriptor (for epoll).
     fn fd(&self) -> RawFd;
+    /// Send the end of output (a lingering close after a framing error).
+    fn shutdown_write(&self) -> io::Result<()>;
 }
 
 impl Stream for TcpStream {
     fn fd(&self) -> RawFd {
         self.as_raw_fd()
     }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
 }
 
 impl Stream for UnixStream {
     fn fd(&self) -> RawFd {
         self.as_raw_fd()
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
     }
 }

@@ -163,3 +163,71 @@ fn the_mix_has_fast_slow_and_timed_out_lookups() {
     assert_eq!(took[3], Duration::from_secs(4), "zone timeout");
     assert_eq!(took[5], Duration::from_secs(2), "2 DNS attempts of 1 s");
 }
+
+/// The library loop under a client that pipelines hundreds of requests for
+/// a domain whose reply is 40 KB and does not read: what the connection
+/// holds (the `queued_reply_bytes` gauge) stays within 256 KiB plus one
+/// reply, though one read brings them all; once the client reads, every
+/// request is answered, in order.
+#[test]
+fn a_client_that_does_not_read_holds_a_bounded_output() {
+    let h = Harness::new("");
+    let mx: Vec<String> = (0..2000)
+        .map(|i| format!("mx{i:04}.long.example"))
+        .collect();
+    let mx: Vec<&str> = mx.iter().map(String::as_str).collect();
+    let body = crate::sim::policy_text("enforce", &mx, 86400);
+    h.world.publish("long.example", "id1", &body, ms(0));
+    let want = String::from_utf8_lossy(&h.answer("long.example").payload()).into_owned();
+    assert!(want.len() > 35_000, "a reply of {} bytes", want.len());
+    let n = 300;
+    let input: Vec<u8> = (0..n).flat_map(|_| request(ZONE, "long.example")).collect();
+    assert!(input.len() < 8192, "one read's worth");
+    let (mut rd, mut wr) = h.connect().split();
+    h.sim.block_on(async move {
+        wr.write_all(&input).await.expect("write");
+        wr.close().await.expect("close");
+    });
+    h.sim.advance(ms(100));
+    let metrics = h.stack.service.metrics().encode(0, 0);
+    let queued: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mta_sts_queued_reply_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("the gauge");
+    assert!(
+        queued > 0 && queued <= 256 * 1024 + 100_008,
+        "{queued} bytes queued"
+    );
+    let replies = h.sim.block_on(async move {
+        let mut bytes = Vec::new();
+        rd.read_to_end(&mut bytes).await.expect("read");
+        decode_replies(&bytes)
+    });
+    assert_eq!(replies.len(), n);
+    assert!(replies.iter().all(|r| *r == want));
+}
+
+/// After a framing error the library loop sends `PERM`, ends its output,
+/// then lingers: it still takes (and discards) input, so closing does not
+/// reset a connection whose client is still sending, until the client
+/// closes or a second has passed.
+#[test]
+fn framing_error_lingers_before_closing() {
+    let h = Harness::new("");
+    let (mut rd, mut wr) = h.connect().split();
+    let sim = h.sim.clone();
+    let (replies, later) = h.sim.block_on(async move {
+        wr.write_all(b"20000:postfix ").await.expect("write");
+        let mut bytes = Vec::new();
+        rd.read_to_end(&mut bytes).await.expect("read");
+        wr.write_all(&[b'a'; 30_000])
+            .await
+            .expect("the connection lingers, reading");
+        sim.sleep_for(ms(1100)).await;
+        (decode_replies(&bytes), wr.write_all(b"a").await)
+    });
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].starts_with("PERM "), "{replies:?}");
+    assert!(later.is_err(), "closed after the linger");
+}
