@@ -58,6 +58,12 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     let stop = driver
         .stop_signal()
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    // SIGHUP is caught from the start: a logrotate run while the daemon
+    // starts up must not kill it (the default action); one that comes
+    // before the reloader exists is acted on once it does.
+    let hangups = driver
+        .hangup_signals()
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     let rt = driver.runtime();
     rt.spawn(Box::pin(async move {
         stop.await;
@@ -123,9 +129,6 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
         engine: stack.engine.clone(),
         set_limits: server.limits_setter(),
     };
-    let hangups = driver
-        .hangup_signals()
-        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     rt.spawn(Box::pin(hangups.for_each(move |()| {
         reloader.hangup();
         futures::future::ready(())
