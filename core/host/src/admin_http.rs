@@ -94,35 +94,11 @@ pub fn serve(bound: Bound, state: AdminState) -> Result<String, String> {
     let state = Arc::new(state);
     let mut places = Vec::new();
     if let Some((listener, place)) = bound.tcp {
-        for _ in 0..TCP_WORKERS {
-            let listener = listener
-                .try_clone()
-                .map_err(|e| format!("metrics: {place}: {e}"))?;
-            let state = state.clone();
-            spawn(move || {
-                accept_loop(
-                    std::iter::repeat_with(|| listener.accept().map(|(s, _)| s)),
-                    |s| handle(s, Listener::Tcp, &state),
-                    std::thread::sleep,
-                )
-            })?;
-        }
+        spawn_workers(listener, TCP_WORKERS, &place, Listener::Tcp, &state)?;
         places.push(format!("{place} (GET /metrics)"));
     }
     if let Some((listener, place)) = bound.unix {
-        for _ in 0..UNIX_WORKERS {
-            let listener = listener
-                .try_clone()
-                .map_err(|e| format!("metrics: {place}: {e}"))?;
-            let state = state.clone();
-            spawn(move || {
-                accept_loop(
-                    std::iter::repeat_with(|| listener.accept().map(|(s, _)| s)),
-                    |s| handle(s, Listener::Unix, &state),
-                    std::thread::sleep,
-                )
-            })?;
-        }
+        spawn_workers(listener, UNIX_WORKERS, &place, Listener::Unix, &state)?;
         places.push(format!("{place} (/metrics, /cache)"));
     }
     Ok(places.join(" and "))
@@ -148,6 +124,58 @@ fn accept_loop<S>(
             Err(_) => pause(ACCEPT_BACKOFF),
         }
     }
+}
+
+/// A listener the workers share: each accepts on its own clone.
+trait Accepting: Sized + Send + 'static {
+    type Stream: Timed;
+    fn clone_listener(&self) -> io::Result<Self>;
+    fn accept_one(&self) -> io::Result<Self::Stream>;
+}
+
+impl Accepting for TcpListener {
+    type Stream = TcpStream;
+    fn clone_listener(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn accept_one(&self) -> io::Result<TcpStream> {
+        self.accept().map(|(s, _)| s)
+    }
+}
+
+impl Accepting for UnixListener {
+    type Stream = UnixStream;
+    fn clone_listener(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn accept_one(&self) -> io::Result<UnixStream> {
+        self.accept().map(|(s, _)| s)
+    }
+}
+
+/// `count` threads accepting on `listener`, each answering one connection
+/// at a time.
+fn spawn_workers<L: Accepting>(
+    listener: L,
+    count: usize,
+    place: &str,
+    kind: Listener,
+    state: &Arc<AdminState>,
+) -> Result<(), String> {
+    for _ in 0..count {
+        let listener = listener
+            .clone_listener()
+            .map_err(|e| format!("metrics: {place}: {e}"))?;
+        let state = state.clone();
+        spawn(move || {
+            accept_loop(
+                std::iter::repeat_with(|| listener.accept_one()),
+                |s| handle(s, kind, &state),
+                std::thread::sleep,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn spawn(f: impl FnOnce() + Send + 'static) -> Result<(), String> {

@@ -12,8 +12,6 @@
 //! an error, the head is bounded before it is parsed and the body's length
 //! is checked against the limit before any of it is kept.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use crate::domain::Domain;
 
 #[cfg(test)]
@@ -312,39 +310,30 @@ fn route(listener: Listener, method: &str, target: &str) -> Result<Command, Refu
     }
 }
 
-/// A `Host` value naming loopback, with an optional port: `localhost`,
-/// `127.x.y.z`, `[::1]` (RFC 9110 §7.2, RFC 3986 §3.2.2).
+/// A `Host` value naming loopback, with an optional port: `localhost`
+/// (and names below it), `127.x.y.z`, `[::1]` (RFC 9110 §7.2, RFC 3986
+/// §3.2.2; the rule is `domain::is_loopback_host`).
 pub fn is_loopback_host(value: &[u8]) -> bool {
     let Ok(value) = std::str::from_utf8(value) else {
         return false;
     };
-    // The name (None for `[::1]`) and the port's digits, if a port is given.
+    // The host (an IPv6 address inside brackets) and the port, if given.
     let (host, port) = match value.strip_prefix('[') {
-        Some(rest) => {
-            let Some((v6, after)) = rest.split_once(']') else {
-                return false;
-            };
-            if !v6.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_loopback()) {
-                return false;
-            }
-            match after.strip_prefix(':') {
-                Some(digits) => (None, Some(digits)),
-                None if after.is_empty() => (None, None),
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, "")) => (v6, None),
+            Some((v6, after)) => match after.strip_prefix(':') {
+                Some(digits) => (v6, Some(digits)),
                 None => return false,
-            }
-        }
+            },
+            None => return false,
+        },
         None => match value.split_once(':') {
-            Some((host, digits)) => (Some(host), Some(digits)),
-            None => (Some(value), None),
+            Some((host, digits)) => (host, Some(digits)),
+            None => (value, None),
         },
     };
     let port_ok = port.is_none_or(|d| d.len() <= 5 && d.bytes().all(|b| b.is_ascii_digit()));
-    port_ok
-        && host.is_none_or(|h| {
-            let h = h.strip_suffix('.').unwrap_or(h);
-            h.eq_ignore_ascii_case("localhost")
-                || h.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
-        })
+    port_ok && crate::domain::is_loopback_host(host)
 }
 
 /// An answer: status line, `Content-Type`, `Content-Length`,

@@ -55,14 +55,7 @@ impl SslMode {
 /// directory (an absolute path, or libpq's `@` abstract namespace),
 /// `localhost` or a name under it (RFC 6761 §6.3), or a loopback address.
 pub fn is_local_host(host: &str) -> bool {
-    let name = host.trim_end_matches('.').to_ascii_lowercase();
-    host.starts_with('/')
-        || host.starts_with('@')
-        || name == "localhost"
-        || name.ends_with(".localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host.starts_with('/') || host.starts_with('@') || crate::domain::is_loopback_host(host)
 }
 
 /// The warning for connecting to `hosts` with `mode`, when any of them is

@@ -54,14 +54,7 @@ pub fn drops_privileges_to_user(bins: &Bins) {
         &secure("mx.priv.example"),
     );
     let pid = daemon.pid().expect("pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let ids = |field: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-            .unwrap_or_default()
-    };
+    let (ids, status) = process_ids(pid);
     assert_eq!(ids("Uid:"), "65534 65534 65534 65534", "{status}");
     assert_eq!(ids("Gid:"), "65534 65534 65534 65534", "{status}");
     expect(
@@ -97,4 +90,18 @@ pub fn sigint_stops_cleanly(bins: &Bins) {
     daemon.signal(libc::SIGINT);
     let status = daemon.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "log:\n{}", daemon.log());
+}
+
+/// The ids of process `pid` from /proc (field `Uid:` or `Gid:`: real,
+/// effective, saved, filesystem), and the whole status text for messages.
+pub(super) fn process_ids(pid: u32) -> (impl Fn(&str) -> String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let text = status.clone();
+    let ids = move |field: &str| {
+        text.lines()
+            .find(|l| l.starts_with(field))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    (ids, status)
 }

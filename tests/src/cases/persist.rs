@@ -472,18 +472,7 @@ pub fn python_layout_cache_read(bins: &Bins) {
     let file = world.dir().join("python.db");
     let body =
         r#"{"mx": ["mail.example.com"], "version": "STSv1", "mode": "enforce", "max_age": 86400}"#;
-    sqlite3(
-        &file,
-        &format!(
-            "create table proactive_fetch_ts (id integer primary key, last_fetch_ts integer); \
-             create table sts_policy_cache (domain text, ts integer, pol_id text, pol_body text); \
-             create unique index sts_policy_domain on sts_policy_cache (domain); \
-             create index sts_policy_domain_ts on sts_policy_cache (domain, ts); \
-             insert into sts_policy_cache (domain, ts, pol_id, pol_body) \
-             values ('example.com', {}, 'pyid20240101', '{body}');",
-            now_secs()
-        ),
-    );
+    python_cache_file(&file, "example.com", now_secs(), "pyid20240101", body);
     let config = format!("{LONG_GRACE}{}", sqlite_cache(&file));
     let mut d = start(bins, &world, &config);
     expect(&d, "postfix", "example.com", &secure("mail.example.com"));
@@ -512,17 +501,12 @@ pub fn sqlite_row_ahead_of_the_clock(bins: &Bins) {
     let file = world.dir().join("ahead.db");
     let body =
         r#"{"mx": ["mx1.ahead.example"], "version": "STSv1", "mode": "enforce", "max_age": 86400}"#;
-    sqlite3(
+    python_cache_file(
         &file,
-        &format!(
-            "create table proactive_fetch_ts (id integer primary key, last_fetch_ts integer); \
-             create table sts_policy_cache (domain text, ts integer, pol_id text, pol_body text); \
-             create unique index sts_policy_domain on sts_policy_cache (domain); \
-             create index sts_policy_domain_ts on sts_policy_cache (domain, ts); \
-             insert into sts_policy_cache (domain, ts, pol_id, pol_body) \
-             values ('ahead.example', {}, 'forged', '{body}');",
-            now_secs() + 10 * 86_400
-        ),
+        "ahead.example",
+        now_secs() + 10 * 86_400,
+        "forged",
+        body,
     );
     let config = format!("cache_grace: 2\n{}", sqlite_cache(&file));
     let d = start(bins, &world, &config);
@@ -794,4 +778,19 @@ pub fn config_examples_start(bins: &Bins) {
         // The example's daemon created the Python original's tables.
         assert_eq!(pg.psql("select count(*) from sts_policy_cache"), "0");
     }
+}
+
+/// A SQLite cache file in the Python original's exact schema holding one row.
+fn python_cache_file(file: &std::path::Path, domain: &str, ts: u64, pol_id: &str, body: &str) {
+    sqlite3(
+        file,
+        &format!(
+            "create table proactive_fetch_ts (id integer primary key, last_fetch_ts integer); \
+             create table sts_policy_cache (domain text, ts integer, pol_id text, pol_body text); \
+             create unique index sts_policy_domain on sts_policy_cache (domain); \
+             create index sts_policy_domain_ts on sts_policy_cache (domain, ts); \
+             insert into sts_policy_cache (domain, ts, pol_id, pol_body) \
+             values ('{domain}', {ts}, '{pol_id}', '{body}');"
+        ),
+    );
 }

@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::ops::process_ids;
 use super::{expect, publish_enforce, secure, Bins, RawProcess};
 use crate::{Daemon, World};
 
@@ -242,14 +243,7 @@ pub fn numeric_user_gets_its_primary_group(bins: &Bins) {
         &secure("mx.numeric.example"),
     );
     let pid = d.pid().expect("pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let ids = |field: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
-            .unwrap_or_default()
-    };
+    let (ids, status) = process_ids(pid);
     assert_eq!(ids("Uid:"), format!("{uid} {uid} {uid} {uid}"), "{status}");
     assert_eq!(ids("Gid:"), format!("{gid} {gid} {gid} {gid}"), "{status}");
 }
