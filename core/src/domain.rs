@@ -48,15 +48,13 @@ pub fn is_valid_hostname(name: &str) -> bool {
 }
 
 /// True when `host` (a name or an address, without brackets or port) can
-/// only mean this machine: `localhost` and names below it (RFC 6761 §6.3),
-/// or a loopback address. The one rule for "local" wherever a host name
-/// decides trust (the metrics listener's `Host` check, PostgreSQL's TLS
-/// warning).
+/// only mean this machine: `localhost` or a loopback address. Names below
+/// `localhost` are not counted: client libraries may resolve them through
+/// ordinary DNS. The one rule for "local" wherever a host name decides
+/// trust (the metrics listener's `Host` check, PostgreSQL's TLS warning).
 pub fn is_loopback_host(host: &str) -> bool {
     let name = host.strip_suffix('.').unwrap_or(host);
-    let below = name.len() > 10 && name.is_char_boundary(name.len() - 10);
     name.eq_ignore_ascii_case("localhost")
-        || (below && name[name.len() - 10..].eq_ignore_ascii_case(".localhost"))
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())

@@ -218,6 +218,7 @@ macro_rules! e2e_suite {
                 unix_sockets_belong_to_the_service_user,
                 numeric_user_gets_its_primary_group,
                 root_without_user_warned,
+                logrotate_signals_only_the_daemon,
             ],
         }
     };

@@ -191,6 +191,9 @@ impl<R: Runtime> Jobs<R> {
                     let _ = caller.send(result.clone());
                 }
             }));
+        } else {
+            // An earlier turn took our write: hand ours back while it runs.
+            drop(turn);
         }
         (&mut waiting.done).await.unwrap_or_else(|_| Err(ended()))
     }

@@ -310,8 +310,8 @@ fn route(listener: Listener, method: &str, target: &str) -> Result<Command, Refu
     }
 }
 
-/// A `Host` value naming loopback, with an optional port: `localhost`
-/// (and names below it), `127.x.y.z`, `[::1]` (RFC 9110 §7.2, RFC 3986
+/// A `Host` value naming loopback, with an optional port: `localhost`,
+/// `127.x.y.z`, `[::1]` (RFC 9110 §7.2, RFC 3986
 /// §3.2.2; the rule is `domain::is_loopback_host`).
 pub fn is_loopback_host(value: &[u8]) -> bool {
     let Ok(value) = std::str::from_utf8(value) else {

@@ -259,3 +259,72 @@ pub fn root_without_user_warned(bins: &Bins) {
     let d = Daemon::start(bins.daemon, &world.config_yaml(""), &["-u", "nobody"]);
     assert!(!d.log().contains(warning), "log:\n{}", d.log());
 }
+
+/// The logrotate file's postrotate script (run as root) signals the pid in
+/// the service user's pidfile only when that process is the daemon: a
+/// compromised service user that writes another pid, or -1 (every
+/// process), makes root signal nothing. The daemon itself is told to
+/// reopen its log.
+pub fn logrotate_signals_only_the_daemon(bins: &Bins) {
+    must_be_root();
+    let world = World::new();
+    let conf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contrib/logrotate/mta-sts-daemon"
+    ))
+    .expect("contrib/logrotate/mta-sts-daemon");
+    let script = conf
+        .split_once("postrotate\n")
+        .and_then(|(_, rest)| rest.split_once("endscript"))
+        .map(|(script, _)| script)
+        .expect("a postrotate script");
+    let pidfile = world.dir().join("mta-sts-daemon.pid");
+    let pid_path = pidfile.to_str().expect("utf-8 path");
+    assert!(
+        script.contains("/run/mta-sts/mta-sts-daemon.pid"),
+        "{script}"
+    );
+    // The branch without systemd, on this test's pidfile.
+    let script = script
+        .replace("[ -d /run/systemd/system ]", "false")
+        .replace("/run/mta-sts/mta-sts-daemon.pid", pid_path);
+    let postrotate = || {
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .expect("sh");
+        assert!(status.success(), "postrotate failed: {status}");
+    };
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    for planted in [bystander.id().to_string(), "-1".to_owned()] {
+        std::fs::write(&pidfile, format!("{planted}\n")).expect("pidfile");
+        postrotate();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            bystander.try_wait().expect("bystander").is_none(),
+            "the script signalled the pid {planted} planted in the pidfile"
+        );
+    }
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    let logfile = world.dir().join("daemon.log");
+    let _d = Daemon::start(
+        bins.daemon,
+        &world.config_yaml(""),
+        &["-p", pid_path, "-l", logfile.to_str().expect("utf-8 path")],
+    );
+    let log = || std::fs::read_to_string(&logfile).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !log().contains("INFO  ready") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    postrotate();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !log().contains("reloaded") {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(log().contains("reloaded"), "log:\n{}", log());
+}
