@@ -13,14 +13,17 @@
 //!
 //! The requests are parsed by the sans-IO `mta_sts_core::admin`; this file
 //! moves bytes. One request per connection, under one deadline for reading
-//! it and one for writing the answer, on a few threads per listener, so a
-//! client that stalls holds one thread until its deadline and no more.
+//! it and one for writing the answer, on a thread per connection up to a
+//! cap per listener; at the cap the oldest connection still sending its
+//! request is closed for the newcomer, so clients that stall cannot keep a
+//! scraper waiting (docs/ARCHITECTURE.md "Operations").
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use mta_sts_core::admin::{
@@ -30,16 +33,27 @@ use mta_sts_core::config::MetricsListen;
 use mta_sts_core::metrics::Metrics;
 use mta_sts_core::service::{export_line, CacheAdmin};
 
-/// A client gets this long to send its whole request, and again to take
-/// the whole answer: an administrator's import of a full export over a
-/// Unix socket takes well under a second.
-pub const DEADLINE: Duration = Duration::from_secs(10);
-/// Threads answering each TCP listener: a scraper is served while up to
-/// this many less one clients stall, each for at most [`DEADLINE`].
-const TCP_WORKERS: usize = 4;
-/// Threads answering the Unix socket (the administrator and a scraper);
-/// each may hold an import of up to `import_limit` bytes.
-const UNIX_WORKERS: usize = 2;
+/// How many connections a listener serves at once, and how long each
+/// gets to send its whole request, and again to take the whole answer.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    connections: usize,
+    deadline: Duration,
+}
+
+/// TCP: a Prometheus `GET` without a body takes milliseconds; a thread per
+/// connection up to the cap, beyond which the oldest still sending its
+/// request is closed, so stalled clients cannot hold off a scraper.
+const TCP: Limits = Limits {
+    connections: 32,
+    deadline: Duration::from_secs(2),
+};
+/// The Unix socket (the administrator and a scraper): an import of a full
+/// export (up to `import_limit` bytes) takes well under a second.
+const UNIX: Limits = Limits {
+    connections: 8,
+    deadline: Duration::from_secs(10),
+};
 /// How long an accept loop waits after a failed accept (out of descriptors
 /// or memory) before trying again, so it does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -94,11 +108,11 @@ pub fn serve(bound: Bound, state: AdminState) -> Result<String, String> {
     let state = Arc::new(state);
     let mut places = Vec::new();
     if let Some((listener, place)) = bound.tcp {
-        spawn_workers(listener, TCP_WORKERS, &place, Listener::Tcp, &state)?;
+        spawn_listener(listener, TCP, Listener::Tcp, &state)?;
         places.push(format!("{place} (GET /metrics)"));
     }
     if let Some((listener, place)) = bound.unix {
-        spawn_workers(listener, UNIX_WORKERS, &place, Listener::Unix, &state)?;
+        spawn_listener(listener, UNIX, Listener::Unix, &state)?;
         places.push(format!("{place} (/metrics, /cache)"));
     }
     Ok(places.join(" and "))
@@ -126,18 +140,14 @@ fn accept_loop<S>(
     }
 }
 
-/// A listener the workers share: each accepts on its own clone.
-trait Accepting: Sized + Send + 'static {
+/// A listener whose connections are served on threads of their own.
+trait Accepting: Send + 'static {
     type Stream: Timed;
-    fn clone_listener(&self) -> io::Result<Self>;
     fn accept_one(&self) -> io::Result<Self::Stream>;
 }
 
 impl Accepting for TcpListener {
     type Stream = TcpStream;
-    fn clone_listener(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
     fn accept_one(&self) -> io::Result<TcpStream> {
         self.accept().map(|(s, _)| s)
     }
@@ -145,37 +155,40 @@ impl Accepting for TcpListener {
 
 impl Accepting for UnixListener {
     type Stream = UnixStream;
-    fn clone_listener(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
     fn accept_one(&self) -> io::Result<UnixStream> {
         self.accept().map(|(s, _)| s)
     }
 }
 
-/// `count` threads accepting on `listener`, each answering one connection
-/// at a time.
-fn spawn_workers<L: Accepting>(
+/// A thread accepting on `listener`, and a thread for each connection,
+/// at most `limits.connections` at once.
+fn spawn_listener<L: Accepting>(
     listener: L,
-    count: usize,
-    place: &str,
+    limits: Limits,
     kind: Listener,
     state: &Arc<AdminState>,
 ) -> Result<(), String> {
-    for _ in 0..count {
-        let listener = listener
-            .clone_listener()
-            .map_err(|e| format!("metrics: {place}: {e}"))?;
-        let state = state.clone();
-        spawn(move || {
-            accept_loop(
-                std::iter::repeat_with(|| listener.accept_one()),
-                |s| handle(s, kind, &state),
-                std::thread::sleep,
-            )
-        })?;
-    }
-    Ok(())
+    let state = state.clone();
+    let slots = Arc::new(Slots::new(limits.connections));
+    spawn(move || {
+        accept_loop(
+            std::iter::repeat_with(|| listener.accept_one()),
+            |stream| {
+                let Some(slot) = slots.admit(&stream) else {
+                    // Out of descriptors for the clone: as a failed accept.
+                    return std::thread::sleep(ACCEPT_BACKOFF);
+                };
+                let state = state.clone();
+                // If no thread can be started, the connection is closed and
+                // its slot given back as the closure is dropped; pause, as
+                // after a failed accept.
+                if spawn(move || handle(stream, slot, kind, limits.deadline, &state)).is_err() {
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                }
+            },
+            std::thread::sleep,
+        )
+    })
 }
 
 fn spawn(f: impl FnOnce() + Send + 'static) -> Result<(), String> {
@@ -186,9 +199,115 @@ fn spawn(f: impl FnOnce() + Send + 'static) -> Result<(), String> {
         .map_err(|e| format!("metrics: cannot start its thread: {e}"))
 }
 
-/// A connection whose reads and writes can be bounded in time.
-trait Timed: Read + Write {
+/// The connections of one listener being served: how many, and a clone of
+/// each still reading its request, oldest first, by which it can be closed.
+struct Slots<S> {
+    limit: usize,
+    inner: Mutex<Served<S>>,
+    freed: Condvar,
+}
+
+struct Served<S> {
+    open: usize,
+    /// Closed for a newcomer and not ended yet.
+    leaving: usize,
+    next: u64,
+    reading: VecDeque<(u64, S)>,
+}
+
+/// One connection's hold on its listener's [`Slots`], given back on drop.
+struct Slot<S: Timed> {
+    slots: Arc<Slots<S>>,
+    id: u64,
+    /// It took itself off the list of readers, so it was not closed for
+    /// a newcomer.
+    withdrawn: bool,
+}
+
+impl<S: Timed> Slots<S> {
+    fn new(limit: usize) -> Self {
+        Slots {
+            limit,
+            inner: Mutex::new(Served {
+                open: 0,
+                leaving: 0,
+                next: 0,
+                reading: VecDeque::new(),
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Served<S>> {
+        // The data stays consistent whatever panicked while holding it.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for `stream`. At the limit, the oldest connection still
+    /// reading its request is closed (its thread wakes and ends at once) and
+    /// its slot taken; with none reading, wait for one to be answered, which
+    /// its deadline bounds. `None` if `stream` cannot be cloned.
+    fn admit(self: &Arc<Self>, stream: &S) -> Option<Slot<S>> {
+        let clone = stream.duplicate().ok()?;
+        let mut served = self.lock();
+        while served.open >= self.limit {
+            if served.leaving == 0 {
+                if let Some((_, oldest)) = served.reading.pop_front() {
+                    oldest.shut();
+                    served.leaving += 1;
+                }
+            }
+            served = self
+                .freed
+                .wait(served)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        served.open += 1;
+        let id = served.next;
+        served.next = id.wrapping_add(1);
+        served.reading.push_back((id, clone));
+        Some(Slot {
+            slots: self.clone(),
+            id,
+            withdrawn: false,
+        })
+    }
+}
+
+impl<S: Timed> Slot<S> {
+    /// Reading the request is over: from now on the connection is not
+    /// closed for a newcomer (it is answered, under its deadline).
+    fn request_read(&mut self) {
+        let mut served = self.slots.lock();
+        if let Some(at) = served.reading.iter().position(|(id, _)| *id == self.id) {
+            served.reading.remove(at);
+            self.withdrawn = true;
+        }
+    }
+}
+
+impl<S: Timed> Drop for Slot<S> {
+    fn drop(&mut self) {
+        let mut served = self.slots.lock();
+        if !self.withdrawn {
+            match served.reading.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => drop(served.reading.remove(at)),
+                None => served.leaving = served.leaving.saturating_sub(1),
+            }
+        }
+        served.open = served.open.saturating_sub(1);
+        drop(served);
+        self.slots.freed.notify_one();
+    }
+}
+
+/// A connection whose reads and writes can be bounded in time, and which
+/// another thread can close through a clone.
+trait Timed: Read + Write + Sized + Send + 'static {
     fn set_timeouts(&self, timeout: Duration) -> io::Result<()>;
+    fn duplicate(&self) -> io::Result<Self>;
+    /// Shut both directions: a read blocked on another clone returns.
+    fn shut(&self);
 }
 
 impl Timed for TcpStream {
@@ -196,12 +315,24 @@ impl Timed for TcpStream {
         self.set_read_timeout(Some(timeout))?;
         self.set_write_timeout(Some(timeout))
     }
+    fn duplicate(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
 }
 
 impl Timed for UnixStream {
     fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
         self.set_read_timeout(Some(timeout))?;
         self.set_write_timeout(Some(timeout))
+    }
+    fn duplicate(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Both);
     }
 }
 
@@ -216,15 +347,23 @@ enum ReadFailure {
     Gone,
 }
 
-fn handle<S: Timed>(mut stream: S, listener: Listener, state: &AdminState) {
+fn handle<S: Timed>(
+    mut stream: S,
+    mut slot: Slot<S>,
+    listener: Listener,
+    deadline: Duration,
+    state: &AdminState,
+) {
     let parser = RequestParser::new(listener, state.import_limit);
-    let answer = match read_request(&mut stream, parser, Instant::now() + DEADLINE) {
+    let read = read_request(&mut stream, parser, Instant::now() + deadline);
+    slot.request_read();
+    let answer = match read {
         Ok(request) => route(&request, state),
         Err(ReadFailure::Refused(refusal)) => refusal_response(refusal),
         Err(ReadFailure::Deadline) => response(408, TEXT, b"request not sent in time\n"),
         Err(ReadFailure::Gone) => return,
     };
-    let _ = write_all(&mut stream, &answer, Instant::now() + DEADLINE);
+    let _ = write_all(&mut stream, &answer, Instant::now() + deadline);
 }
 
 /// The time left until `deadline`, if any.
@@ -374,6 +513,75 @@ mod tests {
         accept_loop(accepts.into_iter(), |s| handled.push(s), |_| pauses += 1);
         assert_eq!(handled, [1, 2]);
         assert_eq!(pauses, 3);
+    }
+
+    /// A connection on `slots` served as `handle` does up to its request:
+    /// one read, then its slot given back.
+    fn reader(slots: &Arc<Slots<UnixStream>>) -> (UnixStream, std::thread::JoinHandle<usize>) {
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let mut slot = slots.admit(&ours).unwrap();
+        let thread = std::thread::spawn(move || {
+            let n = ours.read(&mut [0u8; 16]).unwrap_or(0);
+            slot.request_read();
+            n
+        });
+        (theirs, thread)
+    }
+
+    /// Admit a newcomer on another thread; `None` if not admitted within
+    /// 10 s (the test would hang otherwise).
+    fn admit_within(slots: &Arc<Slots<UnixStream>>) -> Option<(UnixStream, Slot<UnixStream>)> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slots = slots.clone();
+        std::thread::spawn(move || {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let slot = slots.admit(&ours);
+            let _ = tx.send(slot.map(|slot| (theirs, slot)));
+        });
+        rx.recv_timeout(Duration::from_secs(10)).ok().flatten()
+    }
+
+    fn still_open(peer: &mut UnixStream) -> bool {
+        peer.set_nonblocking(true).unwrap();
+        let open =
+            matches!(peer.read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        peer.set_nonblocking(false).unwrap();
+        open
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_still_reading_is_closed_for_a_newcomer() {
+        let slots = Arc::new(Slots::new(2));
+        let (mut oldest, oldest_thread) = reader(&slots);
+        let (mut next, next_thread) = reader(&slots);
+        let newcomer = admit_within(&slots);
+        assert!(
+            newcomer.is_some(),
+            "the newcomer waited for a stalled client"
+        );
+        assert_eq!(oldest.read(&mut [0u8; 1]).unwrap(), 0);
+        assert_eq!(oldest_thread.join().unwrap(), 0);
+        assert!(still_open(&mut next));
+        next.write_all(b"x").unwrap();
+        assert_eq!(next_thread.join().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_connection_being_answered_is_not_closed_for_a_newcomer() {
+        let slots = Arc::new(Slots::new(1));
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut answering = slots.admit(&ours).unwrap();
+        answering.request_read();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = slots.clone();
+        std::thread::spawn(move || {
+            let (newcomer, _peer) = UnixStream::pair().unwrap();
+            let _ = tx.send(waiting.admit(&newcomer).is_some());
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        assert!(still_open(&mut theirs));
+        drop(answering);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
     }
 
     #[test]

@@ -384,18 +384,42 @@ pub fn metrics_on_tcp_and_administration_on_the_socket(bins: &Bins) {
     );
 }
 
-/// A client that connects to the TCP listener and sends half a request does not keep
-/// another from `/metrics` (before, one thread answered in turn and waited 10 s per read).
+/// Clients that connect to the TCP listener and send half a request, more of them
+/// than it serves at once, do not keep another from `/metrics`: the oldest is closed
+/// for the newcomer, without waiting for its deadline (before, four threads each
+/// waited out 10 s for a stalled client, and 40 of them held a scraper off for 100 s).
 pub fn stalled_client_does_not_block_metrics(bins: &Bins) {
     let world = World::new();
     let (yaml, port) = tcp_metrics_yaml(None);
     let _d = start(bins, &world, &yaml);
-    let mut stalled = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stalled.write_all(b"GET /metr").expect("write");
+    let mut stalled: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.write_all(b"GET /metr").expect("write");
+            s
+        })
+        .collect();
     pause(200);
-    // Answered while the other waits (tcp_http gives up after 5 s).
+    // Answered while the others wait (tcp_http gives up after 5 s).
     let (status, text) = tcp_http(port, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert_eq!(status, 200, "{text}");
+    // The oldest was closed without an answer: shut for a newcomer, not timed out
+    // (a deadline would have answered 408).
+    let oldest = &mut stalled[0];
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    match oldest.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the oldest stalled client is still open: {e}"),
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&answer),
+        "",
+        "the oldest was answered"
+    );
     drop(stalled);
 }
 
