@@ -156,10 +156,10 @@ fn stale_and_proactive_ts() {
         b.set_proactive_ts(t).await.unwrap();
         assert_eq!(b.proactive_ts().await.unwrap(), Some(t));
         assert_eq!(
-            b.checked_before(t - 200 * S).await.unwrap(),
+            b.checked_before(t - 200 * S, t).await.unwrap(),
             vec![d("old.example")]
         );
-        let mut all = b.checked_before(t).await.unwrap();
+        let mut all = b.checked_before(t, t).await.unwrap();
         all.sort();
         assert_eq!(all, vec![d("new.example"), d("old.example")]);
     });
@@ -201,7 +201,7 @@ fn survives_a_redis_restart() {
             let started = Instant::now();
             assert!(b.get(&dom).await.is_err());
             assert!(b.set(&dom, &e).await.is_err());
-            assert!(b.checked_before(t).await.is_err());
+            assert!(b.checked_before(t, t).await.is_err());
             assert!(started.elapsed() < 3 * TIMEOUT + Duration::from_millis(300));
         }
         server.restart();

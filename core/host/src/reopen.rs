@@ -96,8 +96,8 @@ impl Store for Reopening {
         self.store().await?.set(domain, entry).await
     }
 
-    async fn checked_before(&self, before_ms: u64) -> Result<Vec<Domain>, StoreError> {
-        self.store().await?.checked_before(before_ms).await
+    async fn checked_before(&self, before_ms: u64, now_ms: u64) -> Result<Vec<Domain>, StoreError> {
+        self.store().await?.checked_before(before_ms, now_ms).await
     }
 
     async fn proactive_ts(&self) -> Result<Option<u64>, StoreError> {
@@ -127,7 +127,7 @@ mod tests {
         async fn set(&self, _: &Domain, _: &CacheEntry) -> Result<(), StoreError> {
             Ok(())
         }
-        async fn checked_before(&self, _: u64) -> Result<Vec<Domain>, StoreError> {
+        async fn checked_before(&self, _: u64, _: u64) -> Result<Vec<Domain>, StoreError> {
             Ok(Vec::new())
         }
         async fn proactive_ts(&self) -> Result<Option<u64>, StoreError> {

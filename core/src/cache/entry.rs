@@ -80,6 +80,14 @@ impl CacheEntry {
         (self.fetched_at_ms, self.checked_at_ms) > (other.fetched_at_ms, other.checked_at_ms)
     }
 
+    /// True when a fetch or check time of this entry lies beyond
+    /// [`latest_believed`] at `now_ms`: read, it must be
+    /// [`clamped`](Self::clamped), and the clamped entry written back so it
+    /// ages from that read (docs/ARCHITECTURE.md "Time").
+    pub fn is_ahead(&self, now_ms: u64) -> bool {
+        self.fetched_at_ms.max(self.checked_at_ms) > latest_believed(now_ms)
+    }
+
     /// This entry from outside as read at `now_ms`: a fetch or check time
     /// beyond [`latest_believed`] is taken as `now_ms`, so its freshness
     /// and its expiry count from now (docs/ARCHITECTURE.md "Time").
@@ -184,6 +192,9 @@ mod tests {
         let c = e.clamped(now);
         assert_eq!((c.fetched_at_ms, c.checked_at_ms), (now, now - 5));
         assert_eq!(c.expires_at_ms(), now + 86_400_000, "expiry from now");
+        assert!(!entry(limit, limit).is_ahead(now));
+        assert!(entry(limit + 1, now - 5).is_ahead(now));
+        assert!(entry(now - 9, u64::MAX).is_ahead(now));
         let c = entry(now - 9, u64::MAX).clamped(now);
         assert_eq!((c.fetched_at_ms, c.checked_at_ms), (now - 9, now));
         assert!(!c.is_fresh(now + 2_000, Duration::from_secs(2)));

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::entry::{millis, CacheEntry};
+use super::entry::{latest_believed, millis, CacheEntry};
 use super::lru::Bounded;
 use super::shards::Sharded;
 use crate::dane::DaneResult;
@@ -261,16 +261,21 @@ impl PolicyIndex {
         shard.insert(domain, DaneEntry { result, until_ms });
     }
 
-    /// Domains holding a policy last checked before `before_ms`: the
-    /// proactive refresh's work list for the internal cache.
-    pub fn checked_before(&self, before_ms: u64) -> Vec<Domain> {
+    /// Domains holding a policy last checked before `before_ms`, or later
+    /// than [`latest_believed`]`(now_ms)` (our clock stepped back): the
+    /// proactive refresh's work list for the internal cache
+    /// (docs/ARCHITECTURE.md "Time").
+    pub fn checked_before(&self, before_ms: u64, now_ms: u64) -> Vec<Domain> {
+        let limit = latest_believed(now_ms);
         let mut due = Vec::new();
         self.map.for_each(|shard| {
             due.extend(
                 shard
                     .policies
                     .iter()
-                    .filter(|(_, c)| c.entry.checked_at_ms < before_ms)
+                    .filter(|(_, c)| {
+                        c.entry.checked_at_ms < before_ms || c.entry.checked_at_ms > limit
+                    })
                     .map(|(d, _)| Domain::from_trusted(d)),
             )
         });
@@ -505,13 +510,28 @@ mod tests {
         assert!(index.dane_fresh("example.com", 0).is_none());
     }
 
+    /// A policy checked beyond now + MAX_SKEW (imported before our clock
+    /// stepped back) is on the work list, not put off until then.
+    #[test]
+    fn work_list_holds_policies_checked_ahead() {
+        let index = PolicyIndex::new(10, Duration::from_secs(60));
+        let now = 1_700_000_000_000;
+        index.store(d("ahead.example"), entry("a", now, now + 300_001));
+        index.store(d("skewed.example"), entry("a", now, now + 300_000));
+        index.store(d("recent.example"), entry("a", now, now - 1_000));
+        assert_eq!(
+            index.checked_before(now - 60_000, now),
+            vec![d("ahead.example")]
+        );
+    }
+
     #[test]
     fn work_list_and_purge() {
         let index = PolicyIndex::new(10, Duration::from_secs(60));
         index.store(d("old.example"), entry("a", 1_000, 1_000));
         index.store(d("new.example"), entry("a", 1_000, 9_000));
         index.note_no_policy(d("none.example"), 0);
-        assert_eq!(index.checked_before(5_000), vec![d("old.example")]);
+        assert_eq!(index.checked_before(5_000, 9_000), vec![d("old.example")]);
         assert_eq!(index.entries().len(), 2);
         assert!(index.remove("old.example"));
         assert_eq!(index.len(), 2);

@@ -47,9 +47,11 @@ pub trait Store: Send + Sync + 'static {
     /// ([`CacheEntry::is_newer_at`] the store's now: a stored time beyond
     /// `now + MAX_SKEW` never keeps a write out), atomically in the store.
     async fn set(&self, domain: &Domain, entry: &CacheEntry) -> Result<(), StoreError>;
-    /// Domains whose TXT id was last checked before `before_ms`: the
-    /// proactive refresh's work list (RFC 8461 §5.1).
-    async fn checked_before(&self, before_ms: u64) -> Result<Vec<Domain>, StoreError>;
+    /// Domains whose TXT id was last checked before `before_ms`, or later
+    /// than [`latest_believed`](super::latest_believed)`(now_ms)` (a row dated ahead is refreshed
+    /// too, docs/ARCHITECTURE.md "Time"): the proactive refresh's work list
+    /// (RFC 8461 §5.1).
+    async fn checked_before(&self, before_ms: u64, now_ms: u64) -> Result<Vec<Domain>, StoreError>;
     /// When the last proactive refresh round ran (Unix milliseconds).
     async fn proactive_ts(&self) -> Result<Option<u64>, StoreError>;
     /// Record when a proactive refresh round ran.
@@ -59,7 +61,7 @@ pub trait Store: Send + Sync + 'static {
     /// the end of time, each read in turn.
     async fn entries(&self) -> Result<Vec<(Domain, CacheEntry)>, StoreError> {
         let mut out = Vec::new();
-        for domain in self.checked_before(u64::MAX).await? {
+        for domain in self.checked_before(u64::MAX, u64::MAX).await? {
             if let Ok(Some(entry)) = self.get(&domain).await {
                 out.push((domain, entry));
             }

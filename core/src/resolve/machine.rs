@@ -238,7 +238,9 @@ impl Resolver {
     /// and memory's goes on (memory's when the store failed; times from the
     /// store beyond `MAX_SKEW` ahead read as now, [`cache::merge`]); if fresh it
     /// answers every waiter with no traffic, else the TXT id is checked
-    /// (RFC 8461 §5.1).
+    /// (RFC 8461 §5.1). A stored entry dated beyond `MAX_SKEW` ahead is
+    /// replaced in the store by the one that goes on, so it ages from this
+    /// read, not from every later one (docs/ARCHITECTURE.md "Time").
     pub fn handle_store_loaded(
         &mut self,
         lookup: LookupId,
@@ -254,11 +256,20 @@ impl Resolver {
         if !matches!(l.stage, Stage::LoadingStore) {
             return;
         }
+        let ahead = matches!(&stored, Ok(Some(s)) if s.is_ahead(wall_ms));
         let entry = cache::merge(l.entry.take(), stored, wall_ms);
-        if let Some(e) = &entry {
+        let domain = l.domain.clone();
+        match &entry {
+            // Written back as read: without it every restart or eviction
+            // would read the row as "now" again, and it would never expire.
+            Some(e) if ahead => self.keep(domain, e.clone()),
             // Another daemon sharing the store may have news: keep it.
-            self.index.store(l.domain.clone(), e.clone());
+            Some(e) => self.index.store(domain, e.clone()),
+            None => {}
         }
+        let Some(l) = self.lookups.get_mut(&lookup) else {
+            return;
+        };
         if let Some(e) = entry
             .as_ref()
             .filter(|e| !l.refresh && e.is_fresh(wall_ms, grace))

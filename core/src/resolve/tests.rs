@@ -1122,6 +1122,45 @@ fn persist_follows_fetch_and_confirm_after_the_index() {
     );
 }
 
+/// A stored entry dated beyond MAX_SKEW ahead is read as now and written
+/// back so: from then on it ages from this read (docs/ARCHITECTURE.md
+/// "Time"). When memory's entry wins over it, memory's replaces it.
+#[test]
+fn a_stored_entry_dated_ahead_is_written_back_as_read() {
+    let mut r = persistent();
+    let now = Instant::now();
+    let ahead = entry("forged", W + 10 * DAY_MS, W + 10 * DAY_MS);
+    let id = start_load(&mut r, 1, "example.com", now, W);
+    r.handle_store_loaded(id, Ok(Some(ahead.clone())), now, W);
+    let read = entry("forged", W, W);
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            persist("example.com", read.clone()),
+            reply(1, "example.com", Some(read.policy), Reason::Cached),
+        ]
+    );
+    // Memory holds an older, believed entry: it goes on, and is written.
+    let later = W + 120 * S;
+    let id = start_load(&mut r, 2, "example.com", now, later);
+    r.handle_store_loaded(id, Ok(Some(ahead)), now, later);
+    assert_eq!(
+        drain(&mut r),
+        vec![
+            persist("example.com", entry("forged", W, W)),
+            query_txt(id, "example.com"),
+        ]
+    );
+    // A stored time within the skew is believed: nothing to write back.
+    let skewed = entry("b", later + 300 * S, later + 300 * S);
+    let id = start_load(&mut r, 3, "example.net", now, later);
+    r.handle_store_loaded(id, Ok(Some(skewed.clone())), now, later);
+    assert_eq!(
+        drain(&mut r),
+        vec![reply(3, "example.net", Some(skewed.policy), Reason::Cached)]
+    );
+}
+
 #[test]
 fn refresh_checks_id_within_grace() {
     for persistent in [false, true] {

@@ -56,8 +56,8 @@ pub async fn run_proactive_refresh<R: Runtime>(
         }
         let before = now_ms.saturating_sub(min_age_ms);
         let domains: Result<Vec<Domain>, StoreError> = match &caches.store {
-            Some(store) => store.checked_before(before).await,
-            None => Ok(caches.index.checked_before(before)),
+            Some(store) => store.checked_before(before, now_ms).await,
+            None => Ok(caches.index.checked_before(before, now_ms)),
         };
         let domains = domains.unwrap_or_else(|e| {
             log::warn!("proactive refresh: cannot list cached domains: {e}");

@@ -3,7 +3,7 @@
 //! index (docs/ARCHITECTURE.md "Cache").
 
 use super::Sim;
-use crate::cache::{CacheEntry, Store, StoreError};
+use crate::cache::{latest_believed, CacheEntry, Store, StoreError};
 use crate::domain::Domain;
 use crate::service::Runtime;
 use std::collections::BTreeMap;
@@ -130,14 +130,15 @@ impl Store for SimStore {
         Ok(())
     }
 
-    async fn checked_before(&self, before_ms: u64) -> Result<Vec<Domain>, StoreError> {
+    async fn checked_before(&self, before_ms: u64, now_ms: u64) -> Result<Vec<Domain>, StoreError> {
         self.state().lists += 1;
         self.act().await?;
+        let limit = latest_believed(now_ms);
         let st = self.state();
         Ok(st
             .entries
             .iter()
-            .filter(|(_, e)| e.checked_at_ms < before_ms)
+            .filter(|(_, e)| e.checked_at_ms < before_ms || e.checked_at_ms > limit)
             .filter_map(|(d, _)| Domain::new(d).ok())
             .collect())
     }

@@ -241,14 +241,16 @@ impl<R: Runtime> Store for PostgresBackend<R> {
         self.bounded(call).await
     }
 
-    /// Domains last checked before `before_ms`; names that are not valid
-    /// domains are skipped.
-    async fn checked_before(&self, before_ms: u64) -> Result<Vec<Domain>, StoreError> {
+    /// Domains last checked before `before_ms` or beyond
+    /// [`latest_believed`]`(now_ms)`; names that are not valid domains are
+    /// skipped.
+    async fn checked_before(&self, before_ms: u64, now_ms: u64) -> Result<Vec<Domain>, StoreError> {
         let before = sql_ms(before_ms);
+        let believed = sql_ms(latest_believed(now_ms));
         let names: Vec<Option<String>> = self
             .with_client(move |client| {
                 client
-                    .query(schema::STALE, &[&before])?
+                    .query(schema::STALE, &[&before, &believed])?
                     .iter()
                     .map(|r| r.try_get(0))
                     .collect()

@@ -114,11 +114,14 @@ pub(super) const UPSERT: &str = concat!(
 pub(super) const SELECT: &str = "SELECT ts, pol_id, pol_body::text, fetched_at_ms, checked_at_ms, \
      policy_lines::text FROM sts_policy_cache WHERE domain = $1";
 
-/// Domains last checked before `$1` (milliseconds).
+/// Domains last checked before `$1` or beyond `$2` (the latest time
+/// believed, `cache::latest_believed`), in milliseconds.
 pub(super) const STALE: &str = concat!(
     "SELECT c.domain FROM sts_policy_cache AS c WHERE ",
     checked_ms!("c"),
-    " < $1"
+    " < $1 OR ",
+    checked_ms!("c"),
+    " > $2"
 );
 
 /// The Python original's row `id = 1` of `proactive_fetch_ts`, and ours.

@@ -137,7 +137,7 @@ fn schema_round_trip_newer_wins_and_python_rows() {
     python_set(&pg, "example.com", 1_700_000_150, "pyold", PY_BODY);
     assert_eq!(block_on(b.get(&dom)).unwrap().unwrap().policy_id, "ours");
 
-    let mut stale = block_on(b.checked_before(NOW + 150 * S)).unwrap();
+    let mut stale = block_on(b.checked_before(NOW + 150 * S, NOW + 150 * S)).unwrap();
     stale.sort();
     assert_eq!(stale, vec![d("py.example")]);
 
@@ -181,6 +181,23 @@ fn future_dated_rows_are_read_as_now_and_replaced() {
     block_on(b.set(&ours, &skewed)).unwrap();
     block_on(b.set(&ours, &entry("older", now, now))).unwrap();
     assert_eq!(block_on(b.get(&ours)).unwrap(), Some(skewed));
+}
+
+/// Rows checked beyond now + MAX_SKEW, ours or the Python original's, are
+/// on the proactive work list (docs/ARCHITECTURE.md "Time"); a row within
+/// the skew is believed.
+#[test]
+fn lists_domains_checked_beyond_the_believed_limit() {
+    let pg = PgServer::start();
+    let b = open(&pg);
+    let ahead = NOW + 10 * 86_400 * S;
+    block_on(b.set(&d("ours.example"), &entry("a", ahead, ahead))).unwrap();
+    block_on(b.set(&d("skewed.example"), &entry("a", NOW, NOW + 300 * S))).unwrap();
+    block_on(b.set(&d("recent.example"), &entry("a", NOW, NOW - S))).unwrap();
+    python_set(&pg, "py.example", ahead / S, "pyid", PY_BODY);
+    let mut due = block_on(b.checked_before(NOW - 60 * S, NOW)).unwrap();
+    due.sort();
+    assert_eq!(due, vec![d("ours.example"), d("py.example")]);
 }
 
 #[test]

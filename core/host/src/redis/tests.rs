@@ -137,9 +137,29 @@ fn python_records_metadata_and_stale_listing() {
     block_on(b.set(&d("new.example"), &entry("a", NOW, NOW + 100 * S))).unwrap();
     redis.cmd(&["SET", "other-app-key", "x"]).unwrap();
     assert_eq!(
-        block_on(b.checked_before(NOW + 50 * S)).unwrap(),
+        block_on(b.checked_before(NOW + 50 * S, NOW + 50 * S)).unwrap(),
         vec![d("py.example")]
     );
+}
+
+/// Records checked beyond now + MAX_SKEW, ours or the Python original's,
+/// are on the proactive work list (the Lua script, docs/ARCHITECTURE.md
+/// "Time"); a record within the skew is believed.
+#[test]
+fn lists_domains_checked_beyond_the_believed_limit() {
+    let redis = RedisServer::start();
+    let b = open(&redis, "");
+    let now = crate::unix_ms();
+    let ahead = now + 10 * 86_400 * S;
+    block_on(b.set(&d("ours.example"), &entry("a", ahead, ahead))).unwrap();
+    block_on(b.set(&d("skewed.example"), &entry("a", now, now + 300 * S))).unwrap();
+    block_on(b.set(&d("recent.example"), &entry("a", now, now - S))).unwrap();
+    let body = serde_json::json!({"mx": ["mx.py.example"], "version": "STSv1",
+        "mode": "none", "max_age": 86400});
+    redis.put_python_record("py.example", "pyid", &body, (ahead / S) as f64);
+    let mut due = block_on(b.checked_before(now - 60 * S, now)).unwrap();
+    due.sort();
+    assert_eq!(due, vec![d("ours.example"), d("py.example")]);
 }
 
 /// A row dated ten days ahead, ours or the Python original's, is read as

@@ -205,14 +205,16 @@ impl<R: Runtime> Store for SqliteBackend<R> {
             .await
     }
 
-    /// Domains whose `ts` (last TXT check) is before `before_ms`; domain
-    /// values that are not valid names are skipped.
-    async fn checked_before(&self, before_ms: u64) -> Result<Vec<Domain>, StoreError> {
+    /// Domains whose `ts` (last TXT check) is before `before_ms` or beyond
+    /// [`latest_believed`]`(now_ms)`; domain values that are not valid
+    /// names are skipped.
+    async fn checked_before(&self, before_ms: u64, now_ms: u64) -> Result<Vec<Domain>, StoreError> {
         let before = to_sql_time(before_ms);
+        let believed = to_sql_time(latest_believed(now_ms));
         self.with_conn(move |conn| {
             let names: Vec<Option<String>> = conn
-                .prepare_cached("select domain from sts_policy_cache where ts < ?1")
-                .and_then(|mut stmt| stmt.query_map([before], |r| r.get(0))?.collect())
+                .prepare_cached("select domain from sts_policy_cache where ts < ?1 or ts > ?2")
+                .and_then(|mut stmt| stmt.query_map([before, believed], |r| r.get(0))?.collect())
                 .map_err(|e| backend_error("stale", e))?;
             Ok(names
                 .into_iter()

@@ -204,9 +204,10 @@ impl<C: RedisCommands> Store for RedisBackend<C> {
         Ok(())
     }
 
-    /// Domains whose top member's score (last check) is before `before_ms`:
-    /// a `SCAN` over the prefix, then [`STALE_KEYS`] over chunks of keys.
-    async fn checked_before(&self, before_ms: u64) -> Result<Vec<Domain>, StoreError> {
+    /// Domains whose top member's score (last check) is before `before_ms`
+    /// or beyond [`latest_believed`]`(now_ms)`: a `SCAN` over the prefix,
+    /// then [`STALE_KEYS`] over chunks of keys.
+    async fn checked_before(&self, before_ms: u64, now_ms: u64) -> Result<Vec<Domain>, StoreError> {
         let pattern = format!("{}*", escape_glob(&self.prefix));
         let mut keys: Vec<String> = self
             .commands
@@ -218,7 +219,10 @@ impl<C: RedisCommands> Store for RedisBackend<C> {
         keys.sort_unstable();
         keys.dedup();
         let mut stale = Vec::new();
-        let before = [before_ms.to_string().into_bytes()];
+        let before = [
+            before_ms.to_string().into_bytes(),
+            latest_believed(now_ms).to_string().into_bytes(),
+        ];
         for chunk in keys.chunks(STALE_CHUNK) {
             let reply = self.commands.eval(&STALE_KEYS, chunk, &before).await?;
             let Reply::Array(items) = reply else {
@@ -242,7 +246,7 @@ impl<C: RedisCommands> Store for RedisBackend<C> {
 
     async fn remove_all(&self) -> Result<u64, StoreError> {
         let mut removed = 0;
-        for domain in self.checked_before(u64::MAX).await? {
+        for domain in self.checked_before(u64::MAX, u64::MAX).await? {
             if self.remove(&domain).await? {
                 removed += 1;
             }

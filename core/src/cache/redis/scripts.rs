@@ -71,18 +71,24 @@ return 1
 "#,
 };
 
-/// `KEYS`: domains' keys. `ARGV[1]`: a Unix time in milliseconds. Returns
-/// the keys that are sorted sets whose top score (last check) is before it.
+/// `KEYS`: domains' keys. `ARGV[1]`: a Unix time in milliseconds;
+/// `ARGV[2]`: the latest time believed (`cache::latest_believed`,
+/// milliseconds). Returns the keys that are sorted sets whose top score
+/// (last check) is before `ARGV[1]` or beyond `ARGV[2]`.
 pub const STALE_KEYS: LuaScript = LuaScript {
     name: "stale_keys",
     source: r#"
 local stale = {}
 local before = tonumber(ARGV[1])
+local believed = tonumber(ARGV[2])
 for _, key in ipairs(KEYS) do
   if redis.call('TYPE', key).ok == 'zset' then
     local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
-    if top[2] and math.floor(tonumber(top[2]) * 1000 + 0.5) < before then
-      stale[#stale + 1] = key
+    if top[2] then
+      local checked = math.floor(tonumber(top[2]) * 1000 + 0.5)
+      if checked < before or checked > believed then
+        stale[#stale + 1] = key
+      end
     end
   end
 end

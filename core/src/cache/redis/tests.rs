@@ -105,11 +105,14 @@ impl RedisCommands for FakeRedis {
             "set_if_not_newer" => self.set_if_not_newer(&keys[0], args),
             "stale_keys" => {
                 let before: u64 = arg(args, 0).parse().unwrap();
+                let limit: u64 = arg(args, 1).parse().unwrap();
                 let stale = keys
                     .iter()
                     .filter(|k| {
-                        self.top(k)
-                            .is_some_and(|(_, s)| ((s * 1000.0 + 0.5).floor() as u64) < before)
+                        self.top(k).is_some_and(|(_, s)| {
+                            let checked = (s * 1000.0 + 0.5).floor() as u64;
+                            checked < before || checked > limit
+                        })
                     })
                     .map(|k| Reply::Data(k.clone().into_bytes()))
                     .collect();
@@ -344,16 +347,34 @@ fn lists_domains_checked_before_the_limit() {
     .unwrap();
     block_on(b.set(&d("new.example"), &entry("a", NOW - 500 * S, NOW - 100 * S))).unwrap();
     block_on(b.set_proactive_ts(NOW)).unwrap();
+    // Checked within MAX_SKEW ahead: believed, not due.
+    block_on(b.set(&d("skewed.example"), &entry("a", NOW, NOW + 300 * S))).unwrap();
     // Keys that are not domains, or not sorted sets, are left alone.
     b.commands()
         .put("Not A Domain", Value::Zset(vec![(python_member("x"), 1.0)]));
     b.commands().put("str.example", Value::Str("x".into()));
-    let mut stale = block_on(b.checked_before(NOW - 200 * S)).unwrap();
+    let mut stale = block_on(b.checked_before(NOW - 200 * S, NOW)).unwrap();
     assert_eq!(stale, vec![d("old.example")]);
-    stale = block_on(b.checked_before(NOW - 150 * S)).unwrap();
+    stale = block_on(b.checked_before(NOW - 150 * S, NOW)).unwrap();
     stale.sort();
     assert_eq!(stale, vec![d("edge.example"), d("old.example")]);
-    assert!(block_on(b.checked_before(0)).unwrap().is_empty());
+    assert!(block_on(b.checked_before(0, NOW)).unwrap().is_empty());
+}
+
+/// A domain checked beyond now + MAX_SKEW (a peer whose clock runs fast, a
+/// forged row) is on the proactive work list: refreshed in the background
+/// rather than put off until its date (docs/ARCHITECTURE.md "Time").
+#[test]
+fn lists_domains_checked_beyond_the_believed_limit() {
+    let b = backend();
+    let ahead = NOW + 10 * 86_400 * S;
+    block_on(b.set(&d("ahead.example"), &entry("a", ahead, ahead))).unwrap();
+    block_on(b.set(&d("skewed.example"), &entry("a", NOW, NOW + 300 * S))).unwrap();
+    block_on(b.set(&d("recent.example"), &entry("a", NOW, NOW - S))).unwrap();
+    assert_eq!(
+        block_on(b.checked_before(NOW - 60 * S, NOW)).unwrap(),
+        vec![d("ahead.example")]
+    );
 }
 
 #[test]
@@ -384,7 +405,7 @@ fn a_down_server_is_an_error_everywhere() {
     let dom = d("example.com");
     assert!(matches!(block_on(b.get(&dom)), Err(StoreError::Backend(_))));
     assert!(block_on(b.set(&dom, &entry("a", 1, 1))).is_err());
-    assert!(block_on(b.checked_before(NOW)).is_err());
+    assert!(block_on(b.checked_before(NOW, NOW)).is_err());
     assert!(block_on(b.proactive_ts()).is_err());
     assert!(block_on(b.set_proactive_ts(NOW)).is_err());
 }

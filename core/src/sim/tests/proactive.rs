@@ -5,7 +5,8 @@
 //! round's time across a restart.
 
 use super::{enforce, hours, ms, ok_reply, text};
-use crate::cache::Store;
+use crate::cache::{CacheEntry, Store};
+use crate::policy::parse_policy;
 use crate::service::{run_proactive_refresh, Runtime, ShutdownTrigger};
 use crate::sim::{Harness, TaskHandle};
 use std::time::Duration;
@@ -206,4 +207,39 @@ fn a_future_dated_round_time_is_not_believed() {
     h.sim.advance(hours(1));
     assert_eq!(store.lists(), 2, "and an interval later");
     assert!(h.world.txt_queries("b.example") > checked);
+}
+
+/// A row dated ten days ahead in the shared store (a peer whose clock runs
+/// fast, a forged row) is on the round's work list: its changed id is
+/// picked up in the background, not ten days later (docs/ARCHITECTURE.md
+/// "Time").
+#[test]
+fn a_future_dated_row_is_refreshed_by_the_next_round() {
+    let h = Harness::with_store(&yaml(10));
+    let store = h.store.clone().expect("store");
+    h.world.dns.set_default_latency(DNS_LATENCY);
+    h.world.publish(
+        "ahead.example",
+        "id2",
+        &enforce("mx2.ahead.example", 86400),
+        POLICY_LATENCY,
+    );
+    let ahead = h.sim.unix_ms() + 10 * 86_400_000;
+    let policy = parse_policy(enforce("mx1.ahead.example", 86400).as_bytes()).expect("valid");
+    store.insert(
+        "ahead.example",
+        CacheEntry {
+            policy_id: "id1".into(),
+            policy,
+            fetched_at_ms: ahead,
+            checked_at_ms: ahead,
+        },
+    );
+    let (_trigger, _refresh) = start_refresh(&h);
+    h.sim.advance(Duration::from_secs(60));
+    assert_eq!(store.lists(), 1, "a round at start");
+    assert_eq!(h.world.txt_queries("ahead.example"), 1);
+    let row = store.entry("ahead.example").expect("kept");
+    assert_eq!(row.policy_id, "id2");
+    assert!(row.checked_at_ms < ahead);
 }

@@ -7,7 +7,7 @@ use super::{enforce, ms, ok_reply, text};
 use crate::cache::CacheEntry;
 use crate::policy::parse_policy;
 use crate::service::Runtime;
-use crate::sim::Harness;
+use crate::sim::{dns_targets, Harness, HostBehaviour};
 use std::time::Duration;
 
 fn harness() -> Harness {
@@ -122,4 +122,48 @@ fn a_future_dated_row_is_read_as_now_and_rechecked_after_grace() {
         store.entry("example.com").map(|e| e.policy_id),
         Some("id2".into())
     );
+}
+
+/// A row dated ten days ahead is written back as read (checked and fetched
+/// now), so it ages from that first read like any other row: a day later,
+/// past its `max_age`, a restarted daemon with the policy host down no
+/// longer serves it (docs/ARCHITECTURE.md "Time"). Were it read as now on
+/// every start, it would outlive its `max_age` for as long as it lies ahead.
+#[test]
+fn a_future_dated_row_is_written_back_and_expires_from_its_first_read() {
+    let h = Harness::with_store("cache_grace: 60");
+    h.world.dns.set_default_latency(ms(5));
+    h.world.publish_host(
+        "example.com",
+        "id1",
+        HostBehaviour::TlsFailure("connection refused".into()),
+    );
+    let store = h.store.clone().expect("store");
+    let now = h.sim.unix_ms();
+    let ahead = now + 10 * 86_400_000;
+    let policy = parse_policy(enforce("mx1.example.com", 86400).as_bytes()).expect("valid");
+    store.insert(
+        "example.com",
+        CacheEntry {
+            policy_id: "id1".into(),
+            policy,
+            fetched_at_ms: ahead,
+            checked_at_ms: ahead,
+        },
+    );
+    assert_eq!(text(&h.answer("example.com")), ok_reply("mx1.example.com"));
+    h.sim.advance(Duration::from_secs(1));
+    let row = store.entry("example.com").expect("kept");
+    assert_eq!((row.fetched_at_ms, row.checked_at_ms), (now, now));
+    // Past max_age, a restart over the same store: the row has expired.
+    h.sim.advance(Duration::from_secs(86_400));
+    let restarted = Harness::build(
+        h.sim.clone(),
+        h.world.clone(),
+        h.config.clone(),
+        h.store.clone(),
+        dns_targets(),
+    );
+    assert_eq!(text(&restarted.answer("example.com")), "NOTFOUND ");
+    assert_eq!(h.world.fetches("example.com"), 1, "tried, host down");
 }
