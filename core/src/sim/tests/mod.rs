@@ -36,6 +36,17 @@ fn enforce(mx: &str, max_age: u64) -> String {
     policy_text("enforce", &[mx], max_age)
 }
 
+/// A store row for an enforce policy for `mx` (max_age one day) with id
+/// `id`, fetched and checked at `at_ms`, as another writer leaves it.
+fn enforce_entry(id: &str, mx: &str, at_ms: u64) -> crate::cache::CacheEntry {
+    crate::cache::CacheEntry {
+        policy_id: id.into(),
+        policy: crate::policy::parse_policy(enforce(mx, 86400).as_bytes()).expect("valid"),
+        fetched_at_ms: at_ms,
+        checked_at_ms: at_ms,
+    }
+}
+
 /// The reply to expect for an enforce policy with one `mx` (default zone).
 fn ok_reply(mx: &str) -> String {
     format!("OK secure match={mx} servername=hostname")

@@ -4,9 +4,8 @@
 //! changed id is picked up in the background; a persistent store keeps the
 //! round's time across a restart.
 
-use super::{enforce, hours, ms, ok_reply, text};
-use crate::cache::{CacheEntry, Store};
-use crate::policy::parse_policy;
+use super::{enforce, enforce_entry, hours, ms, ok_reply, text};
+use crate::cache::Store;
 use crate::service::{run_proactive_refresh, Runtime, ShutdownTrigger};
 use crate::sim::{Harness, TaskHandle};
 use std::time::Duration;
@@ -225,15 +224,9 @@ fn a_future_dated_row_is_refreshed_by_the_next_round() {
         POLICY_LATENCY,
     );
     let ahead = h.sim.unix_ms() + 10 * 86_400_000;
-    let policy = parse_policy(enforce("mx1.ahead.example", 86400).as_bytes()).expect("valid");
     store.insert(
         "ahead.example",
-        CacheEntry {
-            policy_id: "id1".into(),
-            policy,
-            fetched_at_ms: ahead,
-            checked_at_ms: ahead,
-        },
+        enforce_entry("id1", "mx1.ahead.example", ahead),
     );
     let (_trigger, _refresh) = start_refresh(&h);
     h.sim.advance(Duration::from_secs(60));

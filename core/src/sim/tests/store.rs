@@ -3,9 +3,7 @@
 //! costs neither answers nor fetches, and news another daemon wrote to the
 //! shared store is used.
 
-use super::{enforce, ms, ok_reply, text};
-use crate::cache::CacheEntry;
-use crate::policy::parse_policy;
+use super::{enforce, enforce_entry, ms, ok_reply, text};
 use crate::service::Runtime;
 use crate::sim::{dns_targets, Harness, HostBehaviour};
 use std::time::Duration;
@@ -59,16 +57,7 @@ fn news_from_the_shared_store_is_used() {
     h.sim.advance(Duration::from_secs(120));
     h.world.dns.set_sts_id("example.com", "id2");
     let now = h.sim.unix_ms();
-    let policy = parse_policy(enforce("mx2.example.com", 86400).as_bytes()).expect("valid");
-    store.insert(
-        "example.com",
-        CacheEntry {
-            policy_id: "id2".into(),
-            policy,
-            fetched_at_ms: now,
-            checked_at_ms: now,
-        },
-    );
+    store.insert("example.com", enforce_entry("id2", "mx2.example.com", now));
     // Fresh in the store: answered from it with no traffic at all.
     let queries = h.world.dns.total();
     assert_eq!(text(&h.answer("example.com")), ok_reply("mx2.example.com"));
@@ -97,15 +86,9 @@ fn a_future_dated_row_is_read_as_now_and_rechecked_after_grace() {
     let store = h.store.clone().expect("store");
     let now = h.sim.unix_ms();
     let ahead = now + 10 * 86_400_000;
-    let policy = parse_policy(enforce("mx1.example.com", 86400).as_bytes()).expect("valid");
     store.insert(
         "example.com",
-        CacheEntry {
-            policy_id: "id1".into(),
-            policy,
-            fetched_at_ms: ahead,
-            checked_at_ms: ahead,
-        },
+        enforce_entry("id1", "mx1.example.com", ahead),
     );
     // Taken as checked now: served with no traffic.
     assert_eq!(text(&h.answer("example.com")), ok_reply("mx1.example.com"));
@@ -141,15 +124,9 @@ fn a_future_dated_row_is_written_back_and_expires_from_its_first_read() {
     let store = h.store.clone().expect("store");
     let now = h.sim.unix_ms();
     let ahead = now + 10 * 86_400_000;
-    let policy = parse_policy(enforce("mx1.example.com", 86400).as_bytes()).expect("valid");
     store.insert(
         "example.com",
-        CacheEntry {
-            policy_id: "id1".into(),
-            policy,
-            fetched_at_ms: ahead,
-            checked_at_ms: ahead,
-        },
+        enforce_entry("id1", "mx1.example.com", ahead),
     );
     assert_eq!(text(&h.answer("example.com")), ok_reply("mx1.example.com"));
     h.sim.advance(Duration::from_secs(1));
