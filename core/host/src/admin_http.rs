@@ -146,19 +146,33 @@ trait Accepting: Send + 'static {
     fn accept_one(&self) -> io::Result<Self::Stream>;
 }
 
-impl Accepting for TcpListener {
-    type Stream = TcpStream;
-    fn accept_one(&self) -> io::Result<TcpStream> {
-        self.accept().map(|(s, _)| s)
-    }
+/// TCP and Unix sockets offer the same calls under the same names.
+macro_rules! accepting {
+    ($listener:ty, $stream:ty) => {
+        impl Accepting for $listener {
+            type Stream = $stream;
+            fn accept_one(&self) -> io::Result<$stream> {
+                self.accept().map(|(s, _)| s)
+            }
+        }
+
+        impl Timed for $stream {
+            fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
+                self.set_read_timeout(Some(timeout))?;
+                self.set_write_timeout(Some(timeout))
+            }
+            fn duplicate(&self) -> io::Result<Self> {
+                self.try_clone()
+            }
+            fn shut(&self) {
+                let _ = self.shutdown(Shutdown::Both);
+            }
+        }
+    };
 }
 
-impl Accepting for UnixListener {
-    type Stream = UnixStream;
-    fn accept_one(&self) -> io::Result<UnixStream> {
-        self.accept().map(|(s, _)| s)
-    }
-}
+accepting!(TcpListener, TcpStream);
+accepting!(UnixListener, UnixStream);
 
 /// A thread accepting on `listener`, and a thread for each connection,
 /// at most `limits.connections` at once.
@@ -308,32 +322,6 @@ trait Timed: Read + Write + Sized + Send + 'static {
     fn duplicate(&self) -> io::Result<Self>;
     /// Shut both directions: a read blocked on another clone returns.
     fn shut(&self);
-}
-
-impl Timed for TcpStream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.set_read_timeout(Some(timeout))?;
-        self.set_write_timeout(Some(timeout))
-    }
-    fn duplicate(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-    fn shut(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-}
-
-impl Timed for UnixStream {
-    fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        self.set_read_timeout(Some(timeout))?;
-        self.set_write_timeout(Some(timeout))
-    }
-    fn duplicate(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-    fn shut(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
 }
 
 /// Why no request was read.
