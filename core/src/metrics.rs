@@ -575,7 +575,8 @@ mod tests {
 
     #[test]
     fn sources_follow_the_reason() {
-        use crate::resolve::{DnsFailure, NoPolicy};
+        use crate::dns::DnsFailure;
+        use crate::resolve::NoPolicy;
         let servfail = Failure::Txt(DnsFailure::Timeout);
         assert_eq!(Source::of(&Reason::Cached, true), Source::Fresh);
         assert_eq!(Source::of(&Reason::Confirmed, true), Source::Revalidated);

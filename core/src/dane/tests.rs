@@ -2,8 +2,8 @@
 //! results to the verdict, the per-host reasons and the TTL.
 
 use super::*;
+use crate::dns::DnsFailure;
 use crate::dns::{Answer, Answered, DnsError, MxRecord, NoRecordsKind, QueryType, TlsaRecord};
-use crate::resolve::DnsFailure;
 use std::net::IpAddr;
 use std::time::Duration;
 

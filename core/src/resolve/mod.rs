@@ -25,7 +25,7 @@ mod remembered;
 mod tests;
 
 pub use machine::Resolver;
-pub use outcome::{DnsFailure, Failure, NoPolicy};
+pub use outcome::{Failure, NoPolicy};
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Tests of the lookup state machine with the shared index as its cache
 //! (RFC 8461 §3.3, §5.1). Wall-clock values are Unix milliseconds.
 
-use crate::dns::{DnsError, NoRecordsKind};
+use crate::dns::{DnsError, DnsFailure, NoRecordsKind};
 use crate::http::HttpError;
 use crate::txt::TxtError;
 use std::collections::HashMap;
