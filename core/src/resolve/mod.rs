@@ -18,6 +18,7 @@
 mod dane;
 #[cfg(test)]
 mod dane_tests;
+mod joined;
 mod machine;
 mod outcome;
 mod remembered;

@@ -1709,8 +1709,7 @@ fn run_ops_with(settings: ResolverSettings, ops: Vec<Op>) -> Result<(), TestCase
     prop_assert!(h.open.is_empty(), "requests never answered: {:?}", h.open);
     prop_assert_eq!(h.r.in_flight(), 0);
     prop_assert_eq!(h.r.poll_timeout(), None);
-    prop_assert!(h.r.running.is_empty());
-    prop_assert!(h.r.dane_running.is_empty());
+    prop_assert!(h.r.lookups.is_idle());
     prop_assert!(h.r.combined.is_empty());
     prop_assert!(h.dane.is_empty());
     Ok(())
