@@ -18,6 +18,7 @@
 mod dane;
 #[cfg(test)]
 mod dane_tests;
+mod decision;
 mod joined;
 mod machine;
 mod outcome;
@@ -25,6 +26,7 @@ mod remembered;
 #[cfg(test)]
 mod tests;
 
+pub use decision::{dane_class, Class, Decision, LogClass, Source, TempCause};
 pub use machine::Resolver;
 pub use outcome::{Failure, NoPolicy};
 
