@@ -37,17 +37,6 @@ pub const MAX_MX_HOSTS: usize = 16;
 /// The TLSA port and protocol prefix of SMTP servers (RFC 7672 §2.2.3).
 pub const TLSA_PREFIX: &str = "_25._tcp.";
 
-/// The value after `OK ` for a DANE verdict (Postfix's `dane-only` and
-/// `dane` security levels, RFC 7672 §3), or `None` when DANE does not
-/// decide the reply.
-pub fn reply_value(verdict: &Verdict) -> Option<Arc<str>> {
-    match verdict {
-        Verdict::DaneOnly => Some(dane_only_value()),
-        Verdict::Dane => Some(dane_value()),
-        Verdict::NullMx | Verdict::NoDane(_) | Verdict::Temp(_) => None,
-    }
-}
-
 /// `dane-only` (RFC 7672 §3), rendered once and shared.
 pub fn dane_only_value() -> Arc<str> {
     static DANE_ONLY: OnceLock<Arc<str>> = OnceLock::new();

@@ -323,7 +323,7 @@ impl Service {
 
 /// The reply bytes a decision's class gives in a zone with `opts`, and
 /// the zone metric's outcome (RFC 8461 §4.2, §5; RFC 7672 §3).
-fn render(domain: &str, class: Class<'_>, opts: ReplyOptions) -> (Reply, Outcome) {
+pub(super) fn render(domain: &str, class: Class<'_>, opts: ReplyOptions) -> (Reply, Outcome) {
     match class {
         Class::Policy(policy) => match render_reply(policy, domain, opts) {
             Some(value) => (Reply::Ok(value.into()), Outcome::Secure),
