@@ -289,3 +289,89 @@ fn joined_deadline(started: Instant, due: Instant, now: Instant, deadline: Insta
 pub(super) fn deadline(now: Instant, timeout: Duration) -> Instant {
     now.checked_add(timeout.min(MAX_TIMEOUT)).unwrap_or(now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Steps of no kind in particular: the table needs only the kind.
+    struct Any(Kind);
+
+    impl Steps for Any {
+        fn kind(&self) -> Kind {
+            self.0
+        }
+    }
+
+    fn secs(n: f64) -> Duration {
+        Duration::from_secs_f64(n)
+    }
+
+    #[test]
+    fn kinds_join_apart_deadlines_move_and_finishing_clears_every_timer() {
+        let t0 = Instant::now();
+        let dom = Domain::new("example.com").expect("a domain");
+        let waiter = |r, s| Waiter {
+            request: RequestId(r),
+            deadline: t0 + secs(s),
+        };
+        let mut t: Joined<Any> = Joined::new();
+        let sts = t.start(
+            dom.clone(),
+            t0,
+            t0 + secs(1.0),
+            vec![waiter(1, 1.0)],
+            Any(Kind::Sts),
+        );
+        // The same domain's DANE lookup is another run.
+        assert_eq!(
+            t.join(Kind::Dane, &dom, RequestId(2), t0, t0 + secs(1.0)),
+            None
+        );
+        let dane = t.start(
+            dom.clone(),
+            t0,
+            t0 + secs(1.0),
+            vec![waiter(2, 1.0)],
+            Any(Kind::Dane),
+        );
+        assert_ne!(sts, dane);
+        // A timeout longer than the run so far moves the cut-off ...
+        let joined = t.join(Kind::Sts, &dom, RequestId(3), t0, t0 + secs(3.0));
+        assert_eq!(joined, Some(sts));
+        assert_eq!(t.get(sts).map(|r| r.deadline), Some(t0 + secs(3.0)));
+        // ... a shorter one does not.
+        let joined = t.join(
+            Kind::Sts,
+            &dom,
+            RequestId(4),
+            t0 + secs(2.0),
+            t0 + secs(2.5),
+        );
+        assert_eq!(joined, Some(sts));
+        assert_eq!(t.get(sts).map(|r| r.deadline), Some(t0 + secs(3.0)));
+        // One slot: the oldest starts, the other waits.
+        assert_eq!(t.start_next(1, Some(t0)).map(|(id, _)| id), Some(sts));
+        assert!(t.start_next(1, Some(t0)).is_none());
+        assert_eq!(t.queued(), 1);
+        assert!(t.active_mut(dane).is_none(), "a queued run takes no result");
+        // At one instant: lookups first, then requests, MTA-STS before DANE.
+        let due: Vec<Timer> =
+            std::iter::from_fn(|| t.pop_due(t0 + secs(1.0)).map(|(_, timer)| timer)).collect();
+        assert_eq!(
+            due,
+            [
+                Timer::Lookup(Kind::Dane, dane),
+                Timer::Request(Kind::Sts, sts, RequestId(1)),
+                Timer::Request(Kind::Dane, dane, RequestId(2)),
+            ]
+        );
+        assert!(t.expire_waiter(sts, RequestId(1), t0 + secs(1.0)).is_some());
+        let run = t.finish(sts).expect("running");
+        let left: Vec<RequestId> = run.waiters.iter().map(|w| w.request).collect();
+        assert_eq!(left, [RequestId(3), RequestId(4)]);
+        assert!(t.finish(dane).is_some());
+        assert!(t.is_idle());
+        assert_eq!(t.next_deadline(), None);
+    }
+}
