@@ -10,7 +10,8 @@ use super::{Answer, DaneAnswer, Failure, Reason};
 use crate::dane::{DaneFailure, Verdict};
 use crate::policy::Policy;
 
-/// Where an answer came from (the `source` label of the answers metric).
+/// Where an answer came from: the `source` label of the answers metric
+/// (docs/ARCHITECTURE.md "The path of one request").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
     /// Memory (or the store) within `cache_grace`, no traffic.
@@ -29,7 +30,8 @@ pub enum Source {
     InvalidKey,
 }
 
-/// The class of reply a request gets, before it is rendered for its zone.
+/// The class of reply a request gets, before it is rendered for its zone
+/// (socketmap_table(5) replies; RFC 8461 §4.2, RFC 7672 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class<'a> {
     /// `OK` with this MTA-STS policy's parameters (RFC 8461 §4.2); a mode
@@ -47,7 +49,7 @@ pub enum Class<'a> {
     Temp(TempCause<'a>),
 }
 
-/// Why a reply is `TEMP`.
+/// Why a reply is `TEMP` (RFC 8461 §5.1, RFC 7672 §2.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TempCause<'a> {
     /// Our own fault (overload, resources, stopped) with no cached policy:
@@ -66,7 +68,8 @@ impl fmt::Display for TempCause<'_> {
     }
 }
 
-/// How loud an answer's log line is.
+/// How loud an answer's log line is (docs/ARCHITECTURE.md "The path of
+/// one request").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogClass {
     /// Answered from memory or the store, no traffic: debug.
@@ -80,7 +83,8 @@ pub enum LogClass {
     Local,
 }
 
-/// What an [`Answer`] decides.
+/// What an [`Answer`] decides (RFC 8461 §2, §5; docs/ARCHITECTURE.md
+/// "The path of one request").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision<'a> {
     /// The class of reply.
@@ -96,7 +100,8 @@ pub struct Decision<'a> {
 }
 
 impl Decision<'_> {
-    /// DANE decided the reply (`dane-only` or `dane`), not MTA-STS.
+    /// DANE decided the reply (`dane-only` or `dane`), not MTA-STS
+    /// (RFC 8461 §2).
     pub fn by_dane(&self) -> bool {
         matches!(self.class, Class::DaneOnly | Class::Dane)
     }
