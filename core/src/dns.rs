@@ -110,6 +110,30 @@ pub enum DnsError {
     Rcode(u16),
 }
 
+/// Why a DNS lookup gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsFailure {
+    /// No nameserver answered in time.
+    #[error("DNS timeout")]
+    Timeout,
+    /// A nameserver answered with an error (SERVFAIL, REFUSED...) or an
+    /// unusable message.
+    #[error("DNS error: {0}")]
+    Server(DnsError),
+    /// The transport failed (refused, unreachable).
+    #[error("DNS transport error: {0}")]
+    Transport(String),
+    /// A local resource ran out (file descriptors, buffers, ports).
+    #[error("DNS query not sent: {0}")]
+    Local(String),
+    /// There is no nameserver to ask.
+    #[error("no nameserver configured")]
+    NoNameservers,
+    /// The answer holds records of another type than asked.
+    #[error("unexpected answer type")]
+    UnexpectedAnswer,
+}
+
 impl DnsError {
     /// True when the datagram is not an answer to our query at all (wrong
     /// ID, wrong question, or a query): a UDP driver should drop it and keep

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::resolve::{Failure, Reason};
+use crate::resolve::{Failure, Source};
 
 /// Labels of `mta_sts_lookups_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,25 +85,6 @@ impl Outcome {
     }
 }
 
-/// Where an answer came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// Memory (or the store) within `cache_grace`, no traffic.
-    Fresh,
-    /// The TXT id was checked and unchanged.
-    Revalidated,
-    /// A policy was fetched.
-    Fetched,
-    /// The domain publishes no policy (found on the network).
-    NoPolicy,
-    /// A lookup failed; the cached, unexpired policy answered.
-    StaleOnFailure,
-    /// A lookup failed with nothing cached.
-    Failed,
-    /// The key is no domain (IP literal, parent-domain probe, invalid).
-    InvalidKey,
-}
-
 impl Source {
     const ALL: [Source; 7] = [
         Source::Fresh,
@@ -124,24 +105,6 @@ impl Source {
             Source::StaleOnFailure => "stale_on_failure",
             Source::Failed => "failed",
             Source::InvalidKey => "invalid_key",
-        }
-    }
-
-    /// The source of a coordinator answer, by how it was reached and
-    /// whether a policy came with it.
-    pub fn of(reason: &Reason, has_policy: bool) -> Source {
-        match reason {
-            Reason::Cached | Reason::NoPolicyRemembered => Source::Fresh,
-            Reason::Confirmed => Source::Revalidated,
-            // DANE answered from the network; MTA-STS still looking.
-            Reason::DaneDecided => Source::Fetched,
-            Reason::Fetched => Source::Fetched,
-            Reason::NoPolicy(_) if has_policy => Source::StaleOnFailure,
-            Reason::NoPolicy(_) => Source::NoPolicy,
-            Reason::Fallback(_) | Reason::FailureBackoff | Reason::Timeout if has_policy => {
-                Source::StaleOnFailure
-            }
-            Reason::Fallback(_) | Reason::FailureBackoff | Reason::Timeout => Source::Failed,
         }
     }
 }
@@ -571,24 +534,5 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(text.contains("mta_sts_build_info{version="));
-    }
-
-    #[test]
-    fn sources_follow_the_reason() {
-        use crate::resolve::{DnsFailure, NoPolicy};
-        let servfail = Failure::Txt(DnsFailure::Timeout);
-        assert_eq!(Source::of(&Reason::Cached, true), Source::Fresh);
-        assert_eq!(Source::of(&Reason::Confirmed, true), Source::Revalidated);
-        assert_eq!(Source::of(&Reason::Fetched, true), Source::Fetched);
-        assert_eq!(
-            Source::of(&Reason::Fallback(servfail.clone()), true),
-            Source::StaleOnFailure
-        );
-        assert_eq!(
-            Source::of(&Reason::Fallback(servfail), false),
-            Source::Failed
-        );
-        let nx = NoPolicy::NoRecord(crate::dns::NoRecordsKind::NxDomain);
-        assert_eq!(Source::of(&Reason::NoPolicy(nx), false), Source::NoPolicy);
     }
 }

@@ -50,9 +50,6 @@ const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt
 const METRICS_KEYS: &[&str] = &["listen", "path", "mode"];
 const RESOLVER_KEYS: &[&str] = &["nameservers", "ca_file", "policy_port", "user_agent"];
 
-/// Path shown for errors about the document itself.
-pub(super) const ROOT: &str = "(top level)";
-
 /// A section of the document: its mapping (absent or `~` reads as empty)
 /// and its key path.
 struct Section<'a> {

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use serde_yaml::Value;
 
-use super::reader::ROOT;
 use super::{is_secret_key, ConfigError, REDACTED};
+
+/// Path shown for errors about the document itself.
+pub(super) const ROOT: &str = "(top level)";
 
 pub(super) fn join(parent: &str, key: &str) -> String {
     if parent == ROOT {

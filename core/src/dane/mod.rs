@@ -37,17 +37,16 @@ pub const MAX_MX_HOSTS: usize = 16;
 /// The TLSA port and protocol prefix of SMTP servers (RFC 7672 §2.2.3).
 pub const TLSA_PREFIX: &str = "_25._tcp.";
 
-/// The value after `OK ` for a DANE verdict (Postfix's `dane-only` and
-/// `dane` security levels, RFC 7672 §3), or `None` when DANE does not
-/// decide the reply. Rendered once and shared.
-pub fn reply_value(verdict: &Verdict) -> Option<Arc<str>> {
+/// `dane-only` (RFC 7672 §3), rendered once and shared.
+pub fn dane_only_value() -> Arc<str> {
     static DANE_ONLY: OnceLock<Arc<str>> = OnceLock::new();
+    DANE_ONLY.get_or_init(|| Arc::from("dane-only")).clone()
+}
+
+/// `dane` (RFC 7672 §3), rendered once and shared.
+pub fn dane_value() -> Arc<str> {
     static DANE: OnceLock<Arc<str>> = OnceLock::new();
-    match verdict {
-        Verdict::DaneOnly => Some(DANE_ONLY.get_or_init(|| Arc::from("dane-only")).clone()),
-        Verdict::Dane => Some(DANE.get_or_init(|| Arc::from("dane")).clone()),
-        Verdict::NullMx | Verdict::NoDane(_) | Verdict::Temp(_) => None,
-    }
+    DANE.get_or_init(|| Arc::from("dane")).clone()
 }
 
 /// The start-up warning when a zone has `dane: true` and a nameserver is

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::dns::DnsFailure;
 use crate::dns::QueryType;
-use crate::resolve::DnsFailure;
 
 /// The DANE answer for a domain (RFC 7672 §2.2, RFC 8461 §2).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,9 +5,9 @@
 use super::result::{DaneFailure, DaneResult, HostDane, HostReport, NoDane, Verdict};
 use super::ttl::Ttl;
 use super::{MAX_MX_HOSTS, TLSA_PREFIX};
+use crate::dns::DnsFailure;
 use crate::dns::{Answer, Answered, NoRecordsKind, QueryType, TlsaRecord};
 use crate::domain::is_valid_hostname;
-use crate::resolve::DnsFailure;
 
 /// The result of one DNSSEC query as the steps take it.
 pub type Lookup = Result<Answered, DnsFailure>;

@@ -2,8 +2,9 @@
 //! results to the verdict, the per-host reasons and the TTL.
 
 use super::*;
+use crate::dns::DnsFailure;
 use crate::dns::{Answer, Answered, DnsError, MxRecord, NoRecordsKind, QueryType, TlsaRecord};
-use crate::resolve::DnsFailure;
+use crate::resolve::{dane_class, Class};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -127,7 +128,7 @@ fn secure_null_mx_is_notfound() {
     let r = decided(after_mx("example.com", secure(mx(&[(0, ".")]), 60)));
     assert_eq!(r.verdict, Verdict::NullMx);
     assert!(r.verdict.decides());
-    assert_eq!(reply_value(&r.verdict), None);
+    assert_eq!(dane_class(&r.verdict), Some(Class::NullMx));
     // A null MX beside real ones is ignored.
     let p = plan(after_mx(
         "example.com",
@@ -340,7 +341,7 @@ fn verdict_from_the_hosts() {
         "dane-only: a.example usable (1 of 1 TLSA records at _25._tcp.a.example); \
          b.example usable (1 of 1 TLSA records at _25._tcp.b.example)"
     );
-    assert_eq!(reply_value(&all.verdict).as_deref(), Some("dane-only"));
+    assert_eq!(dane_class(&all.verdict), Some(Class::DaneOnly));
 
     let mixed = conclude(
         &p,
@@ -354,7 +355,7 @@ fn verdict_from_the_hosts() {
         mixed.to_string().contains("b.example no TLSA records"),
         "{mixed}"
     );
-    assert_eq!(reply_value(&mixed.verdict).as_deref(), Some("dane"));
+    assert_eq!(dane_class(&mixed.verdict), Some(Class::Dane));
 
     let unusable = HostDane::Unusable {
         tlsa_name: "_25._tcp.a.example".into(),
@@ -378,7 +379,7 @@ fn verdict_from_the_hosts() {
     );
     assert_eq!(none.verdict, Verdict::NoDane(NoDane::NoTlsa));
     assert!(!none.verdict.decides());
-    assert_eq!(reply_value(&none.verdict), None);
+    assert_eq!(dane_class(&none.verdict), None);
 
     // Hosts left unchecked: never dane-only.
     let mut more = p.clone();

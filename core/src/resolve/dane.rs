@@ -7,24 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::machine::{deadline, joined_deadline, Timer, Waiter, OVERLOADED};
+use super::joined::{deadline, Kind, Waiter};
+use super::machine::{Steps, OVERLOADED};
 use super::{Action, Answer, DaneAnswer, LookupId, Reason, RequestId, Resolver};
 use crate::cache::millis;
 use crate::dane::{DaneFailure, DaneResult, Verdict};
 use crate::domain::Domain;
 use crate::policy::Policy;
-
-/// A DANE lookup: one per domain however many requests wait on it.
-#[derive(Debug)]
-pub(crate) struct DaneRun {
-    domain: Domain,
-    /// When it began, and when it is cut off (`joined_deadline`).
-    started: Instant,
-    deadline: Instant,
-    /// Waiting for a slot under `max_lookups`.
-    pub(super) queued: bool,
-    waiters: Vec<Waiter>,
-}
 
 /// A request of a `dane: true` zone and the parts it has so far.
 #[derive(Debug)]
@@ -84,10 +73,10 @@ impl Resolver {
         wall_ms: u64,
     ) {
         self.advance(now, wall_ms);
-        let Some(run) = self.dane_lookups.get(&lookup) else {
+        let Some(run) = self.lookups.active_mut(lookup) else {
             return;
         };
-        if run.queued {
+        if !matches!(run.steps, Steps::Dane) {
             return;
         }
         let domain = run.domain.clone();
@@ -107,17 +96,12 @@ impl Resolver {
         deadline: Instant,
         wall: u64,
     ) {
-        let waiter = Waiter { request, deadline };
-        let timer = |id| (deadline, Timer::DaneRequest(id, request));
-        if let Some(&id) = self.dane_running.get(&domain) {
-            if let Some(run) = self.dane_lookups.get_mut(&id) {
-                let due = joined_deadline(run.started, run.deadline, now, deadline);
-                let was = std::mem::replace(&mut run.deadline, due);
-                run.waiters.push(waiter);
-                self.move_timer(Timer::DaneLookup(id), was, due);
-                self.timers.insert(timer(id));
-                return;
-            }
+        if self
+            .lookups
+            .join(Kind::Dane, &domain, request, now, deadline)
+            .is_some()
+        {
+            return;
         }
         if let Some(result) = self.index.dane_fresh(domain.as_str(), wall) {
             self.dane_part(
@@ -129,38 +113,10 @@ impl Resolver {
             );
             return;
         }
-        let id = self.next_id();
-        self.timers.insert((deadline, Timer::DaneLookup(id)));
-        self.timers.insert(timer(id));
-        self.dane_running.insert(domain.clone(), id);
-        self.dane_lookups.insert(
-            id,
-            DaneRun {
-                domain,
-                started: now,
-                deadline,
-                queued: true,
-                waiters: vec![waiter],
-            },
-        );
-        self.enqueue(id);
-    }
-
-    /// The first IO of queued DANE lookup `id`, if it is one.
-    pub(super) fn first_dane_io(&mut self, id: LookupId) -> Option<Action> {
-        let past = self
-            .dane_lookups
-            .get(&id)
-            .map(|r| self.is_past(r.deadline))?;
-        let run = self.dane_lookups.get_mut(&id)?;
-        if !run.queued || past {
-            return None;
-        }
-        run.queued = false;
-        Some(Action::LookupDane {
-            lookup: id,
-            domain: run.domain.clone(),
-        })
+        let waiter = Waiter { request, deadline };
+        self.lookups
+            .start(domain, now, deadline, vec![waiter], Steps::Dane);
+        self.start_queued();
     }
 
     /// Keep `result` in the index, visible before any reply: for its TTL, a
@@ -178,19 +134,10 @@ impl Resolver {
 
     /// End DANE lookup `id`, giving `result` to every waiting request.
     fn finish_dane(&mut self, id: LookupId, result: Arc<DaneResult>) {
-        let Some(run) = self.dane_lookups.remove(&id) else {
+        let Some(run) = self.lookups.finish(id) else {
             return;
         };
-        if !run.queued {
-            self.active = self.active.saturating_sub(1);
-        }
-        if self.dane_running.get(&run.domain) == Some(&id) {
-            self.dane_running.remove(&run.domain);
-        }
-        self.timers.remove(&(run.deadline, Timer::DaneLookup(id)));
         for w in run.waiters {
-            self.timers
-                .remove(&(w.deadline, Timer::DaneRequest(id, w.request)));
             let answer = DaneAnswer {
                 result: result.clone(),
                 cached: false,
@@ -203,12 +150,9 @@ impl Resolver {
     /// A request's deadline passed while its DANE lookup runs: `TEMP` for
     /// it (RFC 7672 §2.1.1), the lookup goes on for the others.
     pub(super) fn expire_dane_request(&mut self, id: LookupId, request: RequestId, at: Instant) {
-        let Some(run) = self.dane_lookups.get_mut(&id) else {
+        let Some(run) = self.lookups.expire_waiter(id, request, at) else {
             return;
         };
-        if !super::machine::take_waiter(&mut run.waiters, request, at) {
-            return;
-        }
         let failure = if run.queued {
             DaneFailure::Local(OVERLOADED.into())
         } else {
@@ -225,7 +169,7 @@ impl Resolver {
     /// requests, remembered like any failure unless the lookup never
     /// started (a local overload).
     pub(super) fn expire_dane_lookup(&mut self, id: LookupId, at: Instant) {
-        let Some(run) = self.dane_lookups.get(&id) else {
+        let Some(run) = self.lookups.get(id) else {
             return;
         };
         let failure = if run.queued {
@@ -276,7 +220,7 @@ impl Resolver {
             return;
         };
         if let Some(lookup) = c.sts_lookup {
-            self.leave_lookup(lookup, request);
+            self.lookups.leave(lookup, request);
         }
         let (policy, reason) = c.sts.unwrap_or((None, Reason::DaneDecided));
         self.actions.push_back(Action::Reply {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::cache::{Fresh, PolicyIndex};
 use crate::dane::{DaneFailure, DaneResult, NoDane, Verdict};
-use crate::dns::{DnsError, QueryType};
+use crate::dns::{DnsError, DnsFailure, QueryType};
 use crate::domain::Domain;
 use crate::policy::{Mode, Policy};
 

@@ -1,12 +1,15 @@
 //! The [`Resolver`]: one lookup per domain however many requests wait on it,
 //! each request answered exactly once by its deadline (RFC 8461 §3.3, §5.1;
-//! docs/ARCHITECTURE.md "The lookup coordinator").
+//! docs/ARCHITECTURE.md "The lookup coordinator"). The MTA-STS steps live
+//! here, the DANE ones in `dane.rs`; the joining, deadlines and queue of
+//! both are the [`Joined`] table's.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dane::{Combined, DaneRun};
+use super::dane::Combined;
+use super::joined::{deadline, Joined, Kind, Timer, Waiter};
 use super::remembered::Remembered;
 use super::{
     Action, Answer, Failure, FetchResult, LookupId, Reason, RequestId, ResolverSettings, TxtResult,
@@ -15,74 +18,43 @@ use crate::cache::{self, millis, CacheEntry, Held, PolicyIndex, StoreError};
 use crate::domain::Domain;
 use crate::policy::Policy;
 
-/// Where a lookup is waiting.
+/// Where an MTA-STS lookup is, or starts when its turn comes.
 #[derive(Debug)]
 enum Stage {
-    /// Waiting for a free slot under [`ResolverSettings::max_lookups`].
-    Queued,
     LoadingStore,
     QueryingTxt,
-    Fetching {
-        policy_id: String,
-    },
+    Fetching { policy_id: String },
 }
 
+/// What an MTA-STS lookup has learnt so far.
 #[derive(Debug)]
-pub(super) struct Waiter {
-    pub(super) request: RequestId,
-    pub(super) deadline: Instant,
-}
-
-/// Remove the waiter of `request` with `deadline` from `waiters`; true if it
-/// was there (a request leaves its lookup when its own deadline passes).
-pub(super) fn take_waiter(
-    waiters: &mut Vec<Waiter>,
-    request: RequestId,
-    deadline: Instant,
-) -> bool {
-    match waiters
-        .iter()
-        .position(|w| w.request == request && w.deadline == deadline)
-    {
-        Some(pos) => {
-            waiters.remove(pos);
-            true
-        }
-        None => false,
-    }
-}
-
-#[derive(Debug)]
-struct Lookup {
-    domain: Domain,
-    /// When it began, and when it is cut off ([`joined_deadline`]).
-    started: Instant,
-    deadline: Instant,
+pub(super) struct StsSteps {
     /// A proactive refresh checks the TXT id even within `cache_grace`.
     refresh: bool,
     stage: Stage,
     /// The cached entry, kept for the id comparison and for fallback.
     entry: Option<CacheEntry>,
-    waiters: Vec<Waiter>,
 }
 
-/// A pending deadline. Every waiting request has one, and so has every
-/// lookup. Lookups sort before requests at the same instant: a lookup cut
-/// off at its waiters' deadline is cancelled (and a fetch remembered as
-/// failed) before they are answered, all at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum Timer {
-    Lookup(LookupId),
-    DaneLookup(LookupId),
-    Request(LookupId, RequestId),
-    DaneRequest(LookupId, RequestId),
+/// The steps of each kind of lookup in the [`Joined`] table.
+#[derive(Debug)]
+pub(super) enum Steps {
+    Sts(StsSteps),
+    /// A DANE lookup is one [`Action::LookupDane`]: nothing to keep.
+    Dane,
+}
+
+impl super::joined::Steps for Steps {
+    fn kind(&self) -> Kind {
+        match self {
+            Steps::Sts(_) => Kind::Sts,
+            Steps::Dane => Kind::Dane,
+        }
+    }
 }
 
 /// Why a request that waited for a lookup slot until its deadline failed.
 pub(super) const OVERLOADED: &str = "too many lookups in flight";
-
-/// Longest deadline honoured; guards `Instant + Duration` against overflow.
-const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// The lookup state machine: joins concurrent requests per domain, keeps
 /// what it learns in the shared [`PolicyIndex`] (written before any reply),
@@ -92,30 +64,19 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 pub struct Resolver {
     pub(super) settings: ResolverSettings,
     pub(super) index: Arc<PolicyIndex>,
-    next_lookup: u64,
-    lookups: HashMap<LookupId, Lookup>,
-    pub(super) running: HashMap<Domain, LookupId>,
-    pub(super) timers: BTreeSet<(Instant, Timer)>,
+    /// The running lookups of both kinds.
+    pub(super) lookups: Joined<Steps>,
     pub(super) failures: Remembered<(Domain, String)>,
-    /// Lookups doing IO (not queued), of both kinds.
-    pub(super) active: usize,
-    /// Requests that joined a running lookup, ever.
+    /// Requests that joined a running MTA-STS lookup, ever.
     joined: u64,
     /// The latest monotonic time passed in.
     now: Option<Instant>,
-    /// Lookups of both kinds waiting for a slot, oldest first (ids of
-    /// finished ones are skipped).
-    queue: VecDeque<LookupId>,
     pub(super) actions: VecDeque<Action>,
     /// The latest wall clock passed in, and the monotonic time it came
     /// with: `handle_timeout` has none, so a deadline's wall time is
     /// reckoned from them ([`Resolver::wall_at`]).
-    pub(super) wall_ms: u64,
+    wall_ms: u64,
     wall_read_at: Option<Instant>,
-    /// DANE lookups (RFC 7672), by id.
-    pub(super) dane_lookups: HashMap<LookupId, DaneRun>,
-    /// The running DANE lookup of each domain.
-    pub(super) dane_running: HashMap<Domain, LookupId>,
     /// Requests of `dane: true` zones waiting for their DANE and MTA-STS
     /// parts.
     pub(super) combined: HashMap<RequestId, Combined>,
@@ -127,20 +88,13 @@ impl Resolver {
         Resolver {
             settings,
             index,
-            next_lookup: 0,
-            lookups: HashMap::new(),
-            running: HashMap::new(),
-            timers: BTreeSet::new(),
+            lookups: Joined::new(),
             failures: Remembered::new(millis(settings.retry_after_failure), settings.memory_limit),
-            active: 0,
             joined: 0,
             now: None,
-            queue: VecDeque::new(),
             actions: VecDeque::new(),
             wall_ms: 0,
             wall_read_at: None,
-            dane_lookups: HashMap::new(),
-            dane_running: HashMap::new(),
             combined: HashMap::new(),
         }
     }
@@ -186,17 +140,12 @@ impl Resolver {
         deadline: Instant,
         wall_ms: u64,
     ) -> Option<LookupId> {
-        let waiter = Waiter { request, deadline };
-        if let Some(&id) = self.running.get(&domain) {
-            if let Some(lookup) = self.lookups.get_mut(&id) {
-                let due = joined_deadline(lookup.started, lookup.deadline, now, deadline);
-                let was = std::mem::replace(&mut lookup.deadline, due);
-                lookup.waiters.push(waiter);
-                self.move_timer(Timer::Lookup(id), was, due);
-                self.timers.insert((deadline, Timer::Request(id, request)));
-                self.joined += 1;
-                return Some(id);
-            }
+        if let Some(id) = self
+            .lookups
+            .join(Kind::Sts, &domain, request, now, deadline)
+        {
+            self.joined += 1;
+            return Some(id);
         }
         let held = match self.index.known(domain.as_str(), wall_ms) {
             Held::NoPolicy => {
@@ -210,6 +159,7 @@ impl Resolver {
             Held::Entry(e) => Some(e),
             Held::Miss => None,
         };
+        let waiter = Waiter { request, deadline };
         Some(self.start(domain, held, now, deadline, false, vec![waiter]))
     }
 
@@ -224,7 +174,7 @@ impl Resolver {
         wall_ms: u64,
     ) {
         self.advance(now, wall_ms);
-        if self.running.contains_key(&domain) {
+        if self.lookups.running(Kind::Sts, &domain).is_some() {
             return;
         }
         let held = match self.index.known(domain.as_str(), wall_ms) {
@@ -250,7 +200,7 @@ impl Resolver {
     ) {
         self.advance(now, wall_ms);
         let grace = self.settings.cache_grace;
-        let Some(l) = self.lookups.get_mut(&lookup) else {
+        let Some((domain, l)) = sts_mut(&mut self.lookups, lookup) else {
             return;
         };
         if !matches!(l.stage, Stage::LoadingStore) {
@@ -258,7 +208,6 @@ impl Resolver {
         }
         let ahead = matches!(&stored, Ok(Some(s)) if s.is_ahead(wall_ms));
         let entry = cache::merge(l.entry.take(), stored, wall_ms);
-        let domain = l.domain.clone();
         match &entry {
             // Written back as read: without it every restart or eviction
             // would read the row as "now" again, and it would never expire.
@@ -267,7 +216,7 @@ impl Resolver {
             Some(e) => self.index.store(domain, e.clone()),
             None => {}
         }
-        let Some(l) = self.lookups.get_mut(&lookup) else {
+        let Some((domain, l)) = sts_mut(&mut self.lookups, lookup) else {
             return;
         };
         if let Some(e) = entry
@@ -280,7 +229,6 @@ impl Resolver {
         }
         l.entry = entry;
         l.stage = Stage::QueryingTxt;
-        let domain = l.domain.clone();
         self.actions.push_back(Action::QueryTxt { lookup, domain });
     }
 
@@ -290,13 +238,12 @@ impl Resolver {
     /// error falls back to the cached policy while unexpired.
     pub fn handle_txt(&mut self, lookup: LookupId, result: TxtResult, now: Instant, wall_ms: u64) {
         self.advance(now, wall_ms);
-        let Some(l) = self.lookups.get_mut(&lookup) else {
+        let Some((domain, l)) = sts_mut(&mut self.lookups, lookup) else {
             return;
         };
         if !matches!(l.stage, Stage::QueryingTxt) {
             return;
         }
-        let domain = l.domain.clone();
         match result {
             TxtResult::Id(id) => {
                 let confirmed = l
@@ -348,13 +295,13 @@ impl Resolver {
         wall_ms: u64,
     ) {
         self.advance(now, wall_ms);
-        let Some(l) = self.lookups.get(&lookup) else {
+        let Some((domain, l)) = sts_mut(&mut self.lookups, lookup) else {
             return;
         };
         let Stage::Fetching { policy_id } = &l.stage else {
             return;
         };
-        let key = (l.domain.clone(), policy_id.clone());
+        let key = (domain, policy_id.clone());
         match result {
             FetchResult::Policy(policy) => {
                 self.failures.forget(&key);
@@ -380,16 +327,14 @@ impl Resolver {
     /// is cancelled and all its waiters get the fallback answer.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(self.now.map_or(now, |n| n.max(now)));
-        while let Some(&(at, timer)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
+        while let Some((at, timer)) = self.lookups.pop_due(now) {
             match timer {
-                Timer::Request(id, request) => self.expire_request(id, request, at),
-                Timer::Lookup(id) => self.expire_lookup(id, at),
-                Timer::DaneRequest(id, request) => self.expire_dane_request(id, request, at),
-                Timer::DaneLookup(id) => self.expire_dane_lookup(id, at),
+                Timer::Request(Kind::Sts, id, request) => self.expire_request(id, request, at),
+                Timer::Lookup(Kind::Sts, id) => self.expire_lookup(id, at),
+                Timer::Request(Kind::Dane, id, request) => {
+                    self.expire_dane_request(id, request, at)
+                }
+                Timer::Lookup(Kind::Dane, id) => self.expire_dane_lookup(id, at),
             }
         }
     }
@@ -401,13 +346,13 @@ impl Resolver {
 
     /// The earliest pending deadline: call [`Resolver::handle_timeout`] then.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _)| at)
+        self.lookups.next_deadline()
     }
 
     /// Number of lookups running, of both kinds (for graceful shutdown
     /// and tests).
     pub fn in_flight(&self) -> usize {
-        self.lookups.len() + self.dane_lookups.len()
+        self.lookups.len()
     }
 
     /// Record the clock and settle deadlines already past, so that a result
@@ -430,19 +375,6 @@ impl Resolver {
         self.wall_ms.saturating_add(millis(since))
     }
 
-    /// A new lookup id (shared by both kinds, so IO and `Cancel` are keyed
-    /// by it alone).
-    pub(super) fn next_id(&mut self) -> LookupId {
-        self.next_lookup += 1;
-        LookupId(self.next_lookup)
-    }
-
-    /// Queue a lookup for its first IO under `max_lookups`.
-    pub(super) fn enqueue(&mut self, id: LookupId) {
-        self.queue.push_back(id);
-        self.start_queued();
-    }
-
     fn start(
         &mut self,
         domain: Domain,
@@ -452,45 +384,35 @@ impl Resolver {
         refresh: bool,
         waiters: Vec<Waiter>,
     ) -> LookupId {
-        let id = self.next_id();
-        self.timers.insert((deadline, Timer::Lookup(id)));
-        for w in &waiters {
-            self.timers
-                .insert((w.deadline, Timer::Request(id, w.request)));
-        }
-        self.running.insert(domain.clone(), id);
-        self.lookups.insert(
-            id,
-            Lookup {
-                domain,
-                started: now,
-                deadline,
-                refresh,
-                stage: Stage::Queued,
-                entry,
-                waiters,
-            },
-        );
-        self.enqueue(id);
+        let stage = if self.settings.persistent {
+            Stage::LoadingStore
+        } else {
+            Stage::QueryingTxt
+        };
+        let steps = Steps::Sts(StsSteps {
+            refresh,
+            stage,
+            entry,
+        });
+        let id = self.lookups.start(domain, now, deadline, waiters, steps);
+        self.start_queued();
         id
     }
 
     /// Give queued lookups their first IO while fewer than `max_lookups`
     /// are doing IO (oldest first: requests wait in order).
     pub(super) fn start_queued(&mut self) {
-        while self.active < self.settings.max_lookups.max(1) {
-            let Some(id) = self.queue.pop_front() else {
-                return;
-            };
-            let action = match self.first_io(id) {
-                Some(action) => action,
-                None => match self.first_dane_io(id) {
-                    Some(action) => action,
-                    None => continue,
-                },
-            };
-            self.active += 1;
-            self.actions.push_back(action);
+        while let Some((id, run)) = self.lookups.start_next(self.settings.max_lookups, self.now) {
+            let domain = run.domain.clone();
+            let lookup = id;
+            self.actions.push_back(match &run.steps {
+                Steps::Sts(StsSteps {
+                    stage: Stage::LoadingStore,
+                    ..
+                }) => Action::LoadStore { lookup, domain },
+                Steps::Sts(_) => Action::QueryTxt { lookup, domain },
+                Steps::Dane => Action::LookupDane { lookup, domain },
+            });
         }
     }
 
@@ -499,58 +421,9 @@ impl Resolver {
         self.joined
     }
 
-    /// True when a lookup with `deadline` is past it: starting IO now
-    /// would only be cancelled.
-    pub(super) fn is_past(&self, deadline: Instant) -> bool {
-        self.now.is_some_and(|now| deadline <= now)
-    }
-
-    /// The first IO of queued MTA-STS lookup `id`, if it is one.
-    fn first_io(&mut self, id: LookupId) -> Option<Action> {
-        let persistent = self.settings.persistent;
-        let past = self.lookups.get(&id).map(|l| self.is_past(l.deadline))?;
-        let l = self.lookups.get_mut(&id)?;
-        if !matches!(l.stage, Stage::Queued) || past {
-            return None;
-        }
-        let domain = l.domain.clone();
-        Some(if persistent {
-            l.stage = Stage::LoadingStore;
-            Action::LoadStore { lookup: id, domain }
-        } else {
-            l.stage = Stage::QueryingTxt;
-            Action::QueryTxt { lookup: id, domain }
-        })
-    }
-
     /// Lookups of both kinds waiting for a slot (for metrics and tests).
     pub fn queued(&self) -> usize {
-        self.lookups
-            .values()
-            .filter(|l| matches!(l.stage, Stage::Queued))
-            .count()
-            + self.dane_lookups.values().filter(|l| l.queued).count()
-    }
-
-    /// Take `request` off MTA-STS lookup `id` (its DANE verdict answered
-    /// it); the lookup goes on for the others and for the index.
-    pub(super) fn leave_lookup(&mut self, id: LookupId, request: RequestId) {
-        let Some(lookup) = self.lookups.get_mut(&id) else {
-            return;
-        };
-        if let Some(pos) = lookup.waiters.iter().position(|w| w.request == request) {
-            let w = lookup.waiters.remove(pos);
-            self.timers
-                .remove(&(w.deadline, Timer::Request(id, w.request)));
-        }
-    }
-
-    /// Move `timer` from `from` to `to`.
-    pub(super) fn move_timer(&mut self, timer: Timer, from: Instant, to: Instant) {
-        if from != to {
-            self.timers.remove(&(from, timer));
-            self.timers.insert((to, timer));
-        }
+        self.lookups.queued()
     }
 
     /// Make `entry` visible in memory now, and persist it behind.
@@ -587,22 +460,13 @@ impl Resolver {
 
     /// End a lookup, answering every waiter with `policy`.
     fn finish(&mut self, id: LookupId, policy: Option<Policy>, reason: Reason) {
-        let Some(lookup) = self.lookups.remove(&id) else {
+        let Some(run) = self.lookups.finish(id) else {
             return;
         };
-        if !matches!(lookup.stage, Stage::Queued) {
-            self.active = self.active.saturating_sub(1);
-        }
-        if self.running.get(&lookup.domain) == Some(&id) {
-            self.running.remove(&lookup.domain);
-        }
-        self.timers.remove(&(lookup.deadline, Timer::Lookup(id)));
-        for w in lookup.waiters {
-            self.timers
-                .remove(&(w.deadline, Timer::Request(id, w.request)));
+        for w in run.waiters {
             self.reply(
                 w.request,
-                lookup.domain.clone(),
+                run.domain.clone(),
                 policy.clone(),
                 reason.clone(),
             );
@@ -617,71 +481,56 @@ impl Resolver {
     }
 
     fn fallback_policy(&self, id: LookupId) -> Option<Policy> {
-        let entry = self.lookups.get(&id)?.entry.as_ref();
-        cache::fallback(entry, self.wall_ms).map(|e| e.policy.clone())
+        let Steps::Sts(steps) = &self.lookups.get(id)?.steps else {
+            return None;
+        };
+        cache::fallback(steps.entry.as_ref(), self.wall_ms).map(|e| e.policy.clone())
     }
 
     fn expire_request(&mut self, id: LookupId, request: RequestId, deadline: Instant) {
         let policy = self.fallback_policy(id);
-        let Some(lookup) = self.lookups.get_mut(&id) else {
+        let Some(run) = self.lookups.expire_waiter(id, request, deadline) else {
             return;
         };
-        if !take_waiter(&mut lookup.waiters, request, deadline) {
-            return;
-        }
-        let domain = lookup.domain.clone();
-        let reason = match lookup.stage {
-            Stage::Queued => Reason::Fallback(Failure::Local(OVERLOADED.into())),
-            _ => Reason::Timeout,
+        let domain = run.domain.clone();
+        let reason = if run.queued {
+            Reason::Fallback(Failure::Local(OVERLOADED.into()))
+        } else {
+            Reason::Timeout
         };
         self.reply(request, domain, policy, reason);
     }
 
     fn expire_lookup(&mut self, id: LookupId, at: Instant) {
-        let Some(lookup) = self.lookups.get(&id) else {
+        let Some(run) = self.lookups.get(id) else {
             return;
         };
-        // A fetch cut off by the deadline counts as a failed fetch: the
-        // deadline is the latest its waiters allow (`joined_deadline`).
-        if let Stage::Fetching { policy_id } = &lookup.stage {
-            let key = (lookup.domain.clone(), policy_id.clone());
-            let wall = self.wall_at(at);
-            self.failures.note(key, wall);
-        }
-        if let Stage::Queued = lookup.stage {
+        if run.queued {
             // No IO was started: a local overload, not a slow network.
             self.finish_fallback(id, Reason::Fallback(Failure::Local(OVERLOADED.into())));
             return;
+        }
+        // A fetch cut off by the deadline counts as a failed fetch: the
+        // deadline is the latest its waiters allow (`joined_deadline`).
+        if let Steps::Sts(StsSteps {
+            stage: Stage::Fetching { policy_id },
+            ..
+        }) = &run.steps
+        {
+            let key = (run.domain.clone(), policy_id.clone());
+            let wall = self.wall_at(at);
+            self.failures.note(key, wall);
         }
         self.actions.push_back(Action::Cancel { lookup: id });
         self.finish_fallback(id, Reason::Timeout);
     }
 }
 
-/// When a lookup begun at `started` and cut off at `due` is cut off once a
-/// request that must be answered by `deadline` joins it at `now`
-/// (docs/ARCHITECTURE.md "The lookup coordinator"): at that deadline if the
-/// request's timeout is longer than the lookup's whole run up to `due`,
-/// else still at `due`. Each waiter is answered at its own deadline (it has
-/// its own timer), so the lookup is not cut off, and a fetch not counted as
-/// failed, while a later waiter still waits; and requests that keep coming
-/// with the same timeout never keep a hung lookup from ending (and its
-/// fetch from being remembered as failed, RFC 8461 §3.3): a lookup runs
-/// less than twice the longest timeout of its requests.
-pub(super) fn joined_deadline(
-    started: Instant,
-    due: Instant,
-    now: Instant,
-    deadline: Instant,
-) -> Instant {
-    let timeout = deadline.saturating_duration_since(now);
-    if timeout > due.saturating_duration_since(started) {
-        due.max(deadline)
-    } else {
-        due
+/// The domain and steps of MTA-STS lookup `id` once it does IO.
+fn sts_mut(lookups: &mut Joined<Steps>, id: LookupId) -> Option<(Domain, &mut StsSteps)> {
+    let run = lookups.active_mut(id)?;
+    match &mut run.steps {
+        Steps::Sts(steps) => Some((run.domain.clone(), steps)),
+        Steps::Dane => None,
     }
-}
-
-pub(super) fn deadline(now: Instant, timeout: Duration) -> Instant {
-    now.checked_add(timeout.min(MAX_TIMEOUT)).unwrap_or(now)
 }

@@ -18,14 +18,17 @@
 mod dane;
 #[cfg(test)]
 mod dane_tests;
+mod decision;
+mod joined;
 mod machine;
 mod outcome;
 mod remembered;
 #[cfg(test)]
 mod tests;
 
+pub use decision::{dane_class, Class, Decision, LogClass, Source, TempCause};
 pub use machine::Resolver;
-pub use outcome::{DnsFailure, Failure, NoPolicy};
+pub use outcome::{Failure, NoPolicy};
 
 use std::fmt;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! `Display`, metrics count by [`Failure::kind`] (RFC 8461 §3.1 "no policy"
 //! versus §3.3 fetch failures, which fall back to a cached policy).
 
-use crate::dns::{DnsError, NoRecordsKind};
+use crate::dns::{DnsFailure, NoRecordsKind};
 use crate::http::HttpError;
 use crate::policy::PolicyError;
 use crate::txt::TxtError;
@@ -16,30 +16,6 @@ pub enum NoPolicy {
     /// TXT records, but not exactly one valid `v=STSv1` record.
     #[error("TXT record: {0}")]
     Record(TxtError),
-}
-
-/// Why a DNS lookup gave no usable answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DnsFailure {
-    /// No nameserver answered in time.
-    #[error("DNS timeout")]
-    Timeout,
-    /// A nameserver answered with an error (SERVFAIL, REFUSED...) or an
-    /// unusable message.
-    #[error("DNS error: {0}")]
-    Server(DnsError),
-    /// The transport failed (refused, unreachable).
-    #[error("DNS transport error: {0}")]
-    Transport(String),
-    /// A local resource ran out (file descriptors, buffers, ports).
-    #[error("DNS query not sent: {0}")]
-    Local(String),
-    /// There is no nameserver to ask.
-    #[error("no nameserver configured")]
-    NoNameservers,
-    /// The answer holds records of another type than asked.
-    #[error("unexpected answer type")]
-    UnexpectedAnswer,
 }
 
 /// Why a lookup step failed: not "no policy" (RFC 8461 §5.1: fall back to
@@ -115,6 +91,7 @@ impl Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::DnsError;
 
     #[test]
     fn only_our_own_faults_are_local() {

@@ -1,7 +1,7 @@
 //! Tests of the lookup state machine with the shared index as its cache
 //! (RFC 8461 §3.3, §5.1). Wall-clock values are Unix milliseconds.
 
-use crate::dns::{DnsError, NoRecordsKind};
+use crate::dns::{DnsError, DnsFailure, NoRecordsKind};
 use crate::http::HttpError;
 use crate::txt::TxtError;
 use std::collections::HashMap;
@@ -1709,8 +1709,7 @@ fn run_ops_with(settings: ResolverSettings, ops: Vec<Op>) -> Result<(), TestCase
     prop_assert!(h.open.is_empty(), "requests never answered: {:?}", h.open);
     prop_assert_eq!(h.r.in_flight(), 0);
     prop_assert_eq!(h.r.poll_timeout(), None);
-    prop_assert!(h.r.running.is_empty());
-    prop_assert!(h.r.dane_running.is_empty());
+    prop_assert!(h.r.lookups.is_idle());
     prop_assert!(h.r.combined.is_empty());
     prop_assert!(h.dane.is_empty());
     Ok(())

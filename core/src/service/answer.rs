@@ -12,11 +12,11 @@ use std::time::Duration;
 use super::EngineHandle;
 use crate::cache::{Fresh, PolicyIndex};
 use crate::config::Config;
-use crate::dane::{self, Verdict};
+use crate::dane;
 use crate::domain::{already_normal, normalize_key, Domain};
-use crate::metrics::{Metrics, Outcome, Source};
+use crate::metrics::{Metrics, Outcome};
 use crate::policy::{render_reply, ReplyOptions};
-use crate::resolve::{Answer, DaneAnswer, Reason};
+use crate::resolve::{dane_class, Class, LogClass, Source};
 use crate::socketmap::{Connection, Reply, Seq};
 
 /// Reads the wall clock in Unix milliseconds (the runtime's).
@@ -104,31 +104,6 @@ pub struct Miss {
     dane: bool,
 }
 
-/// The reply a DANE verdict decides (RFC 7672 §2.2, RFC 7505 §3), or
-/// `None` when the MTA-STS answer stands. No TLSRPT attributes: Postfix
-/// reports DANE itself.
-fn dane_reply(domain: &str, verdict: &Verdict) -> Option<Reply> {
-    match verdict {
-        Verdict::DaneOnly | Verdict::Dane => dane::reply_value(verdict).map(Reply::Ok),
-        Verdict::NullMx => Some(Reply::NotFound),
-        Verdict::Temp(failure) => Some(Reply::Temp(format!(
-            "{domain}: DANE lookup failed: {failure}"
-        ))),
-        Verdict::NoDane(_) => None,
-    }
-}
-
-/// How a DANE reply is logged.
-fn dane_outcome(verdict: &Verdict) -> &'static str {
-    match verdict {
-        Verdict::DaneOnly => "dane-only",
-        Verdict::Dane => "dane",
-        Verdict::NullMx => "NOTFOUND, null MX",
-        Verdict::Temp(_) => "TEMP",
-        Verdict::NoDane(_) => "no DANE",
-    }
-}
-
 impl Service {
     /// A service answering with `config`'s zones from `index`, and through
     /// `engine` on a miss.
@@ -201,10 +176,11 @@ impl Service {
         if zone_dane {
             match self.index.dane_fresh(domain, now_ms) {
                 Some(result) => {
-                    if let Some(reply) = dane_reply(domain, &result.verdict) {
+                    if let Some(class) = dane_class(&result.verdict) {
+                        let (reply, outcome) = render(domain, class, opts);
                         log::debug!("{domain} (zone {name}): cached DANE result, {result}");
                         self.metrics.answered_from(Source::Fresh);
-                        self.metrics.zone(name).count(outcome_of(&reply));
+                        self.metrics.zone(name).count(outcome);
                         return Ok(reply);
                     }
                     // No DANE for this domain: the MTA-STS answer, as below.
@@ -265,40 +241,25 @@ impl Service {
             opts,
             dane,
         } = miss;
-        let Answer {
-            policy,
-            reason,
-            dane,
-        } = if dane {
+        let answer = if dane {
             self.engine.lookup_dane(domain.clone(), timeout).await
         } else {
             self.engine.lookup(domain.clone(), timeout).await
         };
-        let decided = dane.as_ref().and_then(|d| {
-            dane_reply(domain.as_str(), &d.result.verdict)
-                .map(|reply| (reply, dane_outcome(&d.result.verdict).to_owned()))
-        });
-        let (reply, outcome) = match decided {
-            Some(decided) => decided,
-            None => sts_reply(&domain, policy.as_ref(), &reason, opts),
-        };
-        let level = match &dane {
-            Some(d) => self.dane_level(&domain, d, &reason),
-            None => self.sts_level(&domain, &reason),
-        };
-        match &dane {
+        let decision = answer.decision();
+        let (reply, outcome) = render(domain.as_str(), decision.class, opts);
+        let level = self.level(&domain, decision.log);
+        let shown = Shown(decision.class, outcome);
+        let reason = decision.reason;
+        match decision.dane {
             Some(d) => log::log!(
                 level,
-                "{domain} (zone {zone}): {outcome} (DANE: {d}) (MTA-STS: {reason})"
+                "{domain} (zone {zone}): {shown} (DANE: {d}) (MTA-STS: {reason})"
             ),
-            None => log::log!(level, "{domain} (zone {zone}): {outcome} ({reason})"),
+            None => log::log!(level, "{domain} (zone {zone}): {shown} ({reason})"),
         }
-        let source = match &dane {
-            Some(d) if d.cached && decided_by_dane(&reply) => Source::Fresh,
-            _ => Source::of(&reason, policy.is_some()),
-        };
-        self.metrics.answered_from(source);
-        if source == Source::StaleOnFailure && !decided_by_dane(&reply) {
+        self.metrics.answered_from(decision.source);
+        if decision.refresh_failed() {
             // RFC 8461 §3.3: tell the administrator a policy could not be
             // refreshed (the cached one still answers while unexpired).
             self.metrics.refresh_failure();
@@ -306,7 +267,7 @@ impl Service {
                 log::warn!("{domain}: cached policy could not be refreshed ({reason})");
             }
         }
-        self.metrics.zone(&zone).count(outcome_of(&reply));
+        self.metrics.zone(&zone).count(outcome);
         reply
     }
 
@@ -337,38 +298,17 @@ impl Service {
         &self.index
     }
 
-    /// The log level of an MTA-STS answer: network lookups at info, answers
-    /// from memory at debug, failures at info at most once a minute per
-    /// domain, our own faults at warn.
-    fn sts_level(&self, domain: &Domain, reason: &Reason) -> log::Level {
-        match reason {
-            // Answered from memory or the store: no traffic.
-            Reason::Cached | Reason::NoPolicyRemembered | Reason::FailureBackoff => {
-                log::Level::Debug
+    /// The log level a decision's [`LogClass`] implies; a network failure
+    /// is logged at info at most once a minute per domain.
+    fn level(&self, domain: &Domain, log: LogClass) -> log::Level {
+        match log {
+            LogClass::Memory => log::Level::Debug,
+            LogClass::Network => log::Level::Info,
+            LogClass::Failure if self.failure_log.allow(domain, (self.wall_ms)()) => {
+                log::Level::Info
             }
-            Reason::Fallback(failure) if failure.is_local() => log::Level::Warn,
-            Reason::Fallback(_) | Reason::Timeout
-                if !self.failure_log.allow(domain, (self.wall_ms)()) =>
-            {
-                log::Level::Debug
-            }
-            _ => log::Level::Info,
-        }
-    }
-
-    /// The log level of a `dane: true` zone's answer: as
-    /// [`Service::sts_level`], with the DANE lookup counted as a network
-    /// lookup unless it came from the index.
-    fn dane_level(&self, domain: &Domain, dane: &DaneAnswer, reason: &Reason) -> log::Level {
-        match &dane.result.verdict {
-            Verdict::Temp(failure) if failure.is_local() => log::Level::Warn,
-            Verdict::Temp(_) if dane.cached => log::Level::Debug,
-            Verdict::Temp(_) if !self.failure_log.allow(domain, (self.wall_ms)()) => {
-                log::Level::Debug
-            }
-            Verdict::Temp(_) => log::Level::Info,
-            _ if !dane.cached => log::Level::Info,
-            _ => self.sts_level(domain, reason),
+            LogClass::Failure => log::Level::Debug,
+            LogClass::Local => log::Level::Warn,
         }
     }
 
@@ -381,43 +321,306 @@ impl Service {
     }
 }
 
-/// The metrics outcome of a reply.
-fn outcome_of(reply: &Reply) -> Outcome {
-    match reply {
-        Reply::Ok(value) if value.starts_with("dane-only") => Outcome::DaneOnly,
-        Reply::Ok(value) if value.starts_with("dane") => Outcome::Dane,
-        Reply::Ok(_) => Outcome::Secure,
-        Reply::Temp(_) | Reply::Timeout(_) => Outcome::Temp,
-        Reply::Perm(_) => Outcome::Perm,
-        Reply::NotFound => Outcome::NotFound,
+/// The reply bytes a decision's class gives in a zone with `opts`, and
+/// the zone metric's outcome (RFC 8461 §4.2, §5; RFC 7672 §3).
+pub(super) fn render(domain: &str, class: Class<'_>, opts: ReplyOptions) -> (Reply, Outcome) {
+    match class {
+        Class::Policy(policy) => match render_reply(policy, domain, opts) {
+            Some(value) => (Reply::Ok(value.into()), Outcome::Secure),
+            None => (Reply::NotFound, Outcome::NotFound),
+        },
+        Class::DaneOnly => (Reply::Ok(dane::dane_only_value()), Outcome::DaneOnly),
+        Class::Dane => (Reply::Ok(dane::dane_value()), Outcome::Dane),
+        Class::NullMx | Class::NoPolicy => (Reply::NotFound, Outcome::NotFound),
+        Class::Temp(cause) => (Reply::Temp(format!("{domain}: {cause}")), Outcome::Temp),
     }
 }
 
-/// True when the reply came from DANE, not from MTA-STS.
-fn decided_by_dane(reply: &Reply) -> bool {
-    matches!(outcome_of(reply), Outcome::DaneOnly | Outcome::Dane)
+/// A rendered class as the log line says it.
+struct Shown<'a>(Class<'a>, Outcome);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Class::Policy(policy) if self.1 == Outcome::Secure => {
+                write!(f, "{} policy", policy.mode)
+            }
+            Class::Policy(policy) => write!(f, "NOTFOUND, {} policy", policy.mode),
+            Class::DaneOnly => f.write_str("dane-only"),
+            Class::Dane => f.write_str("dane"),
+            Class::NullMx => f.write_str("NOTFOUND, null MX"),
+            Class::NoPolicy => f.write_str("NOTFOUND, no policy"),
+            Class::Temp(_) => f.write_str("TEMP"),
+        }
+    }
 }
 
-/// The reply an MTA-STS answer gives in a zone with `opts`, and how it is
-/// logged (RFC 8461 §4.2, §5).
-fn sts_reply(
-    domain: &Domain,
-    policy: Option<&crate::policy::Policy>,
-    reason: &Reason,
-    opts: ReplyOptions,
-) -> (Reply, String) {
-    match policy {
-        None => match reason {
-            // Our fault, not the domain's: Postfix retries later.
-            Reason::Fallback(failure) if failure.is_local() => (
-                Reply::Temp(format!("{domain}: {failure}")),
-                "TEMP".to_owned(),
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dane::{DaneFailure, DaneResult, NoDane, Verdict};
+    use crate::dns::{DnsError, DnsFailure, NoRecordsKind};
+    use crate::policy::{Mode, Policy};
+    use crate::resolve::{Answer, DaneAnswer, Failure, NoPolicy, Reason};
+
+    fn policy(mode: Mode) -> Policy {
+        Policy {
+            mode,
+            max_age: 86_400,
+            mx: vec!["mx.example.com".to_owned()],
+            lines: vec![
+                "version: STSv1".into(),
+                format!("mode: {mode}"),
+                "max_age: 86400".into(),
+                "mx: mx.example.com".into(),
+            ]
+            .into(),
+        }
+    }
+
+    fn dane(verdict: Verdict, cached: bool) -> Option<DaneAnswer> {
+        Some(DaneAnswer {
+            result: Arc::new(DaneResult::decided(verdict, Duration::from_secs(60))),
+            cached,
+        })
+    }
+
+    fn answer(policy: Option<Policy>, reason: Reason, dane: Option<DaneAnswer>) -> Answer {
+        Answer {
+            policy,
+            reason,
+            dane,
+        }
+    }
+
+    /// Every class of decision, as the resolver's answers reach it, renders
+    /// to the expected reply, zone outcome, source, log class and text.
+    #[test]
+    fn every_decision_renders_to_its_reply_metric_and_level() {
+        let servfail = Failure::Txt(DnsFailure::Server(DnsError::ServFail));
+        let overloaded = Failure::Local("too many lookups in flight".into());
+        let nx = NoPolicy::NoRecord(NoRecordsKind::NxDomain);
+        let secure = "secure match=mx.example.com";
+        let ok = |v: &str| Reply::Ok(Arc::from(v));
+        let temp = |v: &str| Reply::Temp(v.to_owned());
+        let enforce = || Some(policy(Mode::Enforce));
+        let cases: Vec<(Answer, Reply, Outcome, Source, LogClass, &str)> = vec![
+            (
+                answer(enforce(), Reason::Fetched, None),
+                ok(secure),
+                Outcome::Secure,
+                Source::Fetched,
+                LogClass::Network,
+                "enforce policy",
             ),
-            _ => (Reply::NotFound, "NOTFOUND, no policy".to_owned()),
-        },
-        Some(policy) => match render_reply(policy, domain.as_str(), opts) {
-            Some(value) => (Reply::Ok(value.into()), format!("{} policy", policy.mode)),
-            None => (Reply::NotFound, format!("NOTFOUND, {} policy", policy.mode)),
-        },
+            (
+                answer(enforce(), Reason::Cached, None),
+                ok(secure),
+                Outcome::Secure,
+                Source::Fresh,
+                LogClass::Memory,
+                "enforce policy",
+            ),
+            (
+                answer(Some(policy(Mode::Testing)), Reason::Confirmed, None),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::Revalidated,
+                LogClass::Network,
+                "NOTFOUND, testing policy",
+            ),
+            (
+                answer(Some(policy(Mode::None)), Reason::Fetched, None),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::Fetched,
+                LogClass::Network,
+                "NOTFOUND, none policy",
+            ),
+            (
+                answer(None, Reason::NoPolicy(nx.clone()), None),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::NoPolicy,
+                LogClass::Network,
+                "NOTFOUND, no policy",
+            ),
+            (
+                answer(enforce(), Reason::NoPolicy(nx), None),
+                ok(secure),
+                Outcome::Secure,
+                Source::StaleOnFailure,
+                LogClass::Network,
+                "enforce policy",
+            ),
+            (
+                answer(None, Reason::NoPolicyRemembered, None),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::Fresh,
+                LogClass::Memory,
+                "NOTFOUND, no policy",
+            ),
+            (
+                answer(enforce(), Reason::Fallback(servfail.clone()), None),
+                ok(secure),
+                Outcome::Secure,
+                Source::StaleOnFailure,
+                LogClass::Failure,
+                "enforce policy",
+            ),
+            (
+                answer(None, Reason::Fallback(servfail), None),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::Failed,
+                LogClass::Failure,
+                "NOTFOUND, no policy",
+            ),
+            (
+                answer(None, Reason::Timeout, None),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::Failed,
+                LogClass::Failure,
+                "NOTFOUND, no policy",
+            ),
+            (
+                answer(enforce(), Reason::FailureBackoff, None),
+                ok(secure),
+                Outcome::Secure,
+                Source::StaleOnFailure,
+                LogClass::Memory,
+                "enforce policy",
+            ),
+            (
+                answer(None, Reason::Fallback(overloaded.clone()), None),
+                temp("example.com: too many lookups in flight"),
+                Outcome::Temp,
+                Source::Failed,
+                LogClass::Local,
+                "TEMP",
+            ),
+            (
+                answer(enforce(), Reason::Fallback(overloaded), None),
+                ok(secure),
+                Outcome::Secure,
+                Source::StaleOnFailure,
+                LogClass::Local,
+                "enforce policy",
+            ),
+            (
+                answer(None, Reason::DaneDecided, dane(Verdict::DaneOnly, false)),
+                ok("dane-only"),
+                Outcome::DaneOnly,
+                Source::Fetched,
+                LogClass::Network,
+                "dane-only",
+            ),
+            (
+                answer(None, Reason::DaneDecided, dane(Verdict::Dane, true)),
+                ok("dane"),
+                Outcome::Dane,
+                Source::Fresh,
+                LogClass::Network,
+                "dane",
+            ),
+            (
+                answer(
+                    None,
+                    Reason::NoPolicyRemembered,
+                    dane(Verdict::NullMx, true),
+                ),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::Fresh,
+                LogClass::Memory,
+                "NOTFOUND, null MX",
+            ),
+            (
+                answer(
+                    None,
+                    Reason::DaneDecided,
+                    dane(Verdict::Temp(DaneFailure::Timeout), false),
+                ),
+                temp("example.com: DANE lookup failed: DANE lookup timed out"),
+                Outcome::Temp,
+                Source::Fetched,
+                LogClass::Failure,
+                "TEMP",
+            ),
+            (
+                answer(
+                    None,
+                    Reason::DaneDecided,
+                    dane(Verdict::Temp(DaneFailure::Timeout), true),
+                ),
+                temp("example.com: DANE lookup failed: DANE lookup timed out"),
+                Outcome::Temp,
+                Source::Fetched,
+                LogClass::Memory,
+                "TEMP",
+            ),
+            (
+                answer(
+                    None,
+                    Reason::DaneDecided,
+                    dane(Verdict::Temp(DaneFailure::Local("EMFILE".into())), false),
+                ),
+                temp("example.com: DANE lookup failed: EMFILE"),
+                Outcome::Temp,
+                Source::Fetched,
+                LogClass::Local,
+                "TEMP",
+            ),
+            (
+                answer(
+                    enforce(),
+                    Reason::Fetched,
+                    dane(Verdict::NoDane(NoDane::NoTlsa), true),
+                ),
+                ok(secure),
+                Outcome::Secure,
+                Source::Fetched,
+                LogClass::Network,
+                "enforce policy",
+            ),
+            (
+                answer(
+                    enforce(),
+                    Reason::Cached,
+                    dane(Verdict::NoDane(NoDane::NoTlsa), true),
+                ),
+                ok(secure),
+                Outcome::Secure,
+                Source::Fresh,
+                LogClass::Memory,
+                "enforce policy",
+            ),
+        ];
+        for (answer, reply, outcome, source, log, shown) in cases {
+            let decision = answer.decision();
+            let rendered = render(
+                "example.com",
+                decision.class,
+                ReplyOptions {
+                    strict_testing: false,
+                    require_sni: false,
+                    tlsrpt: false,
+                },
+            );
+            assert_eq!(rendered, (reply, outcome), "{answer}");
+            assert_eq!(decision.source, source, "{answer}");
+            assert_eq!(decision.log, log, "{answer}");
+            assert_eq!(Shown(decision.class, outcome).to_string(), shown);
+            assert_eq!(
+                decision.refresh_failed(),
+                source == Source::StaleOnFailure,
+                "{answer}"
+            );
+        }
     }
 }

@@ -6,9 +6,9 @@ use super::{DnsClient, Runtime};
 use crate::dane::{
     self, AddressStep, DaneFailure, DaneResult, HostDane, HostReport, MxStep, TlsaStep, Ttl,
 };
+use crate::dns::DnsFailure;
 use crate::dns::{Answered, QueryType};
 use crate::domain::Domain;
-use crate::resolve::DnsFailure;
 use futures::future::try_join_all;
 
 /// Decide whether mail to `domain` goes over DANE (RFC 7672 §2.2): MX

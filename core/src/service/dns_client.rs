@@ -29,9 +29,9 @@ pub enum DnsLookupError {
     NoNameservers,
 }
 
-impl From<DnsLookupError> for crate::resolve::DnsFailure {
+impl From<DnsLookupError> for crate::dns::DnsFailure {
     fn from(e: DnsLookupError) -> Self {
-        use crate::resolve::DnsFailure;
+        use crate::dns::DnsFailure;
         match e {
             DnsLookupError::Timeout => DnsFailure::Timeout,
             DnsLookupError::Server(e) => DnsFailure::Server(e),

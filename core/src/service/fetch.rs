@@ -3,11 +3,12 @@
 //! machine's inputs.
 
 use super::{with_timeout, DnsClient, DnsLookupError, Runtime, Transport};
+use crate::dns::DnsFailure;
 use crate::dns::{Answer, QueryType};
 use crate::domain::Domain;
 use crate::http::{build_policy_request, HttpError, Progress, ResponseParser, MAX_POLICY_BODY};
 use crate::policy::{parse_policy, Policy, PolicyError};
-use crate::resolve::{DnsFailure, Failure, NoPolicy, TxtResult};
+use crate::resolve::{Failure, NoPolicy, TxtResult};
 use crate::txt::parse_sts_records;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use std::net::{IpAddr, SocketAddr};

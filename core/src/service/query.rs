@@ -3,11 +3,12 @@
 //! status of each MX host and the answer the daemon would give (RFC 8461
 //! §2: DANE first).
 
+use super::answer::render;
 use super::{fetch_policy, lookup_txt, DnsClient, Runtime, Transport};
-use crate::dane::{self, DaneResult, Verdict};
+use crate::dane::{DaneResult, Verdict};
 use crate::domain::normalize_key;
-use crate::policy::{render_reply, Mode, Policy, ReplyOptions};
-use crate::resolve::TxtResult;
+use crate::policy::{Mode, Policy, ReplyOptions};
+use crate::resolve::{dane_class, Class, TxtResult};
 
 /// What `mta-sts-query` found (the Python tool's STSFetchResult).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,23 +103,17 @@ impl DaneQuery {
     /// `NOTFOUND `, `TEMP ...`, `OK secure match=...`), or `None` when
     /// the MTA-STS side is not known (NOT_CHANGED).
     pub fn answer(&self, domain: &str) -> Option<String> {
-        match &self.dane.verdict {
-            Verdict::DaneOnly | Verdict::Dane => {
-                dane::reply_value(&self.dane.verdict).map(|v| format!("OK {v}"))
-            }
-            Verdict::NullMx => Some("NOTFOUND ".to_owned()),
-            Verdict::Temp(why) => Some(format!("TEMP {domain}: DANE lookup failed: {why}")),
-            Verdict::NoDane(_) => match &self.sts {
-                QueryOutcome::Valid { policy, .. } => Some(
-                    render_reply(policy, domain, self.opts)
-                        .map_or_else(|| "NOTFOUND ".to_owned(), |v| format!("OK {v}")),
-                ),
-                QueryOutcome::NoPolicy(_) | QueryOutcome::FetchError(_) => {
-                    Some("NOTFOUND ".to_owned())
-                }
-                QueryOutcome::NotChanged { .. } => None,
+        let class = match dane_class(&self.dane.verdict) {
+            Some(class) => class,
+            None => match &self.sts {
+                QueryOutcome::Valid { policy, .. } => Class::Policy(policy),
+                QueryOutcome::NoPolicy(_) | QueryOutcome::FetchError(_) => Class::NoPolicy,
+                QueryOutcome::NotChanged { .. } => return None,
             },
-        }
+        };
+        // Rendered as the daemon renders it (one implementation).
+        let (reply, _) = render(domain, class, self.opts);
+        Some(String::from_utf8_lossy(&reply.payload()).into_owned())
     }
 
     /// Exit status: 0 for a DANE answer (`dane-only`, `dane`), 1 for a
