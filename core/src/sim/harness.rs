@@ -130,6 +130,7 @@ impl Harness {
             sim: self.sim.clone(),
             service: self.stack.service.clone(),
             shutdown: self.shutdown.clone(),
+            grace: self.config.shutdown_timeout,
         }
     }
 
@@ -155,20 +156,30 @@ pub struct Connector {
     sim: Sim,
     service: Arc<Service>,
     shutdown: Shutdown,
+    grace: Duration,
 }
 
 impl Connector {
-    /// A connection served by `serve_connection` on the sim; the returned
-    /// end is the client's.
+    /// A connection served by `serve_connection` on the sim under the
+    /// service's limits and `shutdown_timeout`; the returned end is the
+    /// client's.
     pub fn connect(&self) -> PipeEnd {
-        let (client, server) = duplex(PIPE_CAPACITY);
+        self.connect_with(PIPE_CAPACITY)
+    }
+
+    /// [`Connector::connect`] over a pipe that buffers `capacity` bytes
+    /// each way (a small one: a client that does not read fills it).
+    pub fn connect_with(&self, capacity: usize) -> PipeEnd {
+        let (client, server) = duplex(capacity);
         let service = self.service.clone();
         let shutdown = self.shutdown.clone();
         let sim = self.sim.clone();
+        let grace = self.grace;
         self.sim.spawn(
             async move {
+                let limits = service.limits();
                 // A framing error or a vanished client just ends the connection.
-                let _ = serve_connection(&sim, server, &service, shutdown).await;
+                let _ = serve_connection(&sim, server, &service, &limits, shutdown, grace).await;
             }
             .boxed(),
         );
