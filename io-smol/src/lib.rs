@@ -20,6 +20,8 @@
 //!     let stack = start(&SmolDriver, config, shutdown.clone()).await.expect("start");
 //!     let listener = mta_sts_host::bind_tcp("127.0.0.1", 8461, true).expect("bind");
 //!     let incoming = SmolDriver.tcp_incoming(listener).expect("listen");
+//!     // Every connection under the config's limits (max_connections,
+//!     // read_timeout, idle_timeout, ...); at the stop, 20 s to finish.
 //!     serve(SmolDriver.runtime(), incoming, stack.service, shutdown, Duration::from_secs(20)).await;
 //! });
 //! ```

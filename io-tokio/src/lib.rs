@@ -26,6 +26,8 @@
 //!         let _ = tokio::signal::ctrl_c().await;
 //!         stop.fire();
 //!     });
+//!     // Every connection under the config's limits (max_connections,
+//!     // read_timeout, idle_timeout, ...); at the stop, 20 s to finish.
 //!     serve(driver.runtime(), incoming, stack.service, shutdown, Duration::from_secs(20)).await;
 //!     Ok(())
 //! }

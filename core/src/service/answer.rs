@@ -278,6 +278,13 @@ impl Service {
         self.config_version.fetch_add(1, Ordering::Release);
     }
 
+    /// The connection limits in force: a reload changes them for the
+    /// connections accepted after it (docs/ARCHITECTURE.md "Connections").
+    pub fn limits(&self) -> crate::config::Limits {
+        let config = self.config.read().unwrap_or_else(|p| p.into_inner());
+        config.limits.clone()
+    }
+
     /// The configuration in force, for a connection's
     /// [`Service::answer_now`] calls (which take a new one after a reload).
     pub fn config_view(&self) -> ConfigView {

@@ -1,10 +1,12 @@
 //! The async loop of one socketmap connection: it only moves bytes between
-//! the stream and the sans-IO [`Connection`], answers fresh hits in this
-//! task and runs misses concurrently (docs/ARCHITECTURE.md "Connections").
+//! the stream and the sans-IO [`Connection`], which holds every rule
+//! (limits, order, timeouts, the stop, the lingering close), answers fresh
+//! hits in this task, runs misses concurrently, and sleeps until the
+//! connection's next deadline (docs/ARCHITECTURE.md "Connections").
 
 use super::{Runtime, Service, Shutdown};
-use crate::netstring::DEFAULT_MAX_REQUEST;
-use crate::socketmap::{Connection, Reply, Seq, LINGER};
+use crate::config::Limits;
+use crate::socketmap::{capped_after, CloseReason, Connection, ConnectionLimits, Reply, Seq};
 use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures::stream::FuturesUnordered;
@@ -13,89 +15,92 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
-/// Requests answered concurrently per connection before reading pauses
-/// (back-pressure against a client that never reads its replies).
-const MAX_PENDING: usize = 1024;
-
-/// Serve socketmap requests on `stream` until the client closes, a framing
-/// error, or `shutdown` (then requests already received are still
-/// answered). `rt` times the lingering close after a framing error.
+/// Serve socketmap requests on `stream` under `limits` until the client
+/// closes, a framing error (then a lingering close), a timeout, or
+/// `shutdown`: then requests keep being answered until the client is quiet,
+/// and the connection closes `grace` after the signal at the latest.
 pub async fn serve_connection<R, S>(
     rt: &R,
-    stream: S,
+    mut stream: S,
     service: &Service,
+    limits: &Limits,
     shutdown: Shutdown,
+    grace: Duration,
 ) -> io::Result<()>
 where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut rd, mut wr) = futures::io::AsyncReadExt::split(stream);
-    let mut conn = Connection::new(DEFAULT_MAX_REQUEST, MAX_PENDING);
+    let mut conn = Connection::new(ConnectionLimits::from(limits), rt.now());
     let mut misses: FuturesUnordered<BoxFuture<'_, (Seq, Reply)>> = FuturesUnordered::new();
-    let mut shutdown = shutdown;
+    let mut shutdown = Some(shutdown);
     let mut buf = vec![0u8; 8192];
-    let mut warned = false;
     let mut view = service.config_view();
     let mut queued = service.metrics().queued_replies();
-    // Set once the connection lingers: writing is shut down, and the
-    // connection closes when it ends.
-    let mut linger: Option<BoxFuture<'static, ()>> = None;
+    // The sleep until the connection's next deadline, and that deadline.
+    let mut timer: Option<(Instant, BoxFuture<'static, ()>)> = None;
+    let mut write_shut = false;
 
     enum Step {
         Reply(Seq, Reply),
         Read(io::Result<usize>),
+        Wrote(io::Result<usize>),
         Stop,
-        LingerOver,
+        Deadline,
     }
 
     loop {
         service.answer_ready(&mut view, &mut conn, |seq, miss| {
             misses.push(async move { (seq, service.answer_miss(miss).await) }.boxed())
         });
-        if conn.failed() && !warned {
-            warned = true;
+        if conn.poll_failed() {
+            service.metrics().perm();
             log::warn!("malformed request: answering what was queued, then PERM and close");
         }
-        if !conn.transmit().is_empty() {
-            let bytes = conn.transmit();
-            let n = bytes.len();
-            queued.set(n);
-            wr.write_all(bytes).await?;
-            conn.handle_written(n);
-            queued.set(conn.transmit().len());
-            // Requests held back while the output was full wait in the
-            // input, with no read to come for them: answer again.
-            continue;
-        }
-        if conn.is_finished() {
-            if linger.is_some() {
-                // Writing was shut down when the lingering began.
-                return Ok(());
+        queued.set(conn.transmit().len());
+        if let Some(reason) = conn.poll_close() {
+            reason.log();
+            if reason == CloseReason::Finished && !write_shut {
+                stream.close().await?;
             }
-            wr.flush().await?;
-            return wr.close().await;
+            return Ok(());
         }
-        if conn.is_lingering() && linger.is_none() {
-            wr.flush().await?;
-            wr.close().await?;
-            linger = Some(rt.sleep(LINGER));
+        if conn.poll_shutdown_write(rt.now()) {
+            write_shut = true;
+            stream.close().await?;
         }
-        let wants_input = conn.wants_input();
         let step = poll_fn(|cx| {
             if let Poll::Ready(Some((seq, reply))) = misses.poll_next_unpin(cx) {
                 return Poll::Ready(Step::Reply(seq, reply));
             }
-            if let Some(Poll::Ready(())) = linger.as_mut().map(|l| l.poll_unpin(cx)) {
-                return Poll::Ready(Step::LingerOver);
-            }
-            if wants_input {
-                if shutdown.poll_unpin(cx).is_ready() {
-                    return Poll::Ready(Step::Stop);
+            if !conn.transmit().is_empty() {
+                match Pin::new(&mut stream).poll_write(cx, conn.transmit()) {
+                    Poll::Ready(r) => return Poll::Ready(Step::Wrote(r)),
+                    Poll::Pending => conn.handle_write_blocked(rt.now()),
                 }
-                if let Poll::Ready(r) = Pin::new(&mut rd).poll_read(cx, &mut buf) {
+            }
+            if conn.wants_input() {
+                if let Poll::Ready(r) = Pin::new(&mut stream).poll_read(cx, &mut buf) {
                     return Poll::Ready(Step::Read(r));
+                }
+            }
+            if let Some(Poll::Ready(())) = shutdown.as_mut().map(|s| s.poll_unpin(cx)) {
+                return Poll::Ready(Step::Stop);
+            }
+            // The deadline may have moved with any of the above. A sleep
+            // that ends before it is kept (its wake finds nothing due and
+            // sleeps again): most moves are later, one per request.
+            if let Some(at) = conn.poll_timeout() {
+                if timer.as_ref().is_none_or(|(current, _)| at < *current) {
+                    timer = Some((at, rt.sleep(at.saturating_duration_since(rt.now()))));
+                }
+            }
+            if let Some((_, sleep)) = timer.as_mut() {
+                if sleep.poll_unpin(cx).is_ready() {
+                    timer = None;
+                    return Poll::Ready(Step::Deadline);
                 }
             }
             Poll::Pending
@@ -109,10 +114,16 @@ where
                     conn.handle_reply(seq, reply);
                 }
             }
-            Step::Read(Ok(0)) | Step::Stop => conn.handle_end_of_input(),
-            Step::Read(Ok(n)) => conn.handle_input(buf.get(..n).unwrap_or_default()),
-            Step::Read(Err(e)) => return Err(e),
-            Step::LingerOver => return Ok(()),
+            Step::Wrote(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Step::Wrote(Ok(n)) => conn.handle_written(n, rt.now()),
+            Step::Read(Ok(0)) => conn.handle_end_of_input(),
+            Step::Read(Ok(n)) => conn.handle_input(buf.get(..n).unwrap_or_default(), rt.now()),
+            Step::Wrote(Err(e)) | Step::Read(Err(e)) => return Err(e),
+            Step::Stop => {
+                shutdown = None;
+                conn.begin_stop(capped_after(rt.now(), grace));
+            }
+            Step::Deadline => conn.handle_timeout(rt.now()),
         }
     }
 }

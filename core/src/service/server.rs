@@ -2,7 +2,7 @@
 //! "Connections").
 
 use super::{serve_connection, with_timeout, Runtime, Service};
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
 use futures::future::{select, Either, Shared};
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::{FutureExt, Stream, StreamExt};
@@ -29,9 +29,23 @@ impl ShutdownTrigger {
     }
 }
 
+/// Counts an open connection until dropped (its task ended or was
+/// dropped): `serve` keeps `max_connections` and waits for the last.
+struct Open(mpsc::UnboundedSender<()>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let _ = self.0.unbounded_send(());
+    }
+}
+
 /// Accept connections from `incoming` until `shutdown`, serving each on its
-/// own task; then wait up to `grace` for open connections to finish their
-/// in-flight requests. Returns false when some were still open at the end.
+/// own task under the service's limits in force when it is accepted
+/// ([`Service::limits`]): at most `max_connections` open (more wait in the
+/// listen backlog). After the signal the listener is dropped and each
+/// connection answers what its client still sends until it is quiet, and
+/// closes `grace` after the signal at the latest; returns false when some
+/// were still open then (docs/ARCHITECTURE.md "Connections").
 pub async fn serve<R, S, I>(
     rt: R,
     mut incoming: I,
@@ -44,21 +58,34 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     I: Stream<Item = io::Result<S>> + Unpin,
 {
-    // Each connection task holds a sender; when all are gone, `closed` ends.
-    let (alive, mut closed) = futures::channel::mpsc::channel::<()>(0);
-    loop {
+    let (ended, mut closed) = mpsc::unbounded::<()>();
+    let mut open = 0usize;
+    'accept: loop {
+        let limits = service.limits();
+        while let Some(Some(())) = closed.next().now_or_never() {
+            open = open.saturating_sub(1);
+        }
+        while open >= limits.max_connections.max(1) {
+            match select(closed.next(), shutdown.clone()).await {
+                Either::Left(_) => open = open.saturating_sub(1),
+                Either::Right(_) => break 'accept,
+            }
+        }
         match select(incoming.next(), shutdown.clone()).await {
             Either::Left((Some(Ok(stream)), _)) => {
+                open += 1;
+                let guard = Open(ended.clone());
                 let service = service.clone();
                 let shutdown = shutdown.clone();
-                let alive = alive.clone();
                 let rt2 = rt.clone();
                 rt.spawn(
                     async move {
-                        if let Err(e) = serve_connection(&rt2, stream, &service, shutdown).await {
+                        let served =
+                            serve_connection(&rt2, stream, &service, &limits, shutdown, grace);
+                        if let Err(e) = served.await {
                             log::debug!("connection ended: {e}");
                         }
-                        drop(alive);
+                        drop(guard);
                     }
                     .boxed(),
                 );
@@ -71,8 +98,14 @@ where
             Either::Left((None, _)) | Either::Right(_) => break,
         }
     }
-    drop(alive);
-    let drained = with_timeout(&rt, grace, async { while closed.next().await.is_some() {} }).await;
+    // No new connection after the signal: those waiting are refused.
+    drop(incoming);
+    let drained = with_timeout(&rt, grace, async {
+        while open > 0 && closed.next().await.is_some() {
+            open -= 1;
+        }
+    })
+    .await;
     if drained.is_none() {
         log::warn!("shutdown timeout: closing connections with requests in flight");
     }

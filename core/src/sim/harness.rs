@@ -11,7 +11,6 @@ use crate::service::{
 };
 use crate::socketmap::Reply;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
-use futures::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,6 +129,7 @@ impl Harness {
             sim: self.sim.clone(),
             service: self.stack.service.clone(),
             shutdown: self.shutdown.clone(),
+            grace: self.config.shutdown_timeout,
         }
     }
 
@@ -155,24 +155,33 @@ pub struct Connector {
     sim: Sim,
     service: Arc<Service>,
     shutdown: Shutdown,
+    grace: Duration,
 }
 
 impl Connector {
-    /// A connection served by `serve_connection` on the sim; the returned
-    /// end is the client's.
+    /// A connection served by `serve_connection` on the sim under the
+    /// service's limits and `shutdown_timeout`; the returned end is the
+    /// client's.
     pub fn connect(&self) -> PipeEnd {
-        let (client, server) = duplex(PIPE_CAPACITY);
+        self.connect_with(PIPE_CAPACITY).0
+    }
+
+    /// [`Connector::connect`] over a pipe that buffers `capacity` bytes
+    /// each way (a small one: a client that does not read fills it), and
+    /// the virtual time at which the server closed the connection.
+    pub fn connect_with(&self, capacity: usize) -> (PipeEnd, TaskHandle<Duration>) {
+        let (client, server) = duplex(capacity);
         let service = self.service.clone();
         let shutdown = self.shutdown.clone();
         let sim = self.sim.clone();
-        self.sim.spawn(
-            async move {
-                // A framing error or a vanished client just ends the connection.
-                let _ = serve_connection(&sim, server, &service, shutdown).await;
-            }
-            .boxed(),
-        );
-        client
+        let grace = self.grace;
+        let closed = self.sim.spawn_task(async move {
+            let limits = service.limits();
+            // A framing error or a vanished client just ends the connection.
+            let _ = serve_connection(&sim, server, &service, &limits, shutdown, grace).await;
+            sim.elapsed()
+        });
+        (client, closed)
     }
 }
 

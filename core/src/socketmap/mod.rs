@@ -5,7 +5,9 @@
 
 mod connection;
 
-pub use connection::{Connection, RequestRef, Seq, LINGER};
+pub use connection::{
+    capped_after, CloseReason, Connection, ConnectionLimits, RequestRef, Seq, LINGER, QUIET,
+};
 
 use std::sync::Arc;
 

@@ -13,6 +13,7 @@ mod joined;
 mod lifetime;
 mod proactive;
 mod retry;
+mod rules;
 mod shutdown;
 mod smoke;
 mod store;
