@@ -23,6 +23,7 @@ mod joined;
 mod machine;
 mod outcome;
 mod remembered;
+mod state;
 #[cfg(test)]
 mod tests;
 
