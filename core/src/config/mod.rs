@@ -17,6 +17,7 @@ use serde_yaml::Value;
 use crate::policy::ReplyOptions;
 
 mod error;
+mod percent;
 mod pg_dsn;
 mod reader;
 mod redact;

@@ -185,22 +185,9 @@ fn apply(dsn: &mut PgDsn, key: &str, value: String) -> Result<(), DsnError> {
     Ok(())
 }
 
-pub(super) fn percent_decode(text: &str) -> Result<String, DsnError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(DsnError::Escape)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| DsnError::Escape)?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| DsnError::Escape)?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| DsnError::Escape)
+/// `text` percent-decoded, or the DSN error a bad escape is.
+fn percent_decode(text: &str) -> Result<String, DsnError> {
+    super::percent::decode(text).ok_or(DsnError::Escape)
 }
 
 /// `[user[:password]@][host[:port][,...]][/dbname][?param=value&...]`.

@@ -158,7 +158,7 @@ fn url_credentials(text: &str, body: Range<usize>, hide: &mut Vec<Range<usize>>)
     let mut offset = query_start;
     for param in query.split('&') {
         if let Some((key, value)) = param.split_once('=') {
-            let key = super::pg_dsn::percent_decode(key).unwrap_or_else(|_| key.to_owned());
+            let key = super::percent::decode(key).unwrap_or_else(|| key.to_owned());
             if is_secret_key(&key) && !value.is_empty() {
                 let value_start = offset + param.len() - value.len();
                 hide.push(value_start..offset + param.len());

@@ -8,22 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::joined::{deadline, Kind, Waiter};
-use super::machine::{Steps, OVERLOADED};
-use super::{Action, Answer, DaneAnswer, LookupId, Reason, RequestId, Resolver};
+use super::machine::Resolver;
+use super::outcome::OVERLOADED;
+use super::state::{Combined, Steps};
+use super::{Action, Answer, DaneAnswer, LookupId, Reason, RequestId};
 use crate::cache::millis;
 use crate::dane::{DaneFailure, DaneResult, Verdict};
 use crate::domain::Domain;
 use crate::policy::Policy;
-
-/// A request of a `dane: true` zone and the parts it has so far.
-#[derive(Debug)]
-pub(crate) struct Combined {
-    domain: Domain,
-    /// The MTA-STS lookup it waits on, if any (left when DANE decides).
-    sts_lookup: Option<LookupId>,
-    sts: Option<(Option<Policy>, Reason)>,
-    dane: Option<DaneAnswer>,
-}
 
 impl Resolver {
     /// A Postfix lookup for `domain` from a zone with `dane: true`, to be

@@ -8,6 +8,7 @@ use std::fmt;
 
 use super::{Answer, DaneAnswer, Failure, Reason};
 use crate::dane::{DaneFailure, Verdict};
+use crate::domain::KeyRejection;
 use crate::policy::Policy;
 
 /// Where an answer came from: the `source` label of the answers metric
@@ -43,7 +44,8 @@ pub enum Class<'a> {
     Dane,
     /// `NOTFOUND`: a null MX, no mail to send (RFC 7505 §3).
     NullMx,
-    /// `NOTFOUND`: no policy (RFC 8461 §3.1, or none left after a failure).
+    /// `NOTFOUND`: no policy (RFC 8461 §3.1, or none left after a failure,
+    /// or the key is no domain).
     NoPolicy,
     /// `TEMP`: Postfix retries later rather than downgrade.
     Temp(TempCause<'a>),
@@ -83,20 +85,64 @@ pub enum LogClass {
     Local,
 }
 
-/// What an [`Answer`] decides (RFC 8461 §2, §5; docs/ARCHITECTURE.md
+/// How a decision was reached: the log line's reason (docs/ARCHITECTURE.md
 /// "The path of one request").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why<'a> {
+    /// The lookup coordinator answered; how its MTA-STS part was reached.
+    Lookup(&'a Reason),
+    /// A fresh entry of the shared index answered, with no lookup: a
+    /// policy or "no policy" within `cache_grace`, a DANE result within
+    /// its TTL.
+    Fresh,
+    /// The key is no domain (`NOTFOUND` with no lookup).
+    InvalidKey(&'a KeyRejection),
+}
+
+/// What one request's answer is (RFC 8461 §2, §5; docs/ARCHITECTURE.md
+/// "The path of one request"): a fresh hit's, a key's that is no domain,
+/// or the lookup coordinator's [`Answer::decision`]. A small `Copy` value
+/// borrowing what it describes: a fresh hit makes one with no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision<'a> {
     /// The class of reply.
     pub class: Class<'a>,
     /// Where it came from, for the answers metric.
     pub source: Source,
-    /// How the MTA-STS part was reached (the log's reason).
-    pub reason: &'a Reason,
+    /// How it was reached (the log's reason).
+    pub why: Why<'a>,
     /// The DANE part, for a `dane: true` zone's request.
     pub dane: Option<&'a DaneAnswer>,
     /// How loud the log line is.
     pub log: LogClass,
+}
+
+impl<'a> Decision<'a> {
+    /// A fresh hit of the shared index: `class` from a policy or "no
+    /// policy" within `cache_grace`, or from `dane`, a DANE result within
+    /// its TTL that decides (RFC 8461 §2). Counted as fresh, logged at
+    /// debug (answered from memory).
+    pub fn fresh(class: Class<'a>, dane: Option<&'a DaneAnswer>) -> Self {
+        Decision {
+            class,
+            source: Source::Fresh,
+            why: Why::Fresh,
+            dane,
+            log: LogClass::Memory,
+        }
+    }
+
+    /// A key that is no domain (an IP literal, a parent-domain probe, an
+    /// invalid name): `NOTFOUND` with no lookup, logged at debug.
+    pub fn invalid_key(why: &'a KeyRejection) -> Self {
+        Decision {
+            class: Class::NoPolicy,
+            source: Source::InvalidKey,
+            why: Why::InvalidKey(why),
+            dane: None,
+            log: LogClass::Memory,
+        }
+    }
 }
 
 impl Decision<'_> {
@@ -144,7 +190,7 @@ impl Answer {
         Decision {
             class,
             source,
-            reason: &self.reason,
+            why: Why::Lookup(&self.reason),
             dane: self.dane.as_ref(),
             log,
         }

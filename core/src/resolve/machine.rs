@@ -1,60 +1,24 @@
 //! The [`Resolver`]: one lookup per domain however many requests wait on it,
 //! each request answered exactly once by its deadline (RFC 8461 §3.3, §5.1;
 //! docs/ARCHITECTURE.md "The lookup coordinator"). The MTA-STS steps live
-//! here, the DANE ones in `dane.rs`; the joining, deadlines and queue of
-//! both are the [`Joined`] table's.
+//! here, the DANE ones in `dane.rs` (which builds on this file, never the
+//! other way round); what both keep is `state.rs`'s; the joining, deadlines
+//! and queue of both are the [`Joined`] table's.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dane::Combined;
 use super::joined::{deadline, Joined, Kind, Timer, Waiter};
+use super::outcome::OVERLOADED;
 use super::remembered::Remembered;
+use super::state::{Combined, Stage, Steps, StsSteps};
 use super::{
     Action, Answer, Failure, FetchResult, LookupId, Reason, RequestId, ResolverSettings, TxtResult,
 };
 use crate::cache::{self, millis, CacheEntry, Held, PolicyIndex, StoreError};
 use crate::domain::Domain;
 use crate::policy::Policy;
-
-/// Where an MTA-STS lookup is, or starts when its turn comes.
-#[derive(Debug)]
-enum Stage {
-    LoadingStore,
-    QueryingTxt,
-    Fetching { policy_id: String },
-}
-
-/// What an MTA-STS lookup has learnt so far.
-#[derive(Debug)]
-pub(super) struct StsSteps {
-    /// A proactive refresh checks the TXT id even within `cache_grace`.
-    refresh: bool,
-    stage: Stage,
-    /// The cached entry, kept for the id comparison and for fallback.
-    entry: Option<CacheEntry>,
-}
-
-/// The steps of each kind of lookup in the [`Joined`] table.
-#[derive(Debug)]
-pub(super) enum Steps {
-    Sts(StsSteps),
-    /// A DANE lookup is one [`Action::LookupDane`]: nothing to keep.
-    Dane,
-}
-
-impl super::joined::Steps for Steps {
-    fn kind(&self) -> Kind {
-        match self {
-            Steps::Sts(_) => Kind::Sts,
-            Steps::Dane => Kind::Dane,
-        }
-    }
-}
-
-/// Why a request that waited for a lookup slot until its deadline failed.
-pub(super) const OVERLOADED: &str = "too many lookups in flight";
 
 /// The lookup state machine: joins concurrent requests per domain, keeps
 /// what it learns in the shared [`PolicyIndex`] (written before any reply),

@@ -23,10 +23,11 @@ mod joined;
 mod machine;
 mod outcome;
 mod remembered;
+mod state;
 #[cfg(test)]
 mod tests;
 
-pub use decision::{dane_class, Class, Decision, LogClass, Source, TempCause};
+pub use decision::{dane_class, Class, Decision, LogClass, Source, TempCause, Why};
 pub use machine::Resolver;
 pub use outcome::{Failure, NoPolicy};
 

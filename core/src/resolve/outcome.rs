@@ -7,6 +7,10 @@ use crate::http::HttpError;
 use crate::policy::PolicyError;
 use crate::txt::TxtError;
 
+/// Why a request that waited for a lookup slot until its deadline failed:
+/// a [`Failure::Local`] (or DANE's local failure), never "no policy".
+pub(super) const OVERLOADED: &str = "too many lookups in flight";
+
 /// Why a domain publishes no policy (RFC 8461 §3.1).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NoPolicy {

@@ -5,6 +5,7 @@
 //! RFC 7672): `dane-only`, `dane`, a null MX's `NOTFOUND` or `TEMP`, and
 //! the MTA-STS answer only where DANE does not apply.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,10 @@ use super::EngineHandle;
 use crate::cache::{Fresh, PolicyIndex};
 use crate::config::Config;
 use crate::dane;
-use crate::domain::{already_normal, normalize_key, Domain};
+use crate::domain::{already_normal, normalize_key, Domain, KeyRejection};
 use crate::metrics::{Metrics, Outcome};
-use crate::policy::{render_reply, ReplyOptions};
-use crate::resolve::{dane_class, Class, LogClass, Source};
+use crate::policy::{render_reply, Policy, ReplyOptions};
+use crate::resolve::{dane_class, Class, DaneAnswer, Decision, LogClass, Why};
 use crate::socketmap::{Connection, Reply, Seq};
 
 /// Reads the wall clock in Unix milliseconds (the runtime's).
@@ -37,7 +38,7 @@ pub struct Service {
 /// At most one info line per domain per minute for failed lookups: a
 /// failing domain asked often cannot fill the disk (the rest go to debug).
 struct FailureLog {
-    last: std::sync::Mutex<std::collections::HashMap<Domain, u64>>,
+    last: std::sync::Mutex<std::collections::HashMap<Box<str>, u64>>,
 }
 
 /// Interval between two failure lines for one domain.
@@ -46,7 +47,7 @@ const FAILURE_LOG_INTERVAL_MS: u64 = 60_000;
 const FAILURE_LOG_DOMAINS: usize = 10_000;
 
 impl FailureLog {
-    fn allow(&self, domain: &Domain, now_ms: u64) -> bool {
+    fn allow(&self, domain: &str, now_ms: u64) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.len() >= FAILURE_LOG_DOMAINS {
             last.clear();
@@ -54,7 +55,7 @@ impl FailureLog {
         match last.get(domain) {
             Some(&at) if now_ms < at.saturating_add(FAILURE_LOG_INTERVAL_MS) => false,
             _ => {
-                last.insert(domain.clone(), now_ms);
+                last.insert(domain.into(), now_ms);
                 true
             }
         }
@@ -164,71 +165,56 @@ impl Service {
             None => match normalize_key(key) {
                 Ok(domain) => KeyDomain::Normalised(domain),
                 Err(why) => {
-                    log::debug!("{key:?} (zone {name}): NOTFOUND, {why}");
-                    self.metrics.zone(name).count(Outcome::NotFound);
-                    self.metrics.answered_from(Source::InvalidKey);
-                    return Ok(Reply::NotFound);
+                    let decision = Decision::invalid_key(&why);
+                    return Ok(self.render_decision(key, name, decision, |_| None));
                 }
             },
+        };
+        // Not fresh: the lookup coordinator decides.
+        let miss = |key_domain: KeyDomain<'_>, dane: bool| match key_domain.into_domain() {
+            Some(domain) => Err(Miss {
+                domain,
+                zone: name.to_owned(),
+                timeout,
+                opts,
+                dane,
+            }),
+            // `already_normal` only passes valid names.
+            None => {
+                let decision = Decision::invalid_key(&KeyRejection::InvalidName);
+                Ok(self.render_decision(key, name, decision, |_| None))
+            }
         };
         let domain = key_domain.as_str();
         let now_ms = (self.wall_ms)();
         if zone_dane {
             match self.index.dane_fresh(domain, now_ms) {
                 Some(result) => {
-                    if let Some(class) = dane_class(&result.verdict) {
-                        let (reply, outcome) = render(domain, class, opts);
-                        log::debug!("{domain} (zone {name}): cached DANE result, {result}");
-                        self.metrics.answered_from(Source::Fresh);
-                        self.metrics.zone(name).count(outcome);
-                        return Ok(reply);
+                    let dane = DaneAnswer {
+                        result,
+                        cached: true,
+                    };
+                    if let Some(class) = dane_class(&dane.result.verdict) {
+                        let decision = Decision::fresh(class, Some(&dane));
+                        return Ok(self.render_decision(domain, name, decision, |_| None));
                     }
                     // No DANE for this domain: the MTA-STS answer, as below.
                 }
-                None => {
-                    return match key_domain.into_domain() {
-                        Some(domain) => Err(Miss {
-                            domain,
-                            zone: name.to_owned(),
-                            timeout,
-                            opts,
-                            dane: true,
-                        }),
-                        None => Ok(Reply::NotFound),
-                    };
-                }
+                None => return miss(key_domain, true),
             }
         }
         match self.index.fresh(domain, now_ms) {
             Fresh::Policy(cached) => {
-                let mode = cached.entry().policy.mode;
-                log::debug!("{domain} (zone {name}): cached {mode} policy");
-                self.metrics.answered_from(Source::Fresh);
-                let reply = cached.reply(domain, opts);
-                let outcome = match reply {
-                    Some(_) => Outcome::Secure,
-                    None => Outcome::NotFound,
-                };
-                self.metrics.zone(name).count(outcome);
-                Ok(reply.map_or(Reply::NotFound, Reply::Ok))
+                let decision = Decision::fresh(Class::Policy(&cached.entry().policy), None);
+                // The reply rendered once for this zone flavour, shared.
+                let reply = |_: &Policy| cached.reply(domain, opts);
+                Ok(self.render_decision(domain, name, decision, reply))
             }
             Fresh::NoPolicy => {
-                log::debug!("{domain} (zone {name}): NOTFOUND, no policy (remembered)");
-                self.metrics.answered_from(Source::Fresh);
-                self.metrics.zone(name).count(Outcome::NotFound);
-                Ok(Reply::NotFound)
+                let decision = Decision::fresh(Class::NoPolicy, None);
+                Ok(self.render_decision(domain, name, decision, |_| None))
             }
-            Fresh::Miss => match key_domain.into_domain() {
-                Some(domain) => Err(Miss {
-                    domain,
-                    zone: name.to_owned(),
-                    timeout,
-                    opts,
-                    dane: zone_dane,
-                }),
-                // `already_normal` only passes valid names.
-                None => Ok(Reply::NotFound),
-            },
+            Fresh::Miss => miss(key_domain, zone_dane),
         }
     }
 
@@ -246,28 +232,45 @@ impl Service {
         } else {
             self.engine.lookup(domain.clone(), timeout).await
         };
-        let decision = answer.decision();
-        let (reply, outcome) = render(domain.as_str(), decision.class, opts);
-        let level = self.level(&domain, decision.log);
-        let shown = Shown(decision.class, outcome);
-        let reason = decision.reason;
-        match decision.dane {
-            Some(d) => log::log!(
-                level,
-                "{domain} (zone {zone}): {shown} (DANE: {d}) (MTA-STS: {reason})"
-            ),
-            None => log::log!(level, "{domain} (zone {zone}): {shown} ({reason})"),
-        }
+        let domain = domain.as_str();
+        let reply = |policy: &Policy| render_reply(policy, domain, opts).map(Arc::from);
+        self.render_decision(domain, &zone, answer.decision(), reply)
+    }
+
+    /// Render one request's `decision`, whichever way it was reached: the
+    /// reply (a policy's from `policy_reply`), one log line, one answers
+    /// increment and the zone's outcome, and, when a cached policy
+    /// answered because it could not be refreshed, the refresh-failure
+    /// counter and a warning (RFC 8461 §3.3). The one place a decision
+    /// becomes a reply, a metric and a log level (docs/ARCHITECTURE.md
+    /// "The path of one request"). `domain` is the key when it is no
+    /// domain.
+    fn render_decision(
+        &self,
+        domain: &str,
+        zone: &str,
+        decision: Decision<'_>,
+        policy_reply: impl FnOnce(&Policy) -> Option<Arc<str>>,
+    ) -> Reply {
+        let (reply, outcome) = render(domain, decision.class, policy_reply);
+        let level = self.level(domain, decision.log);
+        let line = Line {
+            domain,
+            zone,
+            decision,
+            outcome,
+        };
+        log::log!(level, "{line}");
         self.metrics.answered_from(decision.source);
         if decision.refresh_failed() {
             // RFC 8461 §3.3: tell the administrator a policy could not be
             // refreshed (the cached one still answers while unexpired).
             self.metrics.refresh_failure();
-            if level != log::Level::Debug {
+            if let (true, Why::Lookup(reason)) = (level != log::Level::Debug, decision.why) {
                 log::warn!("{domain}: cached policy could not be refreshed ({reason})");
             }
         }
-        self.metrics.zone(&zone).count(outcome);
+        self.metrics.zone(zone).count(outcome);
         reply
     }
 
@@ -307,7 +310,7 @@ impl Service {
 
     /// The log level a decision's [`LogClass`] implies; a network failure
     /// is logged at info at most once a minute per domain.
-    fn level(&self, domain: &Domain, log: LogClass) -> log::Level {
+    fn level(&self, domain: &str, log: LogClass) -> log::Level {
         match log {
             LogClass::Memory => log::Level::Debug,
             LogClass::Network => log::Level::Info,
@@ -328,12 +331,17 @@ impl Service {
     }
 }
 
-/// The reply bytes a decision's class gives in a zone with `opts`, and
+/// The reply bytes a decision's class gives, a policy's rendered for the
+/// zone by `policy_reply` (`None`: a mode the zone does not enforce), and
 /// the zone metric's outcome (RFC 8461 §4.2, §5; RFC 7672 §3).
-pub(super) fn render(domain: &str, class: Class<'_>, opts: ReplyOptions) -> (Reply, Outcome) {
+pub(super) fn render(
+    domain: &str,
+    class: Class<'_>,
+    policy_reply: impl FnOnce(&Policy) -> Option<Arc<str>>,
+) -> (Reply, Outcome) {
     match class {
-        Class::Policy(policy) => match render_reply(policy, domain, opts) {
-            Some(value) => (Reply::Ok(value.into()), Outcome::Secure),
+        Class::Policy(policy) => match policy_reply(policy) {
+            Some(value) => (Reply::Ok(value), Outcome::Secure),
             None => (Reply::NotFound, Outcome::NotFound),
         },
         Class::DaneOnly => (Reply::Ok(dane::dane_only_value()), Outcome::DaneOnly),
@@ -343,11 +351,60 @@ pub(super) fn render(domain: &str, class: Class<'_>, opts: ReplyOptions) -> (Rep
     }
 }
 
+/// What one answer's log line is made from: the request's domain (the
+/// key, when it is no domain) and zone, its decision, and the outcome it
+/// rendered to (docs/ARCHITECTURE.md "The path of one request").
+struct Line<'a> {
+    domain: &'a str,
+    zone: &'a str,
+    decision: Decision<'a>,
+    outcome: Outcome,
+}
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Line {
+            domain,
+            zone,
+            decision,
+            outcome,
+        } = self;
+        let shown = Shown(decision.class, *outcome);
+        match (decision.why, decision.dane) {
+            (Why::InvalidKey(why), _) => write!(f, "{domain:?} (zone {zone}): NOTFOUND, {why}"),
+            (Why::Fresh, dane) => match (decision.class, dane) {
+                (Class::Policy(policy), _) => {
+                    write!(f, "{domain} (zone {zone}): cached {} policy", policy.mode)
+                }
+                (Class::NoPolicy, _) => {
+                    write!(
+                        f,
+                        "{domain} (zone {zone}): NOTFOUND, no policy (remembered)"
+                    )
+                }
+                (_, Some(dane)) => {
+                    write!(
+                        f,
+                        "{domain} (zone {zone}): cached DANE result, {}",
+                        dane.result
+                    )
+                }
+                (_, None) => write!(f, "{domain} (zone {zone}): {shown}"),
+            },
+            (Why::Lookup(reason), Some(dane)) => write!(
+                f,
+                "{domain} (zone {zone}): {shown} (DANE: {dane}) (MTA-STS: {reason})"
+            ),
+            (Why::Lookup(reason), None) => write!(f, "{domain} (zone {zone}): {shown} ({reason})"),
+        }
+    }
+}
+
 /// A rendered class as the log line says it.
 struct Shown<'a>(Class<'a>, Outcome);
 
-impl std::fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Class::Policy(policy) if self.1 == Outcome::Secure => {
                 write!(f, "{} policy", policy.mode)
@@ -370,8 +427,8 @@ mod tests {
     use super::*;
     use crate::dane::{DaneFailure, DaneResult, NoDane, Verdict};
     use crate::dns::{DnsError, DnsFailure, NoRecordsKind};
-    use crate::policy::{Mode, Policy};
-    use crate::resolve::{Answer, DaneAnswer, Failure, NoPolicy, Reason};
+    use crate::policy::Mode;
+    use crate::resolve::{Answer, Failure, NoPolicy, Reason, Source};
 
     fn policy(mode: Mode) -> Policy {
         Policy {
@@ -395,16 +452,45 @@ mod tests {
         })
     }
 
-    fn answer(policy: Option<Policy>, reason: Reason, dane: Option<DaneAnswer>) -> Answer {
-        Answer {
-            policy,
-            reason,
-            dane,
+    /// How a decision is reached: the resolver's answer, a fresh hit of
+    /// the index (as `Service::answer_now` makes it), a key that is no
+    /// domain.
+    #[derive(Debug)]
+    enum Made {
+        Lookup(Answer),
+        Fresh(Option<Policy>, Option<DaneAnswer>),
+        InvalidKey(KeyRejection),
+    }
+
+    impl Made {
+        fn decision(&self) -> Decision<'_> {
+            match self {
+                Made::Lookup(answer) => answer.decision(),
+                Made::Fresh(policy, dane) => {
+                    let by_dane = dane.as_ref().and_then(|d| dane_class(&d.result.verdict));
+                    let class = match (by_dane, policy) {
+                        (Some(class), _) => class,
+                        (None, Some(policy)) => Class::Policy(policy),
+                        (None, None) => Class::NoPolicy,
+                    };
+                    Decision::fresh(class, dane.as_ref().filter(|_| by_dane.is_some()))
+                }
+                Made::InvalidKey(why) => Decision::invalid_key(why),
+            }
         }
     }
 
-    /// Every class of decision, as the resolver's answers reach it, renders
-    /// to the expected reply, zone outcome, source, log class and text.
+    fn answer(policy: Option<Policy>, reason: Reason, dane: Option<DaneAnswer>) -> Made {
+        Made::Lookup(Answer {
+            policy,
+            reason,
+            dane,
+        })
+    }
+
+    /// Every class of decision, as the resolver's answers and the fresh
+    /// hits reach it, renders to the expected reply, zone outcome, source,
+    /// log class and log line.
     #[test]
     fn every_decision_renders_to_its_reply_metric_and_level() {
         let servfail = Failure::Txt(DnsFailure::Server(DnsError::ServFail));
@@ -414,14 +500,14 @@ mod tests {
         let ok = |v: &str| Reply::Ok(Arc::from(v));
         let temp = |v: &str| Reply::Temp(v.to_owned());
         let enforce = || Some(policy(Mode::Enforce));
-        let cases: Vec<(Answer, Reply, Outcome, Source, LogClass, &str)> = vec![
+        let cases: Vec<(Made, Reply, Outcome, Source, LogClass, &str)> = vec![
             (
                 answer(enforce(), Reason::Fetched, None),
                 ok(secure),
                 Outcome::Secure,
                 Source::Fetched,
                 LogClass::Network,
-                "enforce policy",
+                "example.com (zone z): enforce policy (policy fetched)",
             ),
             (
                 answer(enforce(), Reason::Cached, None),
@@ -429,7 +515,7 @@ mod tests {
                 Outcome::Secure,
                 Source::Fresh,
                 LogClass::Memory,
-                "enforce policy",
+                "example.com (zone z): enforce policy (cached policy, checked within cache_grace)",
             ),
             (
                 answer(Some(policy(Mode::Testing)), Reason::Confirmed, None),
@@ -437,7 +523,7 @@ mod tests {
                 Outcome::NotFound,
                 Source::Revalidated,
                 LogClass::Network,
-                "NOTFOUND, testing policy",
+                "example.com (zone z): NOTFOUND, testing policy (policy id unchanged, cached policy confirmed)",
             ),
             (
                 answer(Some(policy(Mode::None)), Reason::Fetched, None),
@@ -445,7 +531,7 @@ mod tests {
                 Outcome::NotFound,
                 Source::Fetched,
                 LogClass::Network,
-                "NOTFOUND, none policy",
+                "example.com (zone z): NOTFOUND, none policy (policy fetched)",
             ),
             (
                 answer(None, Reason::NoPolicy(nx.clone()), None),
@@ -453,7 +539,7 @@ mod tests {
                 Outcome::NotFound,
                 Source::NoPolicy,
                 LogClass::Network,
-                "NOTFOUND, no policy",
+                "example.com (zone z): NOTFOUND, no policy (no policy published: no TXT record (NxDomain))",
             ),
             (
                 answer(enforce(), Reason::NoPolicy(nx), None),
@@ -461,7 +547,7 @@ mod tests {
                 Outcome::Secure,
                 Source::StaleOnFailure,
                 LogClass::Network,
-                "enforce policy",
+                "example.com (zone z): enforce policy (no policy published: no TXT record (NxDomain))",
             ),
             (
                 answer(None, Reason::NoPolicyRemembered, None),
@@ -469,7 +555,7 @@ mod tests {
                 Outcome::NotFound,
                 Source::Fresh,
                 LogClass::Memory,
-                "NOTFOUND, no policy",
+                "example.com (zone z): NOTFOUND, no policy (no policy (remembered))",
             ),
             (
                 answer(enforce(), Reason::Fallback(servfail.clone()), None),
@@ -477,7 +563,7 @@ mod tests {
                 Outcome::Secure,
                 Source::StaleOnFailure,
                 LogClass::Failure,
-                "enforce policy",
+                "example.com (zone z): enforce policy (lookup failed: TXT lookup: DNS error: server failure (SERVFAIL))",
             ),
             (
                 answer(None, Reason::Fallback(servfail), None),
@@ -485,7 +571,7 @@ mod tests {
                 Outcome::NotFound,
                 Source::Failed,
                 LogClass::Failure,
-                "NOTFOUND, no policy",
+                "example.com (zone z): NOTFOUND, no policy (lookup failed: TXT lookup: DNS error: server failure (SERVFAIL))",
             ),
             (
                 answer(None, Reason::Timeout, None),
@@ -493,7 +579,7 @@ mod tests {
                 Outcome::NotFound,
                 Source::Failed,
                 LogClass::Failure,
-                "NOTFOUND, no policy",
+                "example.com (zone z): NOTFOUND, no policy (lookup timed out)",
             ),
             (
                 answer(enforce(), Reason::FailureBackoff, None),
@@ -501,7 +587,7 @@ mod tests {
                 Outcome::Secure,
                 Source::StaleOnFailure,
                 LogClass::Memory,
-                "enforce policy",
+                "example.com (zone z): enforce policy (recent fetch failure for this id, not retried yet)",
             ),
             (
                 answer(None, Reason::Fallback(overloaded.clone()), None),
@@ -509,7 +595,7 @@ mod tests {
                 Outcome::Temp,
                 Source::Failed,
                 LogClass::Local,
-                "TEMP",
+                "example.com (zone z): TEMP (lookup failed: too many lookups in flight)",
             ),
             (
                 answer(enforce(), Reason::Fallback(overloaded), None),
@@ -517,7 +603,7 @@ mod tests {
                 Outcome::Secure,
                 Source::StaleOnFailure,
                 LogClass::Local,
-                "enforce policy",
+                "example.com (zone z): enforce policy (lookup failed: too many lookups in flight)",
             ),
             (
                 answer(None, Reason::DaneDecided, dane(Verdict::DaneOnly, false)),
@@ -525,7 +611,7 @@ mod tests {
                 Outcome::DaneOnly,
                 Source::Fetched,
                 LogClass::Network,
-                "dane-only",
+                "example.com (zone z): dane-only (DANE: dane-only) (MTA-STS: not waited for, DANE decided)",
             ),
             (
                 answer(None, Reason::DaneDecided, dane(Verdict::Dane, true)),
@@ -533,7 +619,7 @@ mod tests {
                 Outcome::Dane,
                 Source::Fresh,
                 LogClass::Network,
-                "dane",
+                "example.com (zone z): dane (DANE: dane (cached)) (MTA-STS: not waited for, DANE decided)",
             ),
             (
                 answer(
@@ -545,7 +631,7 @@ mod tests {
                 Outcome::NotFound,
                 Source::Fresh,
                 LogClass::Memory,
-                "NOTFOUND, null MX",
+                "example.com (zone z): NOTFOUND, null MX (DANE: null MX, the domain takes no mail (cached)) (MTA-STS: no policy (remembered))",
             ),
             (
                 answer(
@@ -557,7 +643,7 @@ mod tests {
                 Outcome::Temp,
                 Source::Fetched,
                 LogClass::Failure,
-                "TEMP",
+                "example.com (zone z): TEMP (DANE: DANE lookup failed: DANE lookup timed out) (MTA-STS: not waited for, DANE decided)",
             ),
             (
                 answer(
@@ -569,7 +655,7 @@ mod tests {
                 Outcome::Temp,
                 Source::Fetched,
                 LogClass::Memory,
-                "TEMP",
+                "example.com (zone z): TEMP (DANE: DANE lookup failed: DANE lookup timed out (cached)) (MTA-STS: not waited for, DANE decided)",
             ),
             (
                 answer(
@@ -581,7 +667,7 @@ mod tests {
                 Outcome::Temp,
                 Source::Fetched,
                 LogClass::Local,
-                "TEMP",
+                "example.com (zone z): TEMP (DANE: DANE lookup failed: EMFILE) (MTA-STS: not waited for, DANE decided)",
             ),
             (
                 answer(
@@ -593,7 +679,7 @@ mod tests {
                 Outcome::Secure,
                 Source::Fetched,
                 LogClass::Network,
-                "enforce policy",
+                "example.com (zone z): enforce policy (DANE: no DANE, no MX host has signed TLSA records (cached)) (MTA-STS: policy fetched)",
             ),
             (
                 answer(
@@ -605,28 +691,108 @@ mod tests {
                 Outcome::Secure,
                 Source::Fresh,
                 LogClass::Memory,
-                "enforce policy",
+                "example.com (zone z): enforce policy (DANE: no DANE, no MX host has signed TLSA records (cached)) (MTA-STS: cached policy, checked within cache_grace)",
+            ),
+            (
+                Made::Fresh(enforce(), None),
+                ok(secure),
+                Outcome::Secure,
+                Source::Fresh,
+                LogClass::Memory,
+                "example.com (zone z): cached enforce policy",
+            ),
+            (
+                Made::Fresh(Some(policy(Mode::Testing)), None),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::Fresh,
+                LogClass::Memory,
+                "example.com (zone z): cached testing policy",
+            ),
+            (
+                Made::Fresh(None, None),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::Fresh,
+                LogClass::Memory,
+                "example.com (zone z): NOTFOUND, no policy (remembered)",
+            ),
+            (
+                Made::Fresh(None, dane(Verdict::DaneOnly, true)),
+                ok("dane-only"),
+                Outcome::DaneOnly,
+                Source::Fresh,
+                LogClass::Memory,
+                "example.com (zone z): cached DANE result, dane-only",
+            ),
+            (
+                Made::Fresh(enforce(), dane(Verdict::Dane, true)),
+                ok("dane"),
+                Outcome::Dane,
+                Source::Fresh,
+                LogClass::Memory,
+                "example.com (zone z): cached DANE result, dane",
+            ),
+            (
+                Made::Fresh(None, dane(Verdict::NullMx, true)),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::Fresh,
+                LogClass::Memory,
+                "example.com (zone z): cached DANE result, null MX, the domain takes no mail",
+            ),
+            (
+                Made::Fresh(None, dane(Verdict::Temp(DaneFailure::Timeout), true)),
+                temp("example.com: DANE lookup failed: DANE lookup timed out"),
+                Outcome::Temp,
+                Source::Fresh,
+                LogClass::Memory,
+                "example.com (zone z): cached DANE result, DANE lookup failed: DANE lookup timed out",
+            ),
+            (
+                Made::Fresh(enforce(), dane(Verdict::NoDane(NoDane::NoTlsa), true)),
+                ok(secure),
+                Outcome::Secure,
+                Source::Fresh,
+                LogClass::Memory,
+                "example.com (zone z): cached enforce policy",
+            ),
+            (
+                Made::InvalidKey(KeyRejection::IpLiteral),
+                Reply::NotFound,
+                Outcome::NotFound,
+                Source::InvalidKey,
+                LogClass::Memory,
+                "\"[192.0.2.1]\" (zone z): NOTFOUND, IP address literal",
             ),
         ];
-        for (answer, reply, outcome, source, log, shown) in cases {
-            let decision = answer.decision();
-            let rendered = render(
-                "example.com",
-                decision.class,
-                ReplyOptions {
-                    strict_testing: false,
-                    require_sni: false,
-                    tlsrpt: false,
-                },
-            );
-            assert_eq!(rendered, (reply, outcome), "{answer}");
-            assert_eq!(decision.source, source, "{answer}");
-            assert_eq!(decision.log, log, "{answer}");
-            assert_eq!(Shown(decision.class, outcome).to_string(), shown);
+        let opts = ReplyOptions {
+            strict_testing: false,
+            require_sni: false,
+            tlsrpt: false,
+        };
+        for (made, reply, outcome, source, log, line) in cases {
+            let decision = made.decision();
+            let domain = match &made {
+                Made::InvalidKey(_) => "[192.0.2.1]",
+                _ => "example.com",
+            };
+            let policy_reply = |p: &Policy| render_reply(p, domain, opts).map(Arc::from);
+            let rendered = render(domain, decision.class, policy_reply);
+            assert_eq!(rendered, (reply, outcome), "{made:?}");
+            assert_eq!(decision.source, source, "{made:?}");
+            assert_eq!(decision.log, log, "{made:?}");
+            let made_line = Line {
+                domain,
+                zone: "z",
+                decision,
+                outcome,
+            };
+            assert_eq!(made_line.to_string(), line);
             assert_eq!(
                 decision.refresh_failed(),
                 source == Source::StaleOnFailure,
-                "{answer}"
+                "{made:?}"
             );
         }
     }

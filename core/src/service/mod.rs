@@ -15,6 +15,7 @@ mod fetch;
 mod proactive;
 mod query;
 mod server;
+mod shutdown;
 mod stack;
 mod time;
 mod udp_pool;
@@ -30,7 +31,8 @@ pub use engine::{Engine, EngineHandle, EngineSettings};
 pub use fetch::{fetch_policy, lookup_txt, FetchError};
 pub use proactive::run_proactive_refresh;
 pub use query::{run_query, DaneQuery, QueryOutcome};
-pub use server::{serve, Shutdown, ShutdownTrigger};
+pub use server::serve;
+pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use stack::{start_stack, Caches, DnsTargets, Stack};
 pub use time::with_timeout;
 

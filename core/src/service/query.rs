@@ -3,11 +3,13 @@
 //! status of each MX host and the answer the daemon would give (RFC 8461
 //! §2: DANE first).
 
+use std::sync::Arc;
+
 use super::answer::render;
 use super::{fetch_policy, lookup_txt, DnsClient, Runtime, Transport};
 use crate::dane::{DaneResult, Verdict};
 use crate::domain::normalize_key;
-use crate::policy::{Mode, Policy, ReplyOptions};
+use crate::policy::{render_reply, Mode, Policy, ReplyOptions};
 use crate::resolve::{dane_class, Class, TxtResult};
 
 /// What `mta-sts-query` found (the Python tool's STSFetchResult).
@@ -112,7 +114,8 @@ impl DaneQuery {
             },
         };
         // Rendered as the daemon renders it (one implementation).
-        let (reply, _) = render(domain, class, self.opts);
+        let reply = |policy: &Policy| render_reply(policy, domain, self.opts).map(Arc::from);
+        let (reply, _) = render(domain, class, reply);
         Some(String::from_utf8_lossy(&reply.payload()).into_owned())
     }
 

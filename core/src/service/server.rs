@@ -1,33 +1,14 @@
 //! The accept loop and graceful shutdown (docs/ARCHITECTURE.md
 //! "Connections").
 
-use super::{serve_connection, with_timeout, Runtime, Service};
-use futures::channel::{mpsc, oneshot};
-use futures::future::{select, Either, Shared};
+use super::{serve_connection, with_timeout, Runtime, Service, Shutdown};
+use futures::channel::mpsc;
+use futures::future::{select, Either};
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::{FutureExt, Stream, StreamExt};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Fires when the daemon is asked to stop (SIGTERM/SIGINT).
-pub type Shutdown = Shared<futures::future::BoxFuture<'static, ()>>;
-
-/// The sending side of a [`Shutdown`].
-pub struct ShutdownTrigger(oneshot::Sender<()>);
-
-impl ShutdownTrigger {
-    /// A trigger and the signal it fires.
-    pub fn new() -> (ShutdownTrigger, Shutdown) {
-        let (tx, rx) = oneshot::channel::<()>();
-        (ShutdownTrigger(tx), rx.map(|_| ()).boxed().shared())
-    }
-
-    /// Ask everything holding the signal to stop.
-    pub fn fire(self) {
-        let _ = self.0.send(());
-    }
-}
 
 /// Counts an open connection until dropped (its task ended or was
 /// dropped): `serve` keeps `max_connections` and waits for the last.
