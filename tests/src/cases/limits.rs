@@ -311,7 +311,7 @@ pub fn flood_under_a_low_descriptor_limit(bins: &Bins) {
     publish_enforce(&world, "known.example", "1", &["mx.known.example"]);
     let d = crate::Daemon::start_with_nofile(
         bins.daemon,
-        &world.config_yaml("cache_grace: 3600\ndefault_zone:\n  timeout: 2\n"),
+        &world.config_yaml("cache_grace: 3600\ndefault_zone:\n  timeout: 0.5\n"),
         &["-v", "info"],
         256,
     );
