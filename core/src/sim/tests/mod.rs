@@ -3,6 +3,7 @@
 //! store, with hours of virtual time per test.
 
 mod burst;
+mod cache_rules;
 mod connection;
 mod dane;
 mod dns_client;
