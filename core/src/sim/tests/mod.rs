@@ -17,6 +17,7 @@ mod retry;
 mod shutdown;
 mod smoke;
 mod store;
+mod zone_metrics;
 
 use super::{policy_text, reply_text};
 use crate::socketmap::Reply;
