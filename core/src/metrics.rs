@@ -4,8 +4,10 @@
 //! once, each spread over stripes ([`Striped`]), so recording one answer is
 //! one atomic add on a cache line the other cores seldom write.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -158,15 +160,69 @@ type HotCounter = Counter<u64, Striped>;
 
 /// The counters of one zone, one per [`Outcome`].
 #[derive(Clone, Debug)]
-pub struct ZoneCounters {
+struct ZoneCounters {
     counters: Vec<(Outcome, HotCounter)>,
 }
 
 impl ZoneCounters {
     /// Count one answer.
-    pub fn count(&self, outcome: Outcome) {
+    fn count(&self, outcome: Outcome) {
         if let Some((_, c)) = self.counters.iter().find(|(o, _)| *o == outcome) {
             c.inc();
+        }
+    }
+}
+
+/// Every zone's counters by zone name, replaced whole when a reload adds
+/// zones.
+type ZoneTable = HashMap<String, ZoneCounters>;
+
+/// The zone counters a thread last used: which [`Metrics`], at which
+/// version of its table, and the table. The request path takes the lock on
+/// the table only when its version moved (a reload added zones), so
+/// counting reads one atomic that only a reload writes (docs/ARCHITECTURE.md
+/// "The path of one request").
+struct SeenZones {
+    metrics: u64,
+    version: u64,
+    table: Arc<ZoneTable>,
+}
+
+thread_local! {
+    static SEEN_ZONES: RefCell<Option<SeenZones>> = const { RefCell::new(None) };
+}
+
+/// The counters of one zone, as [`Metrics::zone`] names them.
+pub struct ZoneCount<'a> {
+    metrics: &'a Metrics,
+    name: &'a str,
+}
+
+impl ZoneCount<'_> {
+    /// Count one answer under the zone's label (the default zone's for a
+    /// name not in `zones`).
+    pub fn count(&self, outcome: Outcome) {
+        let m = self.metrics;
+        let version = m.zones_version.load(Ordering::Acquire);
+        let counted = SEEN_ZONES.try_with(|seen| {
+            let mut seen = seen.borrow_mut();
+            let current = seen
+                .as_ref()
+                .is_some_and(|s| s.metrics == m.id && s.version == version);
+            if !current {
+                *seen = Some(SeenZones {
+                    metrics: m.id,
+                    version,
+                    table: m.zone_table(),
+                });
+            }
+            if let Some(s) = seen.as_ref() {
+                m.counters_in(&s.table, self.name).count(outcome);
+            }
+        });
+        if counted.is_err() {
+            // The thread is ending: no cache, the table as it is.
+            m.counters_in(&m.zone_table(), self.name).count(outcome);
         }
     }
 }
@@ -218,8 +274,30 @@ pub struct Metrics {
     /// Lookups that went to the network (not exported: an activity gauge
     /// for the host's memory upkeep).
     network_lookups: Counter,
-    zones: HashMap<String, ZoneCounters>,
+    /// Every zone's counters, the default zone's under
+    /// [`DEFAULT_ZONE_LABEL`]; a reload adds new zones' ([`Metrics::add_zones`]).
+    zones: RwLock<Arc<ZoneTable>>,
+    /// Bumped by every change of `zones`, under its lock.
+    zones_version: AtomicU64,
+    /// Tells this instance's table from another's in [`SeenZones`].
+    id: u64,
     perm: ZoneCounters,
+}
+
+/// The `zone` counters, one per [`Outcome`], in `lookups`.
+fn zone_counters(lookups: &Family<LookupLabels, HotCounter>, zone: &str) -> ZoneCounters {
+    ZoneCounters {
+        counters: Outcome::ALL
+            .iter()
+            .map(|&o| {
+                let labels = LookupLabels {
+                    zone: zone.into(),
+                    outcome: o.label().into(),
+                };
+                (o, lookups.get_or_create_owned(&labels))
+            })
+            .collect(),
+    }
 }
 
 impl Metrics {
@@ -321,27 +399,12 @@ impl Metrics {
             })
             .set(1);
 
-        let counters_for = |zone: &str| ZoneCounters {
-            counters: Outcome::ALL
-                .iter()
-                .map(|&o| {
-                    let labels = LookupLabels {
-                        zone: zone.into(),
-                        outcome: o.label().into(),
-                    };
-                    (o, lookups.get_or_create_owned(&labels))
-                })
-                .collect(),
-        };
         let mut by_zone = HashMap::new();
-        for zone in zones {
-            by_zone.insert(zone.to_owned(), counters_for(zone));
+        for zone in zones.into_iter().chain([DEFAULT_ZONE_LABEL]) {
+            by_zone.insert(zone.to_owned(), zone_counters(&lookups, zone));
         }
-        by_zone.insert(
-            DEFAULT_ZONE_LABEL.to_owned(),
-            counters_for(DEFAULT_ZONE_LABEL),
-        );
-        let perm = counters_for("");
+        let perm = zone_counters(&lookups, "");
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Metrics {
             registry,
             lookups,
@@ -358,17 +421,52 @@ impl Metrics {
             refresh_failures,
             store_errors,
             network_lookups: Counter::default(),
-            zones: by_zone,
+            zones: RwLock::new(Arc::new(by_zone)),
+            zones_version: AtomicU64::new(0),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             perm,
         }
     }
 
     /// The counters of zone `name` (the default zone's for names not in
     /// `zones`).
-    pub fn zone(&self, name: &str) -> &ZoneCounters {
-        self.zones
+    pub fn zone<'a>(&'a self, name: &'a str) -> ZoneCount<'a> {
+        ZoneCount {
+            metrics: self,
+            name,
+        }
+    }
+
+    /// Counters for the zones of a reloaded configuration that have none
+    /// yet, so their requests are counted under their own label (those of
+    /// zones it dropped stay). Call before answering with its zones.
+    pub fn add_zones<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut zones = self.zones.write().unwrap_or_else(|p| p.into_inner());
+        let missing: Vec<&str> = names
+            .into_iter()
+            .filter(|name| !zones.contains_key(*name))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut table = ZoneTable::clone(&zones);
+        for name in missing {
+            table.insert(name.to_owned(), zone_counters(&self.lookups, name));
+        }
+        *zones = Arc::new(table);
+        self.zones_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The zone table in force.
+    fn zone_table(&self) -> Arc<ZoneTable> {
+        Arc::clone(&self.zones.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The counters of `name` in `table`.
+    fn counters_in<'t>(&'t self, table: &'t ZoneTable, name: &str) -> &'t ZoneCounters {
+        table
             .get(name)
-            .or_else(|| self.zones.get(DEFAULT_ZONE_LABEL))
+            .or_else(|| table.get(DEFAULT_ZONE_LABEL))
             .unwrap_or(&self.perm)
     }
 
@@ -534,5 +632,30 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(text.contains("mta_sts_build_info{version="));
+    }
+
+    /// A zone added by a reload is counted under its own label, on a
+    /// thread that counted before the reload too (its cached table is
+    /// renewed); a zone the reload dropped keeps its counters.
+    #[test]
+    fn zones_added_by_a_reload_get_their_own_label() {
+        let m = Metrics::new(["z1"]);
+        m.zone("z2").count(Outcome::Secure);
+        assert_eq!(m.lookups(DEFAULT_ZONE_LABEL, Outcome::Secure), 1);
+        m.add_zones(["z2"]);
+        m.zone("z2").count(Outcome::Secure);
+        m.zone("z1").count(Outcome::Temp);
+        std::thread::scope(|scope| {
+            scope.spawn(|| m.zone("z2").count(Outcome::NotFound));
+        });
+        assert_eq!(m.lookups("z2", Outcome::Secure), 1);
+        assert_eq!(m.lookups("z2", Outcome::NotFound), 1);
+        assert_eq!(m.lookups("z1", Outcome::Temp), 1);
+        assert_eq!(m.lookups(DEFAULT_ZONE_LABEL, Outcome::Secure), 1);
+        let text = m.encode(0, 0);
+        assert!(
+            text.contains("mta_sts_lookups_total{zone=\"z2\",outcome=\"secure\"} 1"),
+            "{text}"
+        );
     }
 }

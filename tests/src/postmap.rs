@@ -72,14 +72,22 @@ pub fn unix_map(path: &std::path::Path, name: &str) -> String {
     format!("socketmap:unix:{}:{name}", path.display())
 }
 
-/// A minimal Postfix config dir (`main.cf` only), removed when dropped.
+/// A minimal Postfix config dir (`main.cf` only), removed when dropped. Its `main.cf` is
+/// dated a minute back: Postfix reads a file changed within the last second again every
+/// 300 ms until it is that old (`dict_load_file_xt`), which cost each query 1-2 s.
 fn config_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("postmap-conf")
         .tempdir()
         .expect("temp dir for postfix config");
-    std::fs::write(dir.path().join("main.cf"), "compatibility_level = 3.6\n")
-        .expect("write main.cf");
+    let main_cf = dir.path().join("main.cf");
+    std::fs::write(&main_cf, "compatibility_level = 3.6\n").expect("write main.cf");
+    let past = std::time::SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&main_cf)
+        .and_then(|f| f.set_modified(past))
+        .expect("date main.cf back");
     dir
 }
 

@@ -180,8 +180,9 @@ struct Network {
 impl Network {
     /// The daemon's one place that sets up the policy TLS client: the roots
     /// are read now (before privileges drop), the connector is built at the
-    /// first fetch and shared. A config reload calls this again, so a new
-    /// `resolver.ca_file` takes effect.
+    /// first fetch and shared. Only at start: the file may be readable only
+    /// by root, so a reload leaves the `resolver` section as it is and logs
+    /// that it needs a restart (`reload::needs_restart`).
     fn prepare<D: Driver>(driver: &D, config: &Config) -> Result<Network, String> {
         let transport = driver.transport(policy_tls_roots(config)?);
         let dns = dns_settings(config);

@@ -1,7 +1,9 @@
 //! SIGHUP: reopen the log file (after log rotation) and reload the config.
 //! Zones, `cache_grace` and the limits take effect at once, without
 //! dropping connections or the cache; what needs a restart (listen
-//! address, cache type, ...) is logged as such and left as it is.
+//! address, cache, the `resolver` section with its `ca_file`, ...) is
+//! logged as such and left as it is: the daemon may no longer be allowed
+//! to read what it read at start, before dropping privileges.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,7 +88,10 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "proactive_policy_fetching",
         old.proactive_policy_fetching != new.proactive_policy_fetching,
     );
-    check("resolver", old.resolver != new.resolver);
+    check(
+        "resolver (nameservers, ca_file, policy_port, user_agent)",
+        old.resolver != new.resolver,
+    );
     check("metrics", old.metrics != new.metrics);
     check(
         "shutdown_timeout",
@@ -116,6 +121,19 @@ mod tests {
                 "the listen address (host, port, path, mode, reuse_port)",
                 "cache"
             ]
+        );
+    }
+
+    /// A new `resolver.ca_file` is read at the next start only (the file
+    /// may be readable only before privileges drop): a reload names it.
+    #[test]
+    fn a_new_ca_file_needs_a_restart() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.resolver.ca_file = Some("/etc/ssl/other.pem".into());
+        assert_eq!(
+            needs_restart(&old, &new),
+            vec!["resolver (nameservers, ca_file, policy_port, user_agent)"]
         );
     }
 }

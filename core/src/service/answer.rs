@@ -274,8 +274,11 @@ impl Service {
         reply
     }
 
-    /// Answer with a reloaded configuration's zones from now on.
+    /// Answer with a reloaded configuration's zones from now on, each
+    /// counted under its own label.
     pub fn reload(&self, config: Arc<Config>) {
+        self.metrics
+            .add_zones(config.zones.keys().map(String::as_str));
         let mut current = self.config.write().unwrap_or_else(|p| p.into_inner());
         *current = config;
         self.config_version.fetch_add(1, Ordering::Release);

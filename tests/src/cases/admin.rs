@@ -210,48 +210,70 @@ pub fn cache_admin_on_the_store(bins: &Bins) {
     assert!(err.contains("metrics"), "{err}");
 }
 
-/// SIGHUP reopens the log file and reloads zones and cache_grace, keeping connections
-/// and the cache; a changed listen address is logged as needing a restart.
+/// SIGHUP reopens the log file (after rotation) and reloads the config on the same
+/// connection with the cache kept: a zone added by it answers, and is counted under its
+/// own label; a changed port and `resolver.ca_file` are logged as needing a restart, and
+/// policies are still fetched with the CA bundle read at start (the new path does not
+/// exist).
 pub fn sighup_reloads_and_reopens_the_log(bins: &Bins) {
     let world = World::new();
     publish_enforce(&world, "h.example", "1", &["mx.h.example"]);
+    publish_enforce(&world, "h2.example", "1", &["mx.h2.example"]);
     let dir = tempfile::tempdir().expect("temp dir");
     let logfile = dir.path().join("daemon.log");
+    let (metrics_yaml, metrics_port) = tcp_metrics_yaml(None);
     let d = super::start_with(
         bins,
         &world,
-        "cache_grace: 3600\n",
+        &format!("cache_grace: 3600\n{metrics_yaml}"),
         &["-l", &logfile.display().to_string()],
     );
     let mut conn = d.client();
     assert_eq!(conn.query("postfix", "h.example"), secure("mx.h.example"));
-    // Rotate the log, change the config: a zone without SNI, another port.
+    // Rotate the log, change the config: a zone without SNI, another port and CA file.
     std::fs::rename(&logfile, dir.path().join("daemon.log.1")).expect("rotate");
     let config = std::fs::read_to_string(d.config_path()).expect("read config");
-    let changed = format!("{config}zones:\n  nosni:\n    require_sni: false\n").replacen(
-        "\nport:",
-        "\nport: 1\nold_port:",
-        1,
-    );
+    let changed = format!("{config}zones:\n  nosni:\n    require_sni: false\n")
+        .replacen("\nport:", "\nport: 1\nold_port:", 1)
+        .replacen(
+            "\n  ca_file:",
+            "\n  ca_file: /nonexistent/new-ca.pem\n  old_ca_file:",
+            1,
+        );
     std::fs::write(d.config_path(), changed).expect("write config");
     d.signal(libc::SIGHUP);
-    pause(500);
+    let reloaded = super::persist::wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&logfile).is_ok_and(|log| log.contains("configuration reloaded"))
+    });
+    let log = std::fs::read_to_string(&logfile).unwrap_or_default();
+    assert!(reloaded, "new log file:\n{log}\n{}", d.log());
     // Same connection, new zone, no new fetch (the cache survived).
-    let rotated = std::fs::read_to_string(dir.path().join("daemon.log.1")).unwrap_or_default();
-    let fresh = std::fs::read_to_string(&logfile).unwrap_or_default();
     assert_eq!(
         conn.query("nosni", "h.example"),
         "OK secure match=mx.h.example",
-        "logs:\n{rotated}\n---\n{fresh}"
+        "log:\n{log}"
     );
     assert_eq!(world.requests("h.example"), 1);
-    let log = std::fs::read_to_string(&logfile).unwrap_or_default();
-    assert!(
-        log.contains("configuration reloaded"),
-        "new log file:\n{log}\n{}",
-        d.log()
+    for needed in [
+        "the listen address (host, port, path, mode, reuse_port) changed; it takes effect after a restart",
+        "resolver (nameservers, ca_file, policy_port, user_agent) changed; it takes effect after a restart",
+    ] {
+        assert!(log.contains(needed), "{needed:?} not in\n{log}");
+    }
+    // The CA bundle read at start still validates a new fetch.
+    assert_eq!(
+        conn.query("nosni", "h2.example"),
+        "OK secure match=mx.h2.example"
     );
-    assert!(log.contains("after a restart"), "{log}");
+    let (status, body) = tcp_http(
+        metrics_port,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("mta_sts_lookups_total{zone=\"nosni\",outcome=\"secure\"} 2"),
+        "{body}"
+    );
 }
 
 /// `--check-config`: 0 and "ok" for a good file; 1 and every problem with its key path.

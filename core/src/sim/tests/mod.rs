@@ -3,6 +3,7 @@
 //! store, with hours of virtual time per test.
 
 mod burst;
+mod cache_rules;
 mod connection;
 mod dane;
 mod dns_client;
@@ -17,6 +18,7 @@ mod rules;
 mod shutdown;
 mod smoke;
 mod store;
+mod zone_metrics;
 
 use super::{policy_text, reply_text};
 use crate::socketmap::Reply;
