@@ -191,7 +191,10 @@ fn accept_loop<L, S, A>(
         }
         if !waiting {
             match poll.poll(&mut events, None) {
-                // The stop's waker is seen at the top of the loop.
+                // The stop is seen at the top of the loop, by its flag: mio's
+                // poll(2) backend can swallow the waker's event when it
+                // lands during a registration change (an accept that
+                // returned WouldBlock), which comes before that check.
                 Ok(()) => waiting = events.iter().any(|e| e.token() == LISTENER),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll as TaskPoll};
 use std::time::{Duration, Instant};
@@ -53,16 +53,38 @@ struct Inbox {
     closed: bool,
 }
 
-/// Wakes the loop's poll (`ArcWake` for the misses).
-struct LoopWaker(mio::Waker);
+/// Wakes the loop's poll (`ArcWake` for the misses). The flag, not the
+/// waker's event, says the loop was woken: mio's poll(2) backend shares
+/// its waker with its own registration changes, and a change the loop
+/// makes (any read or write that returns `WouldBlock` is one there) can
+/// swallow a wake-up another thread sent at that moment, so the loop
+/// checks the flag before it waits. It also spares a system call for each
+/// wake-up while one is pending.
+struct LoopWaker {
+    waker: mio::Waker,
+    woken: AtomicBool,
+}
 
 impl LoopWaker {
     fn wake_loop(&self) {
+        if self.woken.swap(true, Ordering::SeqCst) {
+            return;
+        }
         // Fails only when the system is out of resources; a wake-up already
         // pending (a full eventfd counter) is success.
-        if let Err(e) = self.0.wake() {
+        if let Err(e) = self.waker.wake() {
             log::warn!("cannot wake a connection loop: {e}");
         }
+    }
+
+    /// A wake-up is pending (the loop must not wait).
+    fn pending(&self) -> bool {
+        self.woken.load(Ordering::SeqCst)
+    }
+
+    /// Take the pending wake-up, if any.
+    fn take(&self) -> bool {
+        self.woken.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -82,7 +104,10 @@ impl Loops {
         for _ in 0..count.max(1) {
             let poll = Poll::new()?;
             let lp = Arc::new(Loop {
-                wake: Arc::new(LoopWaker(mio::Waker::new(poll.registry(), WAKE)?)),
+                wake: Arc::new(LoopWaker {
+                    waker: mio::Waker::new(poll.registry(), WAKE)?,
+                    woken: AtomicBool::new(false),
+                }),
                 inbox: Mutex::default(),
                 load: AtomicUsize::new(0),
             });
@@ -276,7 +301,7 @@ fn run(lp: &Loop, ctx: &Context, poll: Poll) {
         // Lookups added since the last poll have not started: poll them
         // first (a future starts on its first poll; pushing wakes nothing).
         // Queued connections have input now.
-        let timeout = if w.new_lookups || !w.queued.is_empty() {
+        let timeout = if w.new_lookups || !w.queued.is_empty() || lp.wake.pending() {
             Some(Duration::ZERO)
         } else {
             // mio rounds up: waking early would only sweep for nothing.
@@ -291,11 +316,10 @@ fn run(lp: &Loop, ctx: &Context, poll: Poll) {
             }
         }
         let now = Instant::now();
-        let mut woken = false;
+        // The waker's own event says nothing the flag does not.
+        let woken = lp.wake.take();
         for ev in &events {
-            if ev.token() == WAKE {
-                woken = true;
-            } else {
+            if ev.token() != WAKE {
                 w.on_event(ev.token().0, ev, now);
             }
         }
