@@ -42,10 +42,10 @@ pub fn open_for_writing(path: &Path, append: bool) -> io::Result<File> {
     Ok(file)
 }
 
-/// `O_NOFOLLOW` fails with ELOOP on a symbolic link: say so plainly.
+/// `O_NOFOLLOW` fails on a symbolic link (ELOOP on Linux, EMLINK on
+/// FreeBSD, EFTYPE on NetBSD): say so plainly.
 fn refused_link(path: &Path, error: io::Error) -> io::Error {
-    let is_link = || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
-    if error.raw_os_error() == Some(libc::ELOOP) && is_link() {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         refusal("is a symbolic link")
     } else {
         error

@@ -3,12 +3,9 @@
 //! and handed to the driver non-blocking, or handed over by systemd.
 
 use crate::privileges::ServiceIds;
-use std::ffi::CStr;
-use std::fs::OpenOptions;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -94,25 +91,25 @@ fn with_mode<T>(mode: Option<u32>, bind: impl FnOnce() -> T) -> T {
     bound
 }
 
-/// Give the socket just bound at `path` to `owner` through a descriptor of
-/// the node (`O_PATH | O_NOFOLLOW`, then `fchownat(AT_EMPTY_PATH)`), and
-/// only when that node is the socket made here: a socket, ours, with no
-/// other link. A name the directory's owner swapped in the meantime (a
-/// symbolic link, a hard link to another file) is refused, not changed.
+/// Give the socket just bound at `path` to `owner`, and only when that
+/// node is the socket made here: a socket, ours, with no other link. A name
+/// the directory's owner swapped in the meantime (a symbolic link, a hard
+/// link to another file) is refused, not changed.
+///
+/// On Linux the check and the change go through one descriptor of the node
+/// (`O_PATH | O_NOFOLLOW`, then `fchownat(AT_EMPTY_PATH)`), so nothing can
+/// be swapped in between.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn give(path: &Path, owner: &ServiceIds) -> io::Result<()> {
+    use std::ffi::CStr;
+    use std::fs::OpenOptions;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
     let node = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
         .open(path)?;
-    let meta = node.metadata()?;
-    // SAFETY: geteuid(2) cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if !meta.file_type().is_socket() || meta.uid() != euid || meta.nlink() != 1 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "replaced after it was bound; refused",
-        ));
-    }
+    check_made_here(&node.metadata()?)?;
     const EMPTY: &CStr = c"";
     // uid_t::MAX is -1: keep the owner (`-g` without `-u`).
     let uid = owner.uid.unwrap_or(libc::uid_t::MAX);
@@ -128,6 +125,29 @@ fn give(path: &Path, owner: &ServiceIds) -> io::Result<()> {
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Elsewhere (no `O_PATH`, or not on every release) the node is checked by
+/// name, then changed by name with `lchown`, which follows no symbolic
+/// link; the directory's owner could still swap in a hard link between the
+/// two calls (README.md "Platforms").
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn give(path: &Path, owner: &ServiceIds) -> io::Result<()> {
+    check_made_here(&std::fs::symlink_metadata(path)?)?;
+    std::os::unix::fs::lchown(path, owner.uid, Some(owner.gid))
+}
+
+/// The node is the socket bound here: a socket, ours, with no other link.
+fn check_made_here(meta: &std::fs::Metadata) -> io::Result<()> {
+    // SAFETY: geteuid(2) cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.file_type().is_socket() || meta.uid() != euid || meta.nlink() != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "replaced after it was bound; refused",
+        ));
     }
     Ok(())
 }

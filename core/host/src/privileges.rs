@@ -45,7 +45,8 @@ impl ServiceIds {
     pub fn switch(&self) -> Result<(), String> {
         // The runtime's threads already exist: glibc's setgroups/setgid/setuid
         // apply the change to every thread of the process (POSIX semantics via
-        // its SIGSETXID broadcast), so no thread keeps root.
+        // its SIGSETXID broadcast; musl does the same, and the BSDs' and
+        // macOS's credentials are the process's), so no thread keeps root.
         let gid = self.gid;
         // SAFETY: plain libc calls with valid arguments.
         if unsafe { libc::setgroups(1, &gid) } != 0 || unsafe { libc::setgid(gid) } != 0 {

@@ -45,14 +45,47 @@ use std::time::{Duration, Instant};
 /// True for errors that say a local resource ran out (file descriptors,
 /// buffers, memory, ephemeral ports), not that the network failed.
 pub fn is_local_exhaustion(e: &io::Error) -> bool {
-    // Linux errno values: EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL
-    // (std has no stable ErrorKind for most of them).
-    #[cfg(target_os = "linux")]
-    const LOCAL: &[i32] = &[24, 23, 105, 12, 99];
-    #[cfg(not(target_os = "linux"))]
-    const LOCAL: &[i32] = &[];
-    e.raw_os_error().is_some_and(|code| LOCAL.contains(&code))
-        || e.kind() == io::ErrorKind::OutOfMemory
+    // EMFILE and ENFILE (the same numbers on every Unix), and ENOBUFS,
+    // which is not: std gives them no stable ErrorKind. The numbers are
+    // each system's <errno.h>, as the libc crate has them.
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    #[cfg(all(
+        any(target_os = "linux", target_os = "android"),
+        not(any(
+            target_arch = "mips",
+            target_arch = "mips64",
+            target_arch = "sparc",
+            target_arch = "sparc64"
+        ))
+    ))]
+    const ENOBUFS: i32 = 105;
+    #[cfg(any(
+        all(
+            any(target_os = "linux", target_os = "android"),
+            any(target_arch = "mips", target_arch = "mips64")
+        ),
+        target_os = "solaris",
+        target_os = "illumos"
+    ))]
+    const ENOBUFS: i32 = 132;
+    // The BSDs, macOS, and Linux on SPARC.
+    #[cfg(not(any(
+        all(
+            any(target_os = "linux", target_os = "android"),
+            not(any(target_arch = "sparc", target_arch = "sparc64"))
+        ),
+        target_os = "solaris",
+        target_os = "illumos"
+    )))]
+    const ENOBUFS: i32 = 55;
+    e.raw_os_error()
+        .is_some_and(|code| [EMFILE, ENFILE, ENOBUFS].contains(&code))
+        // ENOMEM and EADDRNOTAVAIL everywhere.
+        || matches!(
+            e.kind(),
+            io::ErrorKind::OutOfMemory | io::ErrorKind::AddrNotAvailable
+        )
 }
 
 /// A byte stream (TCP or TLS) as the core sees it.
@@ -105,10 +138,13 @@ mod tests {
 
     #[test]
     fn resource_exhaustion_is_local_network_errors_are_not() {
-        #[cfg(target_os = "linux")]
         assert!(is_local_exhaustion(&io::Error::from_raw_os_error(24)));
         assert!(is_local_exhaustion(&io::Error::from(
             io::ErrorKind::OutOfMemory
+        )));
+        // Out of ephemeral ports, by kind: the errno differs per system.
+        assert!(is_local_exhaustion(&io::Error::from(
+            io::ErrorKind::AddrNotAvailable
         )));
         assert!(!is_local_exhaustion(&io::Error::from(
             io::ErrorKind::ConnectionRefused

@@ -179,6 +179,39 @@ pub fn pipelining_client_that_never_reads_holds_a_bounded_output(bins: &Bins) {
     drop(hogs);
 }
 
+/// A client that pipelines more requests than one read takes (8 KiB) for a
+/// 36 KB reply, and reads the replies only later, gets every one: their
+/// replies fill the buffers on the way and the daemon holds the rest back,
+/// and the requests left in the socket are read once the replies drain,
+/// with no new data from the client to announce them (docs/ARCHITECTURE.md
+/// "Connections").
+pub fn pipelining_client_that_reads_late_gets_every_reply(bins: &Bins) {
+    const REQUESTS: usize = 600;
+    let world = World::new();
+    let mx: Vec<String> = (0..2000)
+        .map(|i| format!("mx{i:04}.long.example"))
+        .collect();
+    let mx: Vec<&str> = mx.iter().map(String::as_str).collect();
+    publish_enforce(&world, "long.example", "1", &mx);
+    let d = start(bins, &world, "read_timeout: 60\n");
+    let reply = lookup(&d, "postfix", "long.example");
+    let mut c = d.client();
+    c.set_timeout(Duration::from_secs(10));
+    let batch: Vec<u8> = (0..REQUESTS)
+        .flat_map(|_| netstring(b"postfix long.example"))
+        .collect();
+    assert!(batch.len() > 8192);
+    c.send_raw(&batch);
+    // Not a timing condition: the daemon most likely stalls meanwhile.
+    pause(300);
+    for i in 0..REQUESTS {
+        match c.read_outcome() {
+            ReadOutcome::Reply(r) => assert!(r == reply, "reply {i} differs"),
+            other => panic!("reply {i} of {REQUESTS}: {other:?}; log:\n{}", d.log()),
+        }
+    }
+}
+
 /// With `max_lookups_per_connection: 1`, misses pipelined in one write
 /// are looked up one after the other and all answered, in order: each
 /// waits for the place the previous one frees.

@@ -97,6 +97,22 @@ pub fn unix_socket_with_mode(bins: &Bins) {
     expect(&d, "postfix", "unix.example", &secure("mx.unix.example"));
 }
 
+/// More pipelined requests than one read takes (8 KiB), sent in one write
+/// and all answered at once (IP literals): no further data or event comes
+/// for the requests left in the socket, and each is answered.
+pub fn pipelined_requests_beyond_one_read_all_answered(bins: &Bins) {
+    let world = World::new();
+    let d = start(bins, &world, "");
+    let keys: Vec<String> = (0..1000)
+        .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+        .collect();
+    let requests: Vec<(&str, &str)> = keys.iter().map(|k| ("postfix", k.as_str())).collect();
+    let mut c = d.client();
+    c.set_timeout(Duration::from_secs(10));
+    let replies = c.pipeline(&requests);
+    assert_eq!(replies, vec![NOTFOUND.to_string(); keys.len()]);
+}
+
 /// Ten pipelined requests, some slow (hanging host, zone timeout 1 s) and some fast, are
 /// answered in request order, and concurrently (all within about one timeout).
 pub fn pipelined_replies_in_order(bins: &Bins) {

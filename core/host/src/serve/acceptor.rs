@@ -4,8 +4,8 @@
 //! when descriptors run out (never a busy loop), and the stop: no more
 //! accepting, every open connection drained.
 //!
-//! An accept thread waits in poll(2) on its listening socket and on a wake
-//! pipe that the stop closes. Waking it with a connection to the listener's
+//! An accept thread waits (mio) on its listening socket and on a waker that
+//! the stop fires. Waking it with a connection to the listener's
 //! own address does not work: with `reuse_port` another daemon on the same
 //! port (a standby during a restart, README.md "Deploy") may be handed that
 //! connection, and on a Unix socket path a standby that took the path over
@@ -15,21 +15,27 @@
 
 use std::io::{self, ErrorKind};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use mio::event::Source;
+use mio::{Events, Interest, Poll, Token, Waker};
 use mta_sts_core::config::Limits;
 use mta_sts_core::service::Service;
 
 use super::event_loop::Loops;
 use super::registry::Registry;
 use super::{Context, Stream};
+
 /// Pause after a failed accept (out of descriptors, ...): at most ten
 /// warnings a second, and the loop never spins.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// The token of the listening socket in an accept thread's poll.
+const LISTENER: Token = Token(0);
+/// The token of the stop's waker in an accept thread's poll.
+const STOP: Token = Token(1);
 
 /// A bound listening socket.
 pub enum Listener {
@@ -39,24 +45,14 @@ pub enum Listener {
     Unix(UnixListener),
 }
 
-impl Listener {
-    fn fd(&self) -> RawFd {
-        match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l) => l.as_raw_fd(),
-        }
-    }
-}
-
 /// The running server.
 pub struct Server {
     ctx: Arc<Context>,
     registry: Arc<Registry>,
     loops: Arc<Loops>,
     acceptors: Vec<JoinHandle<()>>,
-    /// The write end of the wake pipe: dropping it makes the read end,
-    /// which every accept thread polls, readable (end of file).
-    wake: UnixStream,
+    /// One per accept thread: firing it wakes the thread to see the stop.
+    stops: Vec<Waker>,
 }
 
 impl Server {
@@ -78,42 +74,36 @@ impl Server {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let loops = Arc::new(Loops::start(cores, &ctx)?);
         let mut acceptors = Vec::new();
-        let (wake, woken) = UnixStream::pair()?;
-        let woken = Arc::new(woken);
+        let mut stops = Vec::new();
         for listener in listeners {
-            // Accept threads wait in poll(2), then accept without blocking:
-            // another process on the same socket may have taken the
-            // connection. The accepted sockets are made non-blocking for
-            // the loops (Linux does not pass O_NONBLOCK on).
-            match &listener {
-                Listener::Tcp(l) => l.set_nonblocking(true)?,
-                Listener::Unix(l) => l.set_nonblocking(true)?,
-            }
+            // Accept threads wait for readiness, then accept without
+            // blocking: another process on the same socket may have taken
+            // the connection. mio makes the accepted sockets non-blocking.
+            let poll = Poll::new()?;
+            stops.push(Waker::new(poll.registry(), STOP)?);
             let ctx = ctx.clone();
             let loops = loops.clone();
-            let woken = woken.clone();
-            let thread = std::thread::Builder::new()
-                .name("mta-sts-accept".into())
-                .spawn(move || {
-                    let wait = Wait {
-                        listener: listener.fd(),
-                        wake: woken.as_raw_fd(),
-                    };
-                    match &listener {
-                        Listener::Tcp(l) => accept_loop(&ctx, &loops, wait, || {
+            let thread = match listener {
+                Listener::Tcp(l) => {
+                    l.set_nonblocking(true)?;
+                    let l = mio::net::TcpListener::from_std(l);
+                    spawn(poll, l, move |poll, l| {
+                        accept_loop(&ctx, &loops, poll, l, |l| {
                             let (s, _) = l.accept()?;
-                            s.set_nonblocking(true)?;
                             // Replies are small and latency-bound.
                             let _ = s.set_nodelay(true);
                             Ok(s)
-                        }),
-                        Listener::Unix(l) => accept_loop(&ctx, &loops, wait, || {
-                            let (s, _) = l.accept()?;
-                            s.set_nonblocking(true)?;
-                            Ok(s)
-                        }),
-                    }
-                })?;
+                        })
+                    })?
+                }
+                Listener::Unix(l) => {
+                    l.set_nonblocking(true)?;
+                    let l = mio::net::UnixListener::from_std(l);
+                    spawn(poll, l, move |poll, l| {
+                        accept_loop(&ctx, &loops, poll, l, |l| Ok(l.accept()?.0))
+                    })?
+                }
+            };
             acceptors.push(thread);
         }
         Ok(Server {
@@ -121,7 +111,7 @@ impl Server {
             registry,
             loops,
             acceptors,
-            wake,
+            stops,
         })
     }
 
@@ -146,7 +136,11 @@ impl Server {
     pub fn stop(self, limit: Duration) -> bool {
         self.registry.stop();
         self.loops.wake_all();
-        drop(self.wake);
+        for stop in &self.stops {
+            if let Err(e) = stop.wake() {
+                log::warn!("cannot wake an accept thread: {e}");
+            }
+        }
         for thread in self.acceptors {
             let _ = thread.join();
         }
@@ -154,50 +148,37 @@ impl Server {
     }
 }
 
-/// The descriptors an accept thread polls: its listening socket and the
-/// read end of the wake pipe.
-struct Wait {
-    listener: RawFd,
-    wake: RawFd,
-}
-
-impl Wait {
-    /// Block until a connection may be waiting (`Ok(true)`) or the stop
-    /// closed the wake pipe (`Ok(false)`).
-    fn ready(&self) -> io::Result<bool> {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.listener,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.wake,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        loop {
-            // SAFETY: `fds` is a valid array of two pollfd for the call;
-            // both descriptors stay open while the accept thread runs (the
-            // thread owns the listener and shares the wake end).
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if rc >= 0 {
-                return Ok(fds[1].revents == 0);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-}
-
-fn accept_loop<S, A>(ctx: &Arc<Context>, loops: &Loops, wait: Wait, mut accept: A)
+/// Register `listener` with `poll` (here, so that a failure fails the
+/// start) and run `serve` on an accept thread.
+fn spawn<L>(
+    poll: Poll,
+    mut listener: L,
+    serve: impl FnOnce(Poll, &L) + Send + 'static,
+) -> io::Result<JoinHandle<()>>
 where
-    S: Stream,
-    A: FnMut() -> io::Result<S>,
+    L: Source + Send + 'static,
 {
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    std::thread::Builder::new()
+        .name("mta-sts-accept".into())
+        .spawn(move || serve(poll, &listener))
+}
+
+fn accept_loop<L, S, A>(
+    ctx: &Arc<Context>,
+    loops: &Loops,
+    mut poll: Poll,
+    listener: &L,
+    mut accept: A,
+) where
+    S: Stream,
+    A: FnMut(&L) -> io::Result<S>,
+{
+    let mut events = Events::with_capacity(4);
+    // Readiness is reported on edges: connections may be waiting until an
+    // accept says there are none (and at the start, before any edge).
+    let mut waiting = true;
     loop {
         let max = ctx
             .limits
@@ -208,16 +189,22 @@ where
         if ctx.registry.stopping() {
             return;
         }
-        match wait.ready() {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                log::warn!("waiting for connections failed: {e}");
-                std::thread::sleep(ACCEPT_BACKOFF);
-                continue;
+        if !waiting {
+            match poll.poll(&mut events, None) {
+                // The stop is seen at the top of the loop, by its flag: mio's
+                // poll(2) backend can swallow the waker's event when it
+                // lands during a registration change (an accept that
+                // returned WouldBlock), which comes before that check.
+                Ok(()) => waiting = events.iter().any(|e| e.token() == LISTENER),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::warn!("waiting for connections failed: {e}");
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                }
             }
+            continue;
         }
-        match accept() {
+        match accept(listener) {
             Ok(stream) => {
                 if ctx.registry.stopping() {
                     return;
@@ -228,10 +215,12 @@ where
                 let limits = ctx.limits.read().unwrap_or_else(|p| p.into_inner()).clone();
                 loops.adopt(Box::new(stream), limits, ctx);
             }
-            // Interrupted, or another process took the connection.
-            Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::WouldBlock) => {}
+            // None left, or another process took the connection.
+            Err(e) if e.kind() == ErrorKind::WouldBlock => waiting = false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
+                // EMFILE and friends: back off instead of spinning; the
+                // connection still waits, with no new edge to say so.
                 log::warn!("accept failed: {e}");
                 std::thread::sleep(ACCEPT_BACKOFF);
             }

@@ -3,6 +3,10 @@
 //! and wait until the connection's next deadline; every rule, time rules
 //! included, is the sans-IO [`Connection`]'s (docs/ARCHITECTURE.md
 //! "Connections"). The socket is non-blocking; nothing here waits.
+//!
+//! Readiness is reported in edges (mio): the connection keeps whether its
+//! socket was last seen readable and writable, set by the loop's events and
+//! cleared when the socket says it has no more.
 
 use std::io::{self, ErrorKind};
 use std::time::Instant;
@@ -19,12 +23,8 @@ use super::Stream;
 /// What the loop does with a connection after a step.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Next {
-    /// Wait for these events, or until `deadline`.
-    Wait {
-        read: bool,
-        write: bool,
-        deadline: Option<Instant>,
-    },
+    /// Wait for an event, or until `deadline`.
+    Wait { deadline: Option<Instant> },
     /// Close it (everything owed was written, or it is given up).
     Close,
 }
@@ -35,7 +35,37 @@ pub(super) struct Conn {
     proto: Connection,
     view: ConfigView,
     queued: QueuedReplies,
+    /// The socket may have input (or an end of input) to read.
+    readable: bool,
+    /// The socket may take output.
+    writable: bool,
 }
+
+/// Whether a read that fills less than its buffer shows the socket drained,
+/// and a write that takes less than offered shows it full, so that the
+/// next edge will say when that changes: true for mio's epoll and kqueue
+/// selectors. Its poll(2) selector (forced with `--cfg
+/// mio_unsupported_force_poll_poll`, and the one on other systems) watches
+/// a socket again only after a call on it returned `WouldBlock`, so there
+/// reading and writing go on until one does (as tokio does).
+const SHORT_IO_CLEARS_READINESS: bool = cfg!(all(
+    not(mio_unsupported_force_poll_poll),
+    any(
+        target_os = "android",
+        target_os = "illumos",
+        target_os = "linux",
+        target_os = "redox",
+        target_os = "dragonfly",
+        target_os = "freebsd",
+        target_os = "ios",
+        target_os = "macos",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "tvos",
+        target_os = "visionos",
+        target_os = "watchos",
+    )
+));
 
 impl Conn {
     /// A connection of `service` accepted at `now` under `limits`, already
@@ -56,26 +86,55 @@ impl Conn {
             proto,
             view: service.config_view(),
             queued: service.metrics().queued_replies(),
+            // Input is reported by the event its registration brings; a
+            // new socket's empty send buffer takes output.
+            readable: false,
+            writable: true,
         }
     }
 
     /// The socket, for the loop's registration.
-    pub(super) fn stream(&self) -> &dyn Stream {
-        &*self.stream
+    pub(super) fn source(&mut self) -> &mut dyn Stream {
+        &mut *self.stream
     }
 
-    /// The socket is readable: read once (the loop is level-triggered, so
-    /// more is reported again). An error means the connection is over.
+    /// An event said the socket became readable and/or writable.
+    pub(super) fn on_ready(&mut self, readable: bool, writable: bool) {
+        self.readable |= readable;
+        self.writable |= writable;
+    }
+
+    /// The connection takes input now (the protocol has room for it).
+    pub(super) fn wants_input(&self) -> bool {
+        self.proto.wants_input()
+    }
+
+    /// Input may wait in the socket and the connection takes it: no event
+    /// will come for it, so the loop reads again.
+    pub(super) fn wants_read(&self) -> bool {
+        self.readable && self.proto.wants_input()
+    }
+
+    /// Read once if the socket may have input and the connection takes it.
+    /// An error means the connection is over.
     pub(super) fn on_readable(&mut self, buf: &mut [u8], now: Instant) -> io::Result<()> {
-        if !self.proto.wants_input() {
+        if !self.wants_read() {
             return Ok(());
         }
         match self.stream.read(buf) {
-            Ok(0) => self.proto.handle_end_of_input(),
-            Ok(n) => self
-                .proto
-                .handle_input(buf.get(..n).unwrap_or_default(), now),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Ok(0) => {
+                self.readable = false;
+                self.proto.handle_end_of_input();
+            }
+            Ok(n) => {
+                if SHORT_IO_CLEARS_READINESS && n < buf.len() {
+                    self.readable = false;
+                }
+                self.proto
+                    .handle_input(buf.get(..n).unwrap_or_default(), now);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => self.readable = false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
         Ok(())
@@ -123,10 +182,7 @@ impl Conn {
         if self.proto.poll_shutdown_write(now) {
             self.stream.shutdown_write()?;
         }
-        let unwritten = !self.proto.transmit().is_empty();
         Ok(Next::Wait {
-            read: self.proto.wants_input(),
-            write: unwritten,
             deadline: self.proto.poll_timeout(),
         })
     }
@@ -137,10 +193,21 @@ impl Conn {
             if out.is_empty() {
                 return Ok(());
             }
+            if !self.writable {
+                self.proto.handle_write_blocked(now);
+                return Ok(());
+            }
+            let offered = out.len();
             match self.stream.write(out) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => self.proto.handle_written(n, now),
+                Ok(n) => {
+                    self.proto.handle_written(n, now);
+                    if SHORT_IO_CLEARS_READINESS && n < offered {
+                        self.writable = false;
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.writable = false;
                     self.proto.handle_write_blocked(now);
                     return Ok(());
                 }

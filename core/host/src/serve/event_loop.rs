@@ -1,44 +1,46 @@
-//! The connection loops: one thread per core, each with its own epoll(7)
-//! set of connections (docs/ARCHITECTURE.md "Connections"). A loop answers
+//! The connection loops: one thread per core, each with its own mio poll
+//! of connections (docs/ARCHITECTURE.md "Connections"). A loop answers
 //! fresh hits on its own thread; misses are futures it polls, whose lookups
-//! run on the async runtime and whose wakers wake the loop through an
-//! eventfd. Level-triggered, so a request costs an `epoll_wait` shared with
+//! run on the async runtime and whose wakers wake the loop through a mio
+//! waker. Readiness comes in edges: each connection keeps what was last
+//! reported (`conn.rs`), so a request costs a share of a poll shared with
 //! every other ready connection, one `read` and one `write`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll as TaskPoll};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::task::ArcWake;
 use futures::{FutureExt, StreamExt};
+use mio::event::Event;
+use mio::{Events, Interest, Poll, Token};
 use mta_sts_core::config::Limits;
 use mta_sts_core::socketmap::{Reply, Seq};
 
 use super::conn::{capped_after, Conn, Next};
 use super::{Context, Stream};
 
-/// The epoll key of a loop's eventfd (connection keys are slab slots).
-const WAKE_KEY: u64 = u64::MAX;
-/// Events taken per `epoll_wait`.
+/// The token of a loop's waker (connection keys are slab slots, never
+/// this value: see [`Slots::insert`]).
+const WAKE: Token = Token(usize::MAX);
+/// Events taken per poll.
 const EVENTS: usize = 256;
 /// Bytes read per `read`.
 const READ_BUF: usize = 8192;
-/// Pause after `epoll_wait` fails for a reason other than a signal.
+/// Pause after a poll fails for a reason other than a signal.
 const FAILED_WAIT_PAUSE: Duration = Duration::from_millis(100);
 
 /// A miss's reply, for the connection in slot `key`.
-type Lookup = BoxFuture<'static, (u64, Seq, Reply)>;
+type Lookup = BoxFuture<'static, (usize, Seq, Reply)>;
 
 /// One loop's shared side: how the accept threads and the wakers reach it.
 pub(super) struct Loop {
-    epoll: OwnedFd,
-    wake: Arc<WakeFd>,
+    wake: Arc<LoopWaker>,
     inbox: Mutex<Inbox>,
     /// Connections it holds or is about to, for choosing the least loaded.
     load: AtomicUsize,
@@ -51,26 +53,42 @@ struct Inbox {
     closed: bool,
 }
 
-/// An eventfd: writing to it wakes the loop (`ArcWake` for the misses).
-struct WakeFd(OwnedFd);
+/// Wakes the loop's poll (`ArcWake` for the misses). The flag, not the
+/// waker's event, says the loop was woken: mio's poll(2) backend shares
+/// its waker with its own registration changes, and a change the loop
+/// makes (any read or write that returns `WouldBlock` is one there) can
+/// swallow a wake-up another thread sent at that moment, so the loop
+/// checks the flag before it waits. It also spares a system call for each
+/// wake-up while one is pending.
+struct LoopWaker {
+    waker: mio::Waker,
+    woken: AtomicBool,
+}
 
-impl WakeFd {
+impl LoopWaker {
     fn wake_loop(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writes 8 bytes from a live buffer to an eventfd this
-        // struct owns. A full counter (EAGAIN) already means "woken".
-        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        if self.woken.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Fails only when the system is out of resources; a wake-up already
+        // pending (a full eventfd counter) is success.
+        if let Err(e) = self.waker.wake() {
+            log::warn!("cannot wake a connection loop: {e}");
+        }
     }
 
-    fn reset(&self) {
-        let mut count = [0u8; 8];
-        // SAFETY: reads 8 bytes into a live buffer from a non-blocking
-        // eventfd this struct owns; EAGAIN (not woken) is fine.
-        unsafe { libc::read(self.0.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+    /// A wake-up is pending (the loop must not wait).
+    fn pending(&self) -> bool {
+        self.woken.load(Ordering::SeqCst)
+    }
+
+    /// Take the pending wake-up, if any.
+    fn take(&self) -> bool {
+        self.woken.swap(false, Ordering::SeqCst)
     }
 }
 
-impl ArcWake for WakeFd {
+impl ArcWake for LoopWaker {
     fn wake_by_ref(arc_self: &Arc<Self>) {
         arc_self.wake_loop();
     }
@@ -84,12 +102,20 @@ impl Loops {
     pub(super) fn start(count: usize, ctx: &Arc<Context>) -> io::Result<Loops> {
         let mut loops = Vec::new();
         for _ in 0..count.max(1) {
-            let lp = Arc::new(Loop::new()?);
+            let poll = Poll::new()?;
+            let lp = Arc::new(Loop {
+                wake: Arc::new(LoopWaker {
+                    waker: mio::Waker::new(poll.registry(), WAKE)?,
+                    woken: AtomicBool::new(false),
+                }),
+                inbox: Mutex::default(),
+                load: AtomicUsize::new(0),
+            });
             let (lp2, ctx2) = (lp.clone(), ctx.clone());
             std::thread::Builder::new()
                 .name("mta-sts-conn".into())
                 .spawn(move || {
-                    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| run(&lp2, &ctx2)));
+                    let ran = std::panic::catch_unwind(AssertUnwindSafe(|| run(&lp2, &ctx2, poll)));
                     if ran.is_err() {
                         lp2.abandon(&ctx2);
                     }
@@ -128,26 +154,6 @@ impl Loops {
 }
 
 impl Loop {
-    fn new() -> io::Result<Loop> {
-        // SAFETY: epoll_create1 and eventfd take flags only; each result is
-        // checked and owned right away.
-        let epoll = unsafe { owned(libc::epoll_create1(libc::EPOLL_CLOEXEC))? };
-        let wake = unsafe { owned(libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK))? };
-        let lp = Loop {
-            epoll,
-            wake: Arc::new(WakeFd(wake)),
-            inbox: Mutex::default(),
-            load: AtomicUsize::new(0),
-        };
-        lp.control(
-            libc::EPOLL_CTL_ADD,
-            lp.wake.0.as_raw_fd(),
-            libc::EPOLLIN,
-            WAKE_KEY,
-        )?;
-        Ok(lp)
-    }
-
     /// The loop thread died (a bug): its connections are gone with it.
     /// Hand it nothing more and uncount what it held, so `max_connections`
     /// and the stop are not held up by connections that no longer exist.
@@ -165,45 +171,21 @@ impl Loop {
     fn lock_inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    fn control(&self, op: libc::c_int, fd: RawFd, events: libc::c_int, key: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: events as u32,
-            u64: key,
-        };
-        // SAFETY: `ev` is a valid epoll_event for the call; `fd` is open
-        // (connections leave the set before their socket closes).
-        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
 }
 
-/// # Safety
-/// `fd` is the result of a call that returns a new descriptor or -1.
-unsafe fn owned(fd: RawFd) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: per the contract, a new descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// A connection in its slot, with what the loop last asked epoll for.
+/// A connection in its slot.
 struct Slot {
     conn: Conn,
-    /// The epoll events registered (`EPOLLIN`/`EPOLLOUT`).
-    interest: libc::c_int,
     deadline: Option<Instant>,
+    /// On the loop's list of connections to read again without an event.
+    queued: bool,
 }
 
-/// The connections of one loop, by key: the slot index in the low 32
-/// bits and a generation in the high ones, so a stale key (an event or a
-/// reply for a connection since closed) finds nothing.
+/// The connections of one loop, by key: the slot index in the low half
+/// of the bits and a generation in the high half, so a stale key (an event
+/// or a reply for a connection since closed) finds nothing.
 struct Slots<T> {
-    slots: Vec<(u32, Option<T>)>,
+    slots: Vec<(usize, Option<T>)>,
     free: Vec<usize>,
 }
 
@@ -216,28 +198,37 @@ impl<T> Default for Slots<T> {
     }
 }
 
-fn key(generation: u32, index: usize) -> u64 {
-    (u64::from(generation) << 32) | index as u64
+/// Bits of a key that hold the slot index.
+const INDEX_BITS: u32 = usize::BITS / 2;
+/// The index part of a key; an index never reaches it, so no key is
+/// [`WAKE`]'s.
+const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
+
+fn key(generation: usize, index: usize) -> usize {
+    (generation << INDEX_BITS) | index
 }
 
 /// The generation and index of `key`.
-fn split(key: u64) -> (u32, usize) {
-    ((key >> 32) as u32, (key & 0xffff_ffff) as usize)
+fn split(key: usize) -> (usize, usize) {
+    (key >> INDEX_BITS, key & INDEX_MASK)
 }
 
 impl<T> Slots<T> {
-    fn insert(&mut self, slot: T) -> u64 {
+    /// The key of `slot`, or `None` when every index is taken (more
+    /// connections than a 32-bit system has descriptors).
+    fn insert(&mut self, slot: T) -> Option<usize> {
         let index = match self.free.pop() {
             Some(i) => i,
-            None => {
+            None if self.slots.len() < INDEX_MASK => {
                 self.slots.push((0, None));
                 self.slots.len() - 1
             }
+            None => return None,
         };
-        let entry = &mut self.slots[index];
-        entry.0 = entry.0.wrapping_add(1);
+        let entry = self.slots.get_mut(index)?;
+        entry.0 = (entry.0 + 1) & (usize::MAX >> INDEX_BITS);
         entry.1 = Some(slot);
-        key(entry.0, index)
+        Some(key(entry.0, index))
     }
 
     /// How many are held.
@@ -245,7 +236,7 @@ impl<T> Slots<T> {
         self.slots.len() - self.free.len()
     }
 
-    fn get_mut(&mut self, key: u64) -> Option<&mut T> {
+    fn get_mut(&mut self, key: usize) -> Option<&mut T> {
         let (generation, index) = split(key);
         match self.slots.get_mut(index) {
             Some((g, Some(slot))) if *g == generation => Some(slot),
@@ -253,7 +244,7 @@ impl<T> Slots<T> {
         }
     }
 
-    fn remove(&mut self, key: u64) -> Option<T> {
+    fn remove(&mut self, key: usize) -> Option<T> {
         let (generation, index) = split(key);
         match self.slots.get_mut(index) {
             Some((g, slot @ Some(_))) if *g == generation => {
@@ -264,7 +255,7 @@ impl<T> Slots<T> {
         }
     }
 
-    fn keys(&self) -> Vec<u64> {
+    fn keys(&self) -> Vec<usize> {
         let live = self.slots.iter().enumerate();
         live.filter(|(_, (_, s))| s.is_some())
             .map(|(i, (g, _))| key(*g, i))
@@ -276,66 +267,66 @@ impl<T> Slots<T> {
 struct Worker<'a> {
     lp: &'a Loop,
     ctx: &'a Context,
+    poll: Poll,
     conns: Slots<Slot>,
     lookups: FuturesUnordered<Lookup>,
     /// Lookups were added since the set was last polled.
     new_lookups: bool,
+    /// Connections with input left to read and room to take it: no event
+    /// will come for that input, so they are read again next round.
+    queued: Vec<usize>,
     /// The earliest deadline of any connection (or earlier).
     next_sweep: Option<Instant>,
     /// The stop's deadline, once the loop has seen the stop.
     stop: Option<Instant>,
+    buf: Vec<u8>,
 }
 
-fn run(lp: &Loop, ctx: &Context) {
+fn run(lp: &Loop, ctx: &Context, poll: Poll) {
     let waker = futures::task::waker(lp.wake.clone());
     let mut w = Worker {
         lp,
         ctx,
+        poll,
         conns: Slots::default(),
         lookups: FuturesUnordered::new(),
         new_lookups: false,
+        queued: Vec::new(),
         next_sweep: None,
         stop: None,
+        buf: vec![0u8; READ_BUF],
     };
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-    let mut buf = vec![0u8; READ_BUF];
+    let mut events = Events::with_capacity(EVENTS);
     loop {
         // Lookups added since the last poll have not started: poll them
         // first (a future starts on its first poll; pushing wakes nothing).
-        let timeout = if w.new_lookups {
-            0
+        // Queued connections have input now.
+        let timeout = if w.new_lookups || !w.queued.is_empty() || lp.wake.pending() {
+            Some(Duration::ZERO)
         } else {
-            w.next_sweep.map_or(-1, |t| {
-                let left = t.saturating_duration_since(Instant::now());
-                // Round up: waking early would only sweep for nothing.
-                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-            })
+            // mio rounds up: waking early would only sweep for nothing.
+            w.next_sweep
+                .map(|t| t.saturating_duration_since(Instant::now()))
         };
-        // SAFETY: `events` is a live buffer of EVENTS entries.
-        let n = unsafe {
-            libc::epoll_wait(
-                lp.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                EVENTS as libc::c_int,
-                timeout,
-            )
-        };
-        let now = Instant::now();
-        let mut woken = false;
-        if n < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = w.poll.poll(&mut events, timeout) {
+            events.clear();
             if e.kind() != io::ErrorKind::Interrupted {
                 log::warn!("waiting on connections failed: {e}");
                 std::thread::sleep(FAILED_WAIT_PAUSE);
             }
         }
-        for ev in events.iter().take(usize::try_from(n).unwrap_or(0)) {
-            let (key, flags) = (ev.u64, ev.events as libc::c_int);
-            if key == WAKE_KEY {
-                lp.wake.reset();
-                woken = true;
-            } else {
-                w.on_event(key, flags, &mut buf, now);
+        let now = Instant::now();
+        // The waker's own event says nothing the flag does not.
+        let woken = lp.wake.take();
+        for ev in &events {
+            if ev.token() != WAKE {
+                w.on_event(ev.token().0, ev, now);
+            }
+        }
+        for key in std::mem::take(&mut w.queued) {
+            if let Some(slot) = w.conns.get_mut(key) {
+                slot.queued = false;
+                w.step(key, now);
             }
         }
         if woken {
@@ -373,48 +364,64 @@ impl Worker<'_> {
                     .then(|| capped_after(now, self.ctx.shutdown_timeout))
             });
             let conn = Conn::new(stream, &limits, &self.ctx.service, now, stop);
-            let fd = conn.stream().fd();
-            let key = self.conns.insert(Slot {
+            let Some(key) = self.conns.insert(Slot {
                 conn,
-                interest: libc::EPOLLIN,
                 deadline: None,
+                queued: false,
+            }) else {
+                log::warn!("too many connections in one loop, closing a new one");
+                self.lp.load.fetch_sub(1, Ordering::Relaxed);
+                self.ctx.registry.remove();
+                continue;
+            };
+            // Both directions, once: readiness is kept per connection, so
+            // nothing is registered again as its needs change.
+            let registered = self.conns.get_mut(key).map(|slot| {
+                self.poll.registry().register(
+                    slot.conn.source(),
+                    Token(key),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
             });
-            if let Err(e) = self.lp.control(libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN, key) {
+            if let Some(Err(e)) = registered {
                 log::warn!("cannot watch a new connection, closing it: {e}");
-                self.close(key);
+                // Not registered: nothing to leave.
+                self.forget(key);
                 continue;
             }
             self.step(key, now);
         }
     }
 
-    fn on_event(&mut self, key: u64, flags: libc::c_int, buf: &mut [u8], now: Instant) {
+    fn on_event(&mut self, key: usize, ev: &Event, now: Instant) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
-        let reading = slot.interest & libc::EPOLLIN != 0;
-        let gone = flags & libc::EPOLLERR != 0 || (flags & libc::EPOLLHUP != 0 && !reading);
-        if gone {
-            // Level-triggered: left in the set, it would be reported again.
+        // A hang-up while the connection reads is seen by the read (end of
+        // input, or the error), so that replies owed are still written.
+        if ev.is_error() || (ev.is_write_closed() && !slot.conn.wants_input()) {
             log::debug!("connection ended: the client went away");
             self.close(key);
             return;
         }
-        if reading && flags & (libc::EPOLLIN | libc::EPOLLHUP) != 0 {
-            if let Err(e) = slot.conn.on_readable(buf, now) {
-                log::debug!("connection ended: {e}");
-                self.close(key);
-                return;
-            }
-        }
+        slot.conn.on_ready(
+            ev.is_readable() || ev.is_read_closed(),
+            ev.is_writable() || ev.is_write_closed(),
+        );
         self.step(key, now);
     }
 
-    /// Step a connection and update what epoll watches for it.
-    fn step(&mut self, key: u64, now: Instant) {
+    /// Step a connection: read once if it has input and room, answer,
+    /// write, and note what it waits for.
+    fn step(&mut self, key: usize, now: Instant) {
         let Some(slot) = self.conns.get_mut(key) else {
             return;
         };
+        if let Err(e) = slot.conn.on_readable(&mut self.buf, now) {
+            log::debug!("connection ended: {e}");
+            self.close(key);
+            return;
+        }
         let service = &self.ctx.service;
         let lookups = &self.lookups;
         let mut added = false;
@@ -426,23 +433,14 @@ impl Worker<'_> {
         let next = slot.conn.step(service, &mut miss, now);
         self.new_lookups |= added;
         match next {
-            Ok(Next::Wait {
-                read,
-                write,
-                deadline,
-            }) => {
-                let interest =
-                    if read { libc::EPOLLIN } else { 0 } | if write { libc::EPOLLOUT } else { 0 };
-                if interest != slot.interest {
-                    let fd = slot.conn.stream().fd();
-                    slot.interest = interest;
-                    if let Err(e) = self.lp.control(libc::EPOLL_CTL_MOD, fd, interest, key) {
-                        log::warn!("cannot watch a connection, closing it: {e}");
-                        self.close(key);
-                        return;
-                    }
-                }
+            Ok(Next::Wait { deadline }) => {
                 slot.deadline = deadline;
+                // Input left in the socket (a full read, or reading held
+                // back until replies were written) raises no new event.
+                if slot.conn.wants_read() && !slot.queued {
+                    slot.queued = true;
+                    self.queued.push(key);
+                }
                 self.sweep_by(deadline);
             }
             Ok(Next::Close) => self.close(key),
@@ -461,7 +459,9 @@ impl Worker<'_> {
         loop {
             self.new_lookups = false;
             let mut done = Vec::new();
-            while let Poll::Ready(Some((key, seq, reply))) = self.lookups.poll_next_unpin(&mut cx) {
+            while let TaskPoll::Ready(Some((key, seq, reply))) =
+                self.lookups.poll_next_unpin(&mut cx)
+            {
                 if let Some(slot) = self.conns.get_mut(key) {
                     slot.conn.on_reply(seq, reply);
                     done.push(key);
@@ -516,12 +516,19 @@ impl Worker<'_> {
         }
     }
 
-    /// Leave epoll, close the socket, uncount it.
-    fn close(&mut self, key: u64) {
+    /// Leave the poll, close the socket, uncount it.
+    fn close(&mut self, key: usize) {
+        if let Some(slot) = self.conns.get_mut(key) {
+            // Before the descriptor closes, so its number can be reused
+            // (poll(2) would otherwise keep watching it).
+            let _ = self.poll.registry().deregister(slot.conn.source());
+        }
+        self.forget(key);
+    }
+
+    /// Close the socket and uncount it.
+    fn forget(&mut self, key: usize) {
         if let Some(slot) = self.conns.remove(key) {
-            let fd = slot.conn.stream().fd();
-            // Before the descriptor closes, so its number can be reused.
-            let _ = self.lp.control(libc::EPOLL_CTL_DEL, fd, 0, key);
             drop(slot);
             self.lp.load.fetch_sub(1, Ordering::Relaxed);
             self.ctx.registry.remove();
@@ -531,7 +538,7 @@ impl Worker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::Slots;
+    use super::{Slots, INDEX_MASK, WAKE};
 
     /// A key stays valid until its slot is freed; a freed slot reused by a
     /// new connection does not answer to the old key (a late event or a
@@ -539,13 +546,13 @@ mod tests {
     #[test]
     fn stale_keys_find_nothing() {
         let mut slots: Slots<&str> = Slots::default();
-        let a = slots.insert("a");
-        let b = slots.insert("b");
+        let a = slots.insert("a").unwrap();
+        let b = slots.insert("b").unwrap();
         assert_eq!(slots.get_mut(a).map(|s| *s), Some("a"));
         assert_eq!(slots.remove(a), Some("a"));
         assert_eq!(slots.remove(a), None);
-        let c = slots.insert("c");
-        assert_eq!(c & 0xffff_ffff, a & 0xffff_ffff, "the freed slot is reused");
+        let c = slots.insert("c").unwrap();
+        assert_eq!(c & INDEX_MASK, a & INDEX_MASK, "the freed slot is reused");
         assert_ne!(c, a);
         assert_eq!(slots.get_mut(a), None);
         assert_eq!(slots.get_mut(c).map(|s| *s), Some("c"));
@@ -555,5 +562,8 @@ mod tests {
         let mut want = vec![b, c];
         want.sort_unstable();
         assert_eq!(keys, want);
+        // The last generation and the last index make no waker's token.
+        let last = super::key(usize::MAX >> super::INDEX_BITS, INDEX_MASK - 1);
+        assert_ne!(last, WAKE.0);
     }
 }

@@ -1,9 +1,10 @@
 //! The socketmap server of the programs: accept threads hand connections
-//! to a loop per core (epoll), which answers fresh hits straight from the
-//! shared index on its own thread and leaves only lookups to the async
-//! runtime (docs/ARCHITECTURE.md "Connections": measured against a thread
-//! per connection and an async task per connection). Postfix holds at most
-//! a few hundred connections, each sending one request at a time.
+//! to a loop per core (mio: epoll, kqueue, event ports or poll(2)), which
+//! answers fresh hits straight from the shared index on its own thread and
+//! leaves only lookups to the async runtime (docs/ARCHITECTURE.md
+//! "Connections": measured against a thread per connection and an async
+//! task per connection). Postfix holds at most a few hundred connections,
+//! each sending one request at a time.
 //!
 //! The protocol logic is the sans-IO `socketmap::Connection` and
 //! `service::Service`; this module only moves bytes and enforces time.
@@ -16,11 +17,11 @@ mod registry;
 pub use acceptor::{Listener, Server};
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::net::Shutdown;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use mio::net::{TcpStream, UnixStream};
 
 use mta_sts_core::config::Limits;
 use mta_sts_core::service::Service;
@@ -41,29 +42,19 @@ struct Context {
 }
 
 /// A connected client socket, non-blocking: TCP or Unix.
-pub trait Stream: Read + Write + Send + 'static {
-    /// The descriptor (for epoll).
-    fn fd(&self) -> RawFd;
+pub trait Stream: Read + Write + mio::event::Source + Send + 'static {
     /// Send the end of output (a lingering close after a framing error).
     fn shutdown_write(&self) -> io::Result<()>;
 }
 
 impl Stream for TcpStream {
-    fn fd(&self) -> RawFd {
-        self.as_raw_fd()
-    }
-
     fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
+        self.shutdown(Shutdown::Write)
     }
 }
 
 impl Stream for UnixStream {
-    fn fd(&self) -> RawFd {
-        self.as_raw_fd()
-    }
-
     fn shutdown_write(&self) -> io::Result<()> {
-        self.shutdown(std::net::Shutdown::Write)
+        self.shutdown(Shutdown::Write)
     }
 }
