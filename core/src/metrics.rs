@@ -255,15 +255,6 @@ impl Drop for QueuedReplies {
     }
 }
 
-/// A socketmap connection counted in `open_connections` until dropped.
-pub struct OpenConnection(Arc<AtomicUsize>);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Every metric of the daemon.
 pub struct Metrics {
     registry: Registry,
@@ -274,8 +265,6 @@ pub struct Metrics {
     dns: Family<DnsLabels, Counter>,
     cache_entries: Gauge,
     open_connections: Gauge,
-    /// Socketmap connections open now (`service::serve` counts them).
-    open: Arc<AtomicUsize>,
     queued_reply_bytes: Gauge,
     coalesced: Counter,
     proactive_rounds: Counter,
@@ -425,7 +414,6 @@ impl Metrics {
             dns,
             cache_entries,
             open_connections,
-            open: Arc::default(),
             queued_reply_bytes,
             coalesced,
             proactive_rounds,
@@ -548,17 +536,6 @@ impl Metrics {
     /// A store read or write failed.
     pub fn store_error(&self) {
         self.store_errors.inc();
-    }
-
-    /// Count a socketmap connection as open until the guard is dropped.
-    pub fn connection_open(&self) -> OpenConnection {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(self.open.clone())
-    }
-
-    /// Socketmap connections open now (`mta_sts_open_connections`).
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
     }
 
     /// A connection's share of the `queued_reply_bytes` gauge

@@ -2,7 +2,7 @@
 //! runtime must supply (listeners, signals, transport, Redis connection).
 //! The drivers implement the trait and call [`daemon_main`]/[`query_main`].
 
-use crate::Listener;
+use crate::serve::{Listener, Server};
 use crate::{dns_settings, policy_tls_roots, sd_notify, DaemonSetup};
 use crate::{open_redis, PostgresBackend, SqliteBackend};
 use futures::future::BoxFuture;
@@ -11,8 +11,8 @@ use futures::StreamExt;
 use mta_sts_core::cache::{Store, StoreError};
 use mta_sts_core::config::{CacheConfig, Config, RedisTarget, SqliteOptions};
 use mta_sts_core::service::{
-    run_proactive_refresh, serve, start_stack, BoxStream, CacheAdmin, DnsTargets, Runtime,
-    Shutdown, ShutdownTrigger, Stack, Transport,
+    run_proactive_refresh, start_stack, BoxStream, CacheAdmin, DnsTargets, Runtime, Shutdown,
+    ShutdownTrigger, Stack, Transport,
 };
 use std::io;
 use std::sync::Arc;
@@ -99,33 +99,13 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     };
     setup.after_bind()?;
     let stack = start_with(driver, config.clone(), network, shutdown.clone()).await?;
-    let mut incoming = Vec::new();
-    for listener in listeners {
-        incoming.push(
-            match listener {
-                Listener::Tcp(l) => l
-                    .set_nonblocking(true)
-                    .and_then(|()| driver.tcp_incoming(l)),
-                Listener::Unix(l) => l
-                    .set_nonblocking(true)
-                    .and_then(|()| driver.unix_incoming(l)),
-            }
-            .map_err(|e| format!("cannot serve on {place}: {e}"))?,
-        );
-    }
-    // One accept loop over every listener, so `max_connections` counts
-    // them all (docs/ARCHITECTURE.md "Connections").
-    let server = serve(
-        rt.clone(),
-        futures::stream::select_all(incoming),
+    let server = Server::start(
+        listeners,
         stack.service.clone(),
-        shutdown.clone(),
+        config.limits.clone(),
         config.shutdown_timeout,
-    );
-    let (served_tx, served) = futures::channel::oneshot::channel();
-    rt.spawn(Box::pin(async move {
-        let _ = served_tx.send(server.await);
-    }));
+    )
+    .map_err(|e| format!("cannot serve on {place}: {e}"))?;
     if let Some(bound) = admin {
         let index = stack.caches.index.clone();
         let state = crate::admin_http::AdminState {
@@ -137,10 +117,7 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
             ),
             import_limit: mta_sts_core::admin::import_limit(config.cache.memory_size()),
             cache_entries: Box::new(move || index.len()),
-            open_connections: {
-                let metrics = stack.metrics.clone();
-                Box::new(move || metrics.open_connections())
-            },
+            open_connections: server.open_connections(),
         };
         let at = crate::admin_http::serve(bound, state)?;
         log::info!("metrics on {at}");
@@ -150,6 +127,7 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
         current: config.clone(),
         service: stack.service.clone(),
         engine: stack.engine.clone(),
+        set_limits: server.limits_setter(),
     };
     rt.spawn(Box::pin(hangups.for_each(move |()| {
         reloader.hangup();
@@ -159,10 +137,25 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     log::info!("listening on {place}");
     setup.ready();
     shutdown.await;
-    // `serve` logs a stop cut short by `shutdown_timeout`.
-    let _drained = served.await;
+    let grace = config.shutdown_timeout;
+    let drained = unblock(&rt, move || server.stop(grace)).await;
+    if !drained {
+        log::warn!("shutdown timeout: closing connections with requests in flight");
+    }
     log::info!("stopped");
     Ok(())
+}
+
+/// Run blocking `work` on the runtime's blocking pool and await it.
+async fn unblock<R: Runtime, T: Send + Default + 'static>(
+    rt: &R,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    rt.spawn_blocking(Box::new(move || {
+        let _ = tx.send(work());
+    }));
+    rx.await.unwrap_or_default()
 }
 
 /// Start the resolver for `config` on `driver`'s runtime: cache backend,

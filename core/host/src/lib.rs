@@ -24,6 +24,7 @@ mod query;
 mod redis;
 pub mod reload;
 pub mod reopen;
+pub mod serve;
 pub mod sqlite;
 mod startup;
 #[cfg(test)]
@@ -33,7 +34,7 @@ mod transport;
 
 pub use clock::unix_ms;
 pub use daemon::{daemon_main, start, Connections, Driver};
-pub use listen::{activated_listeners, bind_tcp, bind_unix, Listener, SocketActivation};
+pub use listen::{activated_listeners, bind_tcp, bind_unix, SocketActivation};
 pub use logging::init_logging;
 pub use notify::sd_notify;
 pub use postgres::PostgresBackend;

@@ -10,14 +10,6 @@ use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// A bound listening socket of the socketmap server.
-pub enum Listener {
-    /// TCP (`host`/`port`).
-    Tcp(TcpListener),
-    /// Unix (`path`).
-    Unix(UnixListener),
-}
-
 /// Bind `host:port` (a name is resolved; the first address wins).
 pub fn bind_tcp(host: &str, port: u16, reuse_port: bool) -> Result<TcpListener, String> {
     let addr: SocketAddr = (host, port)
@@ -195,7 +187,9 @@ impl SocketActivation {
 /// (sd_listen_fds(3): `LISTEN_PID` is this process, `LISTEN_FDS` sockets
 /// from descriptor 3 on), as `activation` found them. `None` when not
 /// socket-activated. Called once: the listeners own the descriptors.
-pub fn activated_listeners(activation: &SocketActivation) -> Result<Option<Vec<Listener>>, String> {
+pub fn activated_listeners(
+    activation: &SocketActivation,
+) -> Result<Option<Vec<crate::serve::Listener>>, String> {
     use std::os::fd::{FromRawFd, RawFd};
     let Some(fds) = &activation.fds else {
         return Ok(None);
@@ -226,11 +220,11 @@ pub fn activated_listeners(activation: &SocketActivation) -> Result<Option<Vec<L
         // SAFETY: the descriptor is ours (handed over by the service
         // manager) and owned by the listener from now on.
         let listener = match i32::from(addr.ss_family) {
-            libc::AF_UNIX => {
-                Listener::Unix(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
-            }
+            libc::AF_UNIX => crate::serve::Listener::Unix(unsafe {
+                std::os::unix::net::UnixListener::from_raw_fd(fd)
+            }),
             libc::AF_INET | libc::AF_INET6 => {
-                Listener::Tcp(unsafe { std::net::TcpListener::from_raw_fd(fd) })
+                crate::serve::Listener::Tcp(unsafe { std::net::TcpListener::from_raw_fd(fd) })
             }
             family => {
                 return Err(format!(

@@ -55,7 +55,7 @@ where
         match select(incoming.next(), shutdown.clone()).await {
             Either::Left((Some(Ok(stream)), _)) => {
                 open += 1;
-                let guard = (Open(ended.clone()), service.metrics().connection_open());
+                let guard = Open(ended.clone());
                 let service = service.clone();
                 let shutdown = shutdown.clone();
                 let rt2 = rt.clone();
