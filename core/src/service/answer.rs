@@ -130,7 +130,7 @@ impl Service {
 
     /// Answer every request `conn` has ready: fresh hits at once
     /// ([`Service::answer_now`]), each miss handed to `miss` with its place
-    /// in the reply order. Every connection loop does this after reading
+    /// in the reply order. Every connection loop does this each time it runs
     /// (docs/ARCHITECTURE.md "Connections").
     pub fn answer_ready(
         &self,

@@ -23,7 +23,8 @@ impl Drop for Open {
 /// Accept connections from `incoming` until `shutdown`, serving each on its
 /// own task under the service's limits in force when it is accepted
 /// ([`Service::limits`]): at most `max_connections` open (more wait in the
-/// listen backlog). After the signal the listener is dropped and each
+/// listen backlog; a reload's new bound counts from the next accept or
+/// close). After the signal the listener is dropped and each
 /// connection answers what its client still sends until it is quiet, and
 /// closes `grace` after the signal at the latest; returns false when some
 /// were still open then (docs/ARCHITECTURE.md "Connections").
@@ -42,11 +43,12 @@ where
     let (ended, mut closed) = mpsc::unbounded::<()>();
     let mut open = 0usize;
     'accept: loop {
-        let limits = service.limits();
         while let Some(Some(())) = closed.next().now_or_never() {
             open = open.saturating_sub(1);
         }
-        while open >= limits.max_connections.max(1) {
+        // Read again each time a connection closes, so a reload that
+        // raises the bound takes effect then.
+        while open >= service.limits().max_connections.max(1) {
             match select(closed.next(), shutdown.clone()).await {
                 Either::Left(_) => open = open.saturating_sub(1),
                 Either::Right(_) => break 'accept,
@@ -54,6 +56,8 @@ where
         }
         match select(incoming.next(), shutdown.clone()).await {
             Either::Left((Some(Ok(stream)), _)) => {
+                // The limits in force now, not when the wait began.
+                let limits = service.limits();
                 open += 1;
                 let guard = Open(ended.clone());
                 let service = service.clone();

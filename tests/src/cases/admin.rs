@@ -97,8 +97,18 @@ pub fn metrics_endpoint_counts(bins: &Bins) {
     let mut c = d.client();
     c.send_raw(b"x:bad");
     assert!(c.wait_closed());
+    // A connection served and still open is counted (earlier ones may
+    // still be closing).
+    let mut held = d.client();
+    assert_eq!(held.query("postfix", "1.2.3.4"), "NOTFOUND ");
     let (status, text) = http(&dir.path().join("metrics.sock"), "GET", "/metrics");
     assert_eq!(status, 200, "{text}");
+    let open: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mta_sts_open_connections "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(open >= 1, "open connections not counted:\n{text}");
     for line in [
         "mta_sts_lookups_total{zone=\"default\",outcome=\"secure\"} 2",
         "mta_sts_lookups_total{zone=\"\",outcome=\"perm\"} 1",

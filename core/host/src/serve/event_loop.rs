@@ -282,6 +282,23 @@ struct Worker<'a> {
     buf: Vec<u8>,
 }
 
+/// How long a loop may wait in its poll: not at all while it has work no
+/// event will announce (lookups not yet polled, connections with input
+/// left) or a wake-up is pending (its event may have been swallowed, see
+/// [`LoopWaker`]); else until the next deadline (mio rounds up: waking
+/// early would only sweep for nothing).
+fn wait_limit(
+    work: bool,
+    woken: bool,
+    next_sweep: Option<Instant>,
+    now: Instant,
+) -> Option<Duration> {
+    if work || woken {
+        return Some(Duration::ZERO);
+    }
+    next_sweep.map(|t| t.saturating_duration_since(now))
+}
+
 fn run(lp: &Loop, ctx: &Context, poll: Poll) {
     let waker = futures::task::waker(lp.wake.clone());
     let mut w = Worker {
@@ -301,13 +318,12 @@ fn run(lp: &Loop, ctx: &Context, poll: Poll) {
         // Lookups added since the last poll have not started: poll them
         // first (a future starts on its first poll; pushing wakes nothing).
         // Queued connections have input now.
-        let timeout = if w.new_lookups || !w.queued.is_empty() || lp.wake.pending() {
-            Some(Duration::ZERO)
-        } else {
-            // mio rounds up: waking early would only sweep for nothing.
-            w.next_sweep
-                .map(|t| t.saturating_duration_since(Instant::now()))
-        };
+        let timeout = wait_limit(
+            w.new_lookups || !w.queued.is_empty(),
+            lp.wake.pending(),
+            w.next_sweep,
+            Instant::now(),
+        );
         if let Err(e) = w.poll.poll(&mut events, timeout) {
             events.clear();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -538,7 +554,43 @@ impl Worker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Slots, INDEX_MASK, WAKE};
+    use super::{wait_limit, LoopWaker, Slots, INDEX_MASK, WAKE};
+    use mio::{Events, Poll};
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    /// A wake-up whose event never reaches the poll (mio's poll(2) backend
+    /// can swallow it when the loop changes a registration at that moment,
+    /// as the CI run on that backend found) still keeps the loop from
+    /// waiting: the flag, set before the event is sent, is what counts.
+    #[test]
+    fn a_wake_up_whose_event_is_lost_still_stops_the_wait() {
+        let mut poll = Poll::new().expect("poll");
+        let wake = LoopWaker {
+            waker: mio::Waker::new(poll.registry(), WAKE).expect("waker"),
+            woken: AtomicBool::new(false),
+        };
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        assert_eq!(wait_limit(false, wake.pending(), None, now), None);
+        wake.wake_loop();
+        // The event is consumed elsewhere: only the flag is left.
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::ZERO)).expect("poll");
+        assert_eq!(
+            wait_limit(false, wake.pending(), Some(later), now),
+            Some(Duration::ZERO)
+        );
+        assert!(wake.take());
+        assert_eq!(
+            wait_limit(false, wake.pending(), Some(later), now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            wait_limit(true, false, Some(later), now),
+            Some(Duration::ZERO)
+        );
+    }
 
     /// A key stays valid until its slot is freed; a freed slot reused by a
     /// new connection does not answer to the old key (a late event or a

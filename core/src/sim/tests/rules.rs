@@ -249,3 +249,38 @@ fn max_connections_holds_the_next_until_one_closes() {
         "answered once the first closed"
     );
 }
+
+/// A reload's limits apply to the next connection accepted, also when
+/// `serve` was already waiting for it when the reload came.
+#[test]
+fn a_reload_s_limits_apply_to_the_next_connection_accepted() {
+    let h = Harness::new("idle_timeout: 100\n");
+    let (tx, incoming) = mpsc::unbounded::<io::Result<PipeEnd>>();
+    let (sim, service, shutdown) = (h.sim.clone(), h.stack.service.clone(), h.shutdown.clone());
+    h.sim.spawn_task(async move {
+        serve(sim, incoming, service, shutdown, Duration::from_secs(5)).await
+    });
+    // `serve` waits for a connection ...
+    h.sim.run_until_idle();
+    // ... when the reload shortens idle_timeout.
+    h.stack
+        .service
+        .reload(crate::sim::config("idle_timeout: 2\n"));
+    let (client, server) = duplex(1 << 20);
+    tx.unbounded_send(Ok(server)).expect("accept loop alive");
+    let (mut rd, mut wr) = client.split();
+    let sim = h.sim.clone();
+    let closed = h.sim.spawn_task(async move {
+        let mut bytes = Vec::new();
+        let _ = rd.read_to_end(&mut bytes).await;
+        sim.elapsed()
+    });
+    send(&h, &mut wr, &request(ZONE, "bad..key"));
+    let answered = h.sim.elapsed();
+    h.sim.advance(3 * SEC);
+    assert_eq!(
+        closed.take(),
+        Some(answered + 2 * SEC),
+        "the reloaded idle_timeout"
+    );
+}
