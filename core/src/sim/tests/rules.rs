@@ -38,6 +38,17 @@ fn open(
     (wr, reader, closed)
 }
 
+/// `serve` on the sim (grace 5 s), taking the server ends sent to the
+/// returned channel as accepted connections.
+fn serving(h: &Harness) -> mpsc::UnboundedSender<io::Result<PipeEnd>> {
+    let (tx, incoming) = mpsc::unbounded::<io::Result<PipeEnd>>();
+    let (sim, service, shutdown) = (h.sim.clone(), h.stack.service.clone(), h.shutdown.clone());
+    h.sim.spawn_task(async move {
+        serve(sim, incoming, service, shutdown, Duration::from_secs(5)).await
+    });
+    tx
+}
+
 /// Write `bytes` as the client, at the current virtual time.
 fn send(h: &Harness, wr: &mut WriteHalf<PipeEnd>, bytes: &[u8]) {
     h.sim.block_on(wr.write_all(bytes)).expect("write");
@@ -207,11 +218,7 @@ fn max_lookups_per_connection_pauses_reading() {
 #[test]
 fn max_connections_holds_the_next_until_one_closes() {
     let h = Harness::new("max_connections: 1\n");
-    let (tx, incoming) = mpsc::unbounded::<io::Result<PipeEnd>>();
-    let (sim, service, shutdown) = (h.sim.clone(), h.stack.service.clone(), h.shutdown.clone());
-    h.sim.spawn_task(async move {
-        serve(sim, incoming, service, shutdown, Duration::from_secs(5)).await
-    });
+    let tx = serving(&h);
     let connect = || {
         let (client, server) = duplex(1 << 20);
         tx.unbounded_send(Ok(server)).expect("accept loop alive");
@@ -255,11 +262,7 @@ fn max_connections_holds_the_next_until_one_closes() {
 #[test]
 fn a_reload_s_limits_apply_to_the_next_connection_accepted() {
     let h = Harness::new("idle_timeout: 100\n");
-    let (tx, incoming) = mpsc::unbounded::<io::Result<PipeEnd>>();
-    let (sim, service, shutdown) = (h.sim.clone(), h.stack.service.clone(), h.shutdown.clone());
-    h.sim.spawn_task(async move {
-        serve(sim, incoming, service, shutdown, Duration::from_secs(5)).await
-    });
+    let tx = serving(&h);
     // `serve` waits for a connection ...
     h.sim.run_until_idle();
     // ... when the reload shortens idle_timeout.
