@@ -99,13 +99,8 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     };
     setup.after_bind()?;
     let stack = start_with(driver, config.clone(), network, shutdown.clone()).await?;
-    let server = Server::start(
-        listeners,
-        stack.service.clone(),
-        config.limits.clone(),
-        config.shutdown_timeout,
-    )
-    .map_err(|e| format!("cannot serve on {place}: {e}"))?;
+    let server = Server::start(listeners, stack.service.clone(), config.shutdown_timeout)
+        .map_err(|e| format!("cannot serve on {place}: {e}"))?;
     if let Some(bound) = admin {
         let index = stack.caches.index.clone();
         let state = crate::admin_http::AdminState {
@@ -127,7 +122,6 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
         current: config.clone(),
         service: stack.service.clone(),
         engine: stack.engine.clone(),
-        set_limits: server.limits_setter(),
     };
     rt.spawn(Box::pin(hangups.for_each(move |()| {
         reloader.hangup();

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mta_sts_core::config::{Config, Limits};
+use mta_sts_core::config::Config;
 use mta_sts_core::service::{EngineHandle, Service};
 
 /// What a reload changes.
@@ -21,8 +21,6 @@ pub struct Reloader {
     pub service: Arc<Service>,
     /// Holds `cache_grace` and `max_lookups`.
     pub engine: EngineHandle,
-    /// Sets the connection limits.
-    pub set_limits: Box<dyn Fn(Limits) + Send + Sync>,
 }
 
 impl Reloader {
@@ -58,7 +56,6 @@ impl Reloader {
         self.service.reload(applied.clone());
         self.engine
             .update(applied.cache_grace, applied.limits.max_lookups);
-        (self.set_limits)(applied.limits.clone());
         self.current = applied;
         log::info!(
             "configuration reloaded from {} ({} zone(s), cache_grace {:?})",

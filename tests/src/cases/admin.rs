@@ -240,10 +240,11 @@ pub fn sighup_reloads_and_reopens_the_log(bins: &Bins) {
     );
     let mut conn = d.client();
     assert_eq!(conn.query("postfix", "h.example"), secure("mx.h.example"));
-    // Rotate the log, change the config: a zone without SNI, another port and CA file.
+    // Rotate the log, change the config: idle_timeout, a zone without SNI,
+    // another port and CA file.
     std::fs::rename(&logfile, dir.path().join("daemon.log.1")).expect("rotate");
     let config = std::fs::read_to_string(d.config_path()).expect("read config");
-    let changed = format!("{config}zones:\n  nosni:\n    require_sni: false\n")
+    let changed = format!("{config}idle_timeout: 1\nzones:\n  nosni:\n    require_sni: false\n")
         .replacen("\nport:", "\nport: 1\nold_port:", 1)
         .replacen(
             "\n  ca_file:",
@@ -270,6 +271,15 @@ pub fn sighup_reloads_and_reopens_the_log(bins: &Bins) {
     ] {
         assert!(log.contains(needed), "{needed:?} not in\n{log}");
     }
+    // The reloaded limits apply to a connection accepted after the
+    // reload: idle_timeout 1 s closes it (the one above keeps its 60 s).
+    let mut fresh = d.client();
+    assert_eq!(fresh.query("postfix", "1.2.3.4"), "NOTFOUND ");
+    fresh.set_timeout(Duration::from_secs(5));
+    assert!(
+        fresh.wait_closed(),
+        "idle_timeout of the reload not applied"
+    );
     // The CA bundle read at start still validates a new fetch.
     assert_eq!(
         conn.query("nosni", "h2.example"),

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use mio::event::Source;
 use mio::{Events, Interest, Poll, Token, Waker};
-use mta_sts_core::config::Limits;
 use mta_sts_core::service::Service;
 
 use super::event_loop::Loops;
@@ -47,7 +46,6 @@ pub enum Listener {
 
 /// The running server.
 pub struct Server {
-    ctx: Arc<Context>,
     registry: Arc<Registry>,
     loops: Arc<Loops>,
     acceptors: Vec<JoinHandle<()>>,
@@ -61,14 +59,12 @@ impl Server {
     pub fn start(
         listeners: Vec<Listener>,
         service: Arc<Service>,
-        limits: Limits,
         shutdown_timeout: Duration,
     ) -> io::Result<Server> {
         let registry = Arc::new(Registry::default());
         let ctx = Arc::new(Context {
             service,
             registry: registry.clone(),
-            limits: std::sync::RwLock::new(limits),
             shutdown_timeout,
         });
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -107,20 +103,10 @@ impl Server {
             acceptors.push(thread);
         }
         Ok(Server {
-            ctx,
             registry,
             loops,
             acceptors,
             stops,
-        })
-    }
-
-    /// Sets the limits of connections accepted from then on (config
-    /// reload).
-    pub fn limits_setter(&self) -> Box<dyn Fn(Limits) + Send + Sync> {
-        let ctx = self.ctx.clone();
-        Box::new(move |limits| {
-            *ctx.limits.write().unwrap_or_else(|p| p.into_inner()) = limits;
         })
     }
 
@@ -180,11 +166,9 @@ fn accept_loop<L, S, A>(
     // accept says there are none (and at the start, before any edge).
     let mut waiting = true;
     loop {
-        let max = ctx
-            .limits
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .max_connections;
+        // The limits in force (a reload changes them for the connections
+        // accepted after it).
+        let max = ctx.service.limits().max_connections;
         ctx.registry.wait_below(max);
         if ctx.registry.stopping() {
             return;
@@ -212,7 +196,7 @@ fn accept_loop<L, S, A>(
                 // Counted before a loop takes it, so a burst of accepts
                 // cannot overshoot `max_connections`.
                 ctx.registry.add();
-                let limits = ctx.limits.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let limits = ctx.service.limits();
                 loops.adopt(Box::new(stream), limits, ctx);
             }
             // None left, or another process took the connection.

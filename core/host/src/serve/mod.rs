@@ -18,12 +18,11 @@ pub use acceptor::{Listener, Server};
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mio::net::{TcpStream, UnixStream};
 
-use mta_sts_core::config::Limits;
 use mta_sts_core::service::Service;
 
 use registry::Registry;
@@ -34,9 +33,6 @@ struct Context {
     service: Arc<Service>,
     /// The count of open connections and the stop flag.
     registry: Arc<Registry>,
-    /// Connection limits and timeouts (replaced on a config reload; each
-    /// connection keeps those in force when it was accepted).
-    limits: RwLock<Limits>,
     /// How long a stop may take in all (`shutdown_timeout`).
     shutdown_timeout: Duration,
 }
