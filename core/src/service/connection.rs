@@ -6,6 +6,7 @@
 
 use super::{Runtime, Service, Shutdown};
 use crate::config::Limits;
+use crate::metrics::QueuedReplies;
 use crate::socketmap::{capped_after, CloseReason, Connection, ConnectionLimits, Reply, Seq};
 use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -16,6 +17,23 @@ use std::io;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
+
+impl Service {
+    /// What every connection loop does once it has answered and written:
+    /// count and log a framing error once, report the unwritten replies to
+    /// the `queued_reply_bytes` gauge, and say (logging why) whether the
+    /// connection is to close (docs/ARCHITECTURE.md "Connections").
+    pub fn settle(&self, conn: &mut Connection, queued: &mut QueuedReplies) -> Option<CloseReason> {
+        if conn.poll_failed() {
+            self.metrics().perm();
+            log::warn!("malformed request: answering what was queued, then PERM and close");
+        }
+        queued.set(conn.transmit().len());
+        let reason = conn.poll_close()?;
+        reason.log();
+        Some(reason)
+    }
+}
 
 /// Serve socketmap requests on `stream` under `limits` until the client
 /// closes, a framing error (then a lingering close), a timeout, or
@@ -55,13 +73,7 @@ where
         service.answer_ready(&mut view, &mut conn, |seq, miss| {
             misses.push(async move { (seq, service.answer_miss(miss).await) }.boxed())
         });
-        if conn.poll_failed() {
-            service.metrics().perm();
-            log::warn!("malformed request: answering what was queued, then PERM and close");
-        }
-        queued.set(conn.transmit().len());
-        if let Some(reason) = conn.poll_close() {
-            reason.log();
+        if let Some(reason) = service.settle(&mut conn, &mut queued) {
             if reason == CloseReason::Finished && !write_shut {
                 stream.close().await?;
             }

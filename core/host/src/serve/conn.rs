@@ -170,13 +170,7 @@ impl Conn {
                 break;
             }
         }
-        if self.proto.poll_failed() {
-            service.metrics().perm();
-            log::warn!("malformed request: answering what was queued, then PERM and close");
-        }
-        self.queued.set(self.proto.transmit().len());
-        if let Some(reason) = self.proto.poll_close() {
-            reason.log();
+        if service.settle(&mut self.proto, &mut self.queued).is_some() {
             return Ok(Next::Close);
         }
         if self.proto.poll_shutdown_write(now) {
