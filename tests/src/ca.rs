@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
 
 /// Whether an issued certificate is within its validity period (RFC 5280 §4.1.2.5).
@@ -69,25 +69,7 @@ impl TestCa {
     /// returning (certificate chain PEM: leaf then CA, PKCS#8 private key PEM).
     pub fn issue(&self, dns_names: &[&str], validity: Validity) -> (String, String) {
         let key = KeyPair::generate().expect("generate server key");
-        let names: Vec<String> = dns_names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("server cert params");
-        let cn = dns_names.first().copied().unwrap_or("no-name.invalid");
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
-        match validity {
-            Validity::Valid => {
-                params.not_before = date_time_ymd(2020, 1, 1);
-                params.not_after = date_time_ymd(2200, 1, 1);
-            }
-            Validity::Expired => {
-                params.not_before = date_time_ymd(2000, 1, 1);
-                params.not_after = date_time_ymd(2001, 1, 1);
-            }
-        }
-        let cert = params
+        let cert = server_params(dns_names, validity)
             .signed_by(&key, &self.issuer)
             .expect("sign server cert");
         (
@@ -102,4 +84,51 @@ impl TestCa {
         native_tls::Identity::from_pkcs8(chain.as_bytes(), key.as_bytes())
             .expect("load issued certificate into native-tls")
     }
+}
+
+/// A server certificate with what a DANE record matches (RFC 6698 §2.1.3).
+pub struct ServerCert {
+    /// The certificate chain and key, loaded for a TLS server.
+    pub identity: native_tls::Identity,
+    /// The DER SubjectPublicKeyInfo: the data of a TLSA record with selector SPKI(1).
+    pub spki_der: Vec<u8>,
+}
+
+/// A self-signed certificate for `dns_names`, valid from 2020 to 2200: no CA vouches for it,
+/// so only DANE-EE (RFC 7672 §3.1.1) can make it trusted.
+pub fn self_signed(dns_names: &[&str]) -> ServerCert {
+    let key = KeyPair::generate().expect("generate server key");
+    let cert = server_params(dns_names, Validity::Valid)
+        .self_signed(&key)
+        .expect("self-sign server cert");
+    let identity =
+        native_tls::Identity::from_pkcs8(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .expect("load self-signed certificate into native-tls");
+    ServerCert {
+        identity,
+        spki_der: key.subject_public_key_info(),
+    }
+}
+
+/// The parameters of a server certificate for `dns_names` (the first is also the common name).
+fn server_params(dns_names: &[&str], validity: Validity) -> CertificateParams {
+    let names: Vec<String> = dns_names.iter().map(|s| s.to_string()).collect();
+    let mut params = CertificateParams::new(names).expect("server cert params");
+    let cn = dns_names.first().copied().unwrap_or("no-name.invalid");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    match validity {
+        Validity::Valid => {
+            params.not_before = date_time_ymd(2020, 1, 1);
+            params.not_after = date_time_ymd(2200, 1, 1);
+        }
+        Validity::Expired => {
+            params.not_before = date_time_ymd(2000, 1, 1);
+            params.not_after = date_time_ymd(2001, 1, 1);
+        }
+    }
+    params
 }

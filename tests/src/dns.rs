@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TLSA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TLSA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// How often blocked threads wake up to check the stop flag.
@@ -44,6 +44,10 @@ pub enum Rec {
     Mx(u16, String),
     /// A TLSA record (RFC 6698 §2): usage, selector, matching type, data.
     Tlsa(u8, u8, u8, Vec<u8>),
+    /// A name server of the zone (RFC 1035 §3.3.11).
+    Ns(String),
+    /// The zone's start of authority (RFC 1035 §3.3.13), with fixed values.
+    Soa,
 }
 
 impl Rec {
@@ -55,6 +59,8 @@ impl Rec {
             Rec::Cname(_) => RecordType::CNAME,
             Rec::Mx(..) => RecordType::MX,
             Rec::Tlsa(..) => RecordType::TLSA,
+            Rec::Ns(_) => RecordType::NS,
+            Rec::Soa => RecordType::SOA,
         }
     }
 }
@@ -142,8 +148,18 @@ impl DnsServer {
 
     fn serve((udp, tcp): (UdpSocket, TcpListener)) -> DnsServer {
         let addr = udp.local_addr().expect("DNS UDP socket has an address");
+        // The root zone is signed, as on the Internet: a validating resolver answers its NS and
+        // SOA with AD (Postfix's `dnssec_probe` asks for `. NS`).
+        let mut table = Table::default();
+        table.records.insert(
+            String::new(),
+            [Rec::Ns("ns.root.test".into()), Rec::Soa]
+                .into_iter()
+                .map(|rec| Stored { rec, secure: true })
+                .collect(),
+        );
         let shared = Arc::new(Shared {
-            table: Mutex::new(Table::default()),
+            table: Mutex::new(table),
             stop: AtomicBool::new(false),
         });
         let s1 = Arc::clone(&shared);
@@ -516,8 +532,12 @@ fn answer(shared: &Shared, query: &Message, udp: bool) -> Option<Message> {
 
 /// The SOA of a negative answer, whose TTL and MINIMUM give the negative TTL (RFC 2308 §5).
 fn add_soa(resp: &mut Message) {
-    let soa = SOA::new(Name::root(), Name::root(), 1, 3600, 600, 86_400, TTL);
-    resp.add_authority(Record::from_rdata(Name::root(), TTL, RData::SOA(soa)));
+    resp.add_authority(Record::from_rdata(Name::root(), TTL, RData::SOA(soa())));
+}
+
+/// The one SOA record of the world (its root zone's).
+fn soa() -> SOA {
+    SOA::new(Name::root(), Name::root(), 1, 3600, 600, 86_400, TTL)
 }
 
 fn error(mut resp: Message, code: ResponseCode) -> Message {
@@ -557,5 +577,9 @@ fn rdata(rec: &Rec) -> RData {
             Matching::from(*matching),
             data.clone(),
         )),
+        Rec::Ns(host) => RData::NS(NS(
+            Name::from_ascii(format!("{}.", norm(host))).unwrap_or_else(|_| Name::root())
+        )),
+        Rec::Soa => RData::SOA(soa()),
     }
 }

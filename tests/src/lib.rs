@@ -16,12 +16,16 @@
 pub mod ca;
 pub mod cases;
 pub mod daemon;
+pub mod delivery;
 pub mod dns;
 pub mod https;
+pub mod netns;
+pub mod postfix;
 pub mod postgres;
 pub mod postmap;
 pub mod python;
 pub mod redis;
+pub mod smtp_sink;
 pub mod socketmap_client;
 mod suite;
 
@@ -404,13 +408,30 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 
 /// Runs `cmd` with captured output, killing it after `timeout`:
 /// (exit code or -1, stdout, stderr).
-pub fn run_bounded(mut cmd: Command, timeout: Duration) -> (i32, String, String) {
+pub fn run_bounded(cmd: Command, timeout: Duration) -> (i32, String, String) {
+    run_bounded_with_input(cmd, &[], timeout)
+}
+
+/// As [`run_bounded`], writing `input` to the command's stdin.
+pub fn run_bounded_with_input(
+    mut cmd: Command,
+    input: &[u8],
+    timeout: Duration,
+) -> (i32, String, String) {
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        // A child that exits without reading gets EPIPE here; its exit status tells.
+        let _ = std::io::Write::write_all(&mut stdin, input);
+    }
     // Drain both pipes in threads so a chatty child cannot block on a full pipe.
     let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {

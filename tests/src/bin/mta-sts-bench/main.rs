@@ -85,7 +85,6 @@ mod bare;
 mod fetch_floor;
 mod load;
 mod modes;
-mod netns;
 mod options;
 mod procstat;
 mod report;
@@ -128,7 +127,7 @@ fn main() {
         .push(("loadavg".into(), format!("{} at the start", loadavg())));
 
     // Before any thread exists (the world starts some).
-    let namespace = netns::enter();
+    let namespace = mta_sts_tests::netns::enter();
     let private_net = namespace.is_ok();
     let world = if private_net {
         World::on_ports(53, 443)

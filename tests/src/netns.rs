@@ -1,10 +1,13 @@
-//! A private network and mount namespace for the whole run, so that programs with no test
-//! settings (the Python original: /etc/resolv.conf, the default trust store, port 443) meet
-//! the hermetic world, and no traffic leaves loopback.
+//! A private network and mount namespace for a whole process (the benchmark, the Postfix
+//! delivery tests), so that programs with no test settings (the Python original, Postfix:
+//! /etc/resolv.conf, the default trust store, port 443 or 25) meet the hermetic world, and no
+//! traffic leaves loopback.
 //!
 //! Inside: only `lo`, brought up; /etc/resolv.conf bind-mounted over by `nameserver
-//! 127.0.0.1` for this process and its children only (mounts are made private first, so
-//! nothing propagates to the host).
+//! 127.0.0.1` and `options trust-ad` for this process and its children only (mounts are made
+//! private first, so nothing propagates to the host). `trust-ad` makes glibc pass on the AD
+//! bit of the world's DNS server, which plays a validating resolver (RFC 6840 §5.7), so
+//! Postfix's own DANE code (`smtp_dns_support_level = dnssec`) sees signed answers.
 
 use std::ffi::CString;
 use std::io::Error;
@@ -26,7 +29,7 @@ pub fn enter() -> Result<tempfile::NamedTempFile, String> {
         .map_err(|e| format!("make / private: {e}"))?;
     loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
     let mut resolv = tempfile::NamedTempFile::new().map_err(|e| format!("temp file: {e}"))?;
-    std::io::Write::write_all(&mut resolv, b"nameserver 127.0.0.1\n")
+    std::io::Write::write_all(&mut resolv, b"nameserver 127.0.0.1\noptions trust-ad\n")
         .map_err(|e| format!("write resolv.conf: {e}"))?;
     mount(Some(resolv.path()), "/etc/resolv.conf", libc::MS_BIND)
         .map_err(|e| format!("bind-mount /etc/resolv.conf: {e}"))?;

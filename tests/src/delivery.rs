@@ -1,0 +1,396 @@
+//! Proof through Postfix itself (docs/ARCHITECTURE.md "Testing"): a real Postfix instance
+//! ([`crate::postfix`]) asks the daemon for each destination's TLS policy and delivers to
+//! test MX hosts ([`crate::smtp_sink`]) in a private network namespace, and each case asserts
+//! what Postfix's SMTP client did with the answer: delivered over verified TLS, or deferred
+//! with nothing reaching the MX host (RFC 8461 §4, §5; RFC 7672 §2.2 for DANE).
+//!
+//! Run from a `harness = false` test binary of each driver: the namespace must be entered
+//! before any thread starts, which cargo's test harness does not allow. Needs root, and fails
+//! without it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::ca::{self_signed, Validity};
+use crate::cases::{publish_enforce, sts_txt};
+use crate::postfix::Postfix;
+use crate::smtp_sink::SmtpSink;
+use crate::{netns, policy_body, Behaviour, Daemon, World};
+
+/// How long Postfix may take to deliver or defer one message.
+const OUTCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// The daemon's `cache_grace`: short, so the cached case's second lookup re-checks the TXT
+/// record (the published state it must ignore).
+const CACHE_GRACE: u64 = 1;
+/// The daemon's config after the world's `resolver:` section: zone `dane` checks DANE first.
+const ZONES: &str = "cache_grace: 1\nzones:\n  dane:\n    dane: true\n";
+/// The socketmap names Postfix uses.
+const STS_ZONE: &str = "postfix";
+const DANE_ZONE: &str = "dane";
+/// First sink address; each case's MX host has its own, upwards.
+const FIRST_SINK: u8 = 10;
+
+/// The certificate an MX host presents in STARTTLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cert {
+    /// Issued by the test CA (Postfix's `smtp_tls_CAfile`) for the MX host's name.
+    Valid,
+    /// Issued by the test CA for another name.
+    OtherName,
+    /// Self-signed for the MX host's name.
+    SelfSigned,
+}
+
+/// What a domain publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Publishes {
+    /// An MTA-STS policy in this mode, listing these `mx` patterns (`{mx}`: the MX host).
+    Sts(&'static str, &'static [&'static str]),
+    /// Nothing: no TXT record, no policy host.
+    Nothing,
+    /// A signed zone with a DANE-EE SPKI SHA2-256 TLSA record for the MX host, matching
+    /// its key or not (RFC 7672 §3.1.1).
+    Dane { matching: bool },
+}
+
+/// What Postfix must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// `status=sent` after a TLS connection Postfix logs with this trust level
+    /// (`Verified`, `Untrusted`).
+    Sent(&'static str),
+    /// `status=deferred (Server certificate not verified)` after Postfix logged the failed
+    /// check with this reason, and nothing at the MX host.
+    Deferred(&'static str),
+}
+
+/// One delivery: mail to `<name>@<name>.example`, whose MX host `mx.<name>.example` has its
+/// own sink.
+struct Case {
+    name: &'static str,
+    publishes: Publishes,
+    cert: Cert,
+    want: Outcome,
+}
+
+/// Postfix's reasons for a failed certificate check (OpenSSL's texts).
+const HOSTNAME_MISMATCH: &str = "num=62:hostname mismatch";
+const SELF_SIGNED: &str = "self-signed certificate";
+/// The deferral reason of every failed check.
+const NOT_VERIFIED: &str = "status=deferred (Server certificate not verified)";
+
+/// The policy's own MX host as a pattern.
+const OWN: &[&str] = &["{mx}"];
+
+const CASES: &[Case] = &[
+    Case {
+        name: "enforce-valid",
+        publishes: Publishes::Sts("enforce", OWN),
+        cert: Cert::Valid,
+        want: Outcome::Sent("Verified"),
+    },
+    Case {
+        name: "enforce-wrong-name",
+        publishes: Publishes::Sts("enforce", OWN),
+        cert: Cert::OtherName,
+        want: Outcome::Deferred(HOSTNAME_MISMATCH),
+    },
+    Case {
+        name: "enforce-self-signed",
+        publishes: Publishes::Sts("enforce", OWN),
+        cert: Cert::SelfSigned,
+        want: Outcome::Deferred(SELF_SIGNED),
+    },
+    Case {
+        name: "enforce-mx-not-listed",
+        publishes: Publishes::Sts("enforce", &["mx.elsewhere.example"]),
+        cert: Cert::Valid,
+        want: Outcome::Deferred(HOSTNAME_MISMATCH),
+    },
+    Case {
+        name: "enforce-wildcard",
+        publishes: Publishes::Sts("enforce", &["*.{domain}"]),
+        cert: Cert::Valid,
+        want: Outcome::Sent("Verified"),
+    },
+    Case {
+        name: "testing-bad-cert",
+        publishes: Publishes::Sts("testing", OWN),
+        cert: Cert::SelfSigned,
+        want: Outcome::Sent("Untrusted"),
+    },
+    Case {
+        name: "no-policy",
+        publishes: Publishes::Nothing,
+        cert: Cert::SelfSigned,
+        want: Outcome::Sent("Untrusted"),
+    },
+    Case {
+        name: "dane-match",
+        publishes: Publishes::Dane { matching: true },
+        cert: Cert::SelfSigned,
+        want: Outcome::Sent("Verified"),
+    },
+    Case {
+        name: "dane-mismatch",
+        publishes: Publishes::Dane { matching: false },
+        cert: Cert::SelfSigned,
+        want: Outcome::Deferred("num=65:no matching DANE TLSA records"),
+    },
+];
+
+/// The cached case's domain: enforce, delivered; then the TXT record and the policy host go
+/// and the MX host presents a self-signed certificate: still enforced (RFC 8461 §3.3, §5.1).
+const CACHED: &str = "cached";
+
+/// The whole run; the exit code of the test binary. `daemon` is the driver's program.
+pub fn main(daemon: &str) -> ExitCode {
+    let started = Instant::now();
+    // Before any thread: unshare(2) refuses a mount namespace to a threaded process.
+    let _resolv = match netns::enter() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "Postfix delivery tests: {e}. They run as root (CI does); they are not skipped."
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let world = World::on_ports(53, 0);
+    let mut sinks = Vec::new();
+    for (i, case) in CASES.iter().enumerate() {
+        sinks.push(publish_case(&world, case, sink_ip(i)));
+    }
+    // The cached case: a valid MX host now, a self-signed one at the second address later.
+    let cached_ip = sink_ip(CASES.len());
+    let cached_bad_ip = sink_ip(CASES.len() + 1);
+    let cached_mx = mx_host(CACHED);
+    let cached_sink = sink(&world, &cached_mx, Cert::Valid, cached_ip);
+    let cached_bad_sink = sink(&world, &cached_mx, Cert::SelfSigned, cached_bad_ip);
+    publish_enforce(&world, &domain(CACHED), "1", &[&cached_mx]);
+    world
+        .dns
+        .set_mx(&domain(CACHED), &[(10, &cached_mx)], false);
+    world.dns.set_a(&cached_mx, &[cached_ip]);
+
+    let mut d = Daemon::start(daemon, &world.config_yaml(ZONES), &["-v", "debug"]);
+    let dane_map = d.map(DANE_ZONE);
+    let routed: Vec<(String, &str)> = CASES
+        .iter()
+        .filter(|c| matches!(c.publishes, Publishes::Dane { .. }))
+        .map(|c| (domain(c.name), dane_map.as_str()))
+        .collect();
+    let routed: Vec<(&str, &str)> = routed.iter().map(|(d, m)| (d.as_str(), *m)).collect();
+    let postfix = Postfix::start(&d.map(STS_ZONE), &routed, world.ca.ca_pem());
+
+    for case in CASES {
+        postfix.send(&recipient(case.name));
+    }
+    postfix.send(&recipient(CACHED));
+    let mut results = Vec::new();
+    for (i, case) in CASES.iter().enumerate() {
+        let mx = mx_host(case.name);
+        let rcpt = recipient(case.name);
+        let outcome = check(&postfix, &sinks[i], &rcpt, &mx, sink_ip(i), case.want);
+        results.push((case.name.to_string(), outcome));
+    }
+    let first = check(
+        &postfix,
+        &cached_sink,
+        &recipient(CACHED),
+        &cached_mx,
+        cached_ip,
+        Outcome::Sent("Verified"),
+    );
+    results.push(("cached-first-delivery".into(), first));
+
+    // The domain stops publishing: TXT gone, the policy host refuses connections; its MX
+    // host now fails verification. The daemon re-checks the TXT record after cache_grace and
+    // must keep answering the cached enforce policy.
+    let txt_name = format!("_mta-sts.{}", domain(CACHED));
+    let txt_queries = world.dns.queries(&txt_name);
+    world.dns.remove(&txt_name);
+    world.dns.set_a(
+        &crate::policy_host(&domain(CACHED)),
+        &[Ipv4Addr::new(127, 0, 0, 99)],
+    );
+    world.dns.set_a(&cached_mx, &[cached_bad_ip]);
+    std::thread::sleep(Duration::from_secs(CACHE_GRACE) + Duration::from_millis(200));
+    let second = format!("again-{}", recipient(CACHED));
+    postfix.send(&second);
+    let cached = check(
+        &postfix,
+        &cached_bad_sink,
+        &second,
+        &cached_mx,
+        cached_bad_ip,
+        Outcome::Deferred(SELF_SIGNED),
+    )
+    .and_then(|line| {
+        catch(|| {
+            assert!(
+                world.dns.queries(&txt_name) > txt_queries,
+                "the daemon did not re-check the TXT record after cache_grace"
+            );
+            line
+        })
+    });
+    results.push((
+        "cached-enforce-after-domain-stops-publishing".into(),
+        cached,
+    ));
+
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    for (name, r) in &results {
+        match r {
+            Ok(line) => println!("test delivery::{name} ... ok\n    {line}"),
+            Err(e) => println!("test delivery::{name} ... FAILED\n    {e}"),
+        }
+    }
+    if failed > 0 {
+        println!(
+            "\n---- Postfix maillog ----\n{}\n---- daemon log ----\n{}",
+            postfix.maillog(),
+            d.log()
+        );
+    }
+    drop(postfix);
+    d.terminate();
+    println!(
+        "\ntest result: {}. {} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
+        if failed == 0 { "ok" } else { "FAILED" },
+        results.len() - failed,
+        started.elapsed().as_secs_f64()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Asserts one delivery's outcome from Postfix's log and the sink; the status line it read.
+fn check(
+    postfix: &Postfix,
+    sink: &SmtpSink,
+    rcpt: &str,
+    mx: &str,
+    ip: Ipv4Addr,
+    want: Outcome,
+) -> Result<String, String> {
+    catch(|| {
+        let line = postfix
+            .wait_for_line(&[&format!("to=<{rcpt}>"), "status="], OUTCOME_TIMEOUT)
+            .unwrap_or_else(|| panic!("no delivery status for {rcpt}"));
+        let peer = format!("{mx}[{ip}]:25");
+        match want {
+            Outcome::Sent(trust) => {
+                assert!(line.contains("status=sent"), "want sent: {line}");
+                let tls = format!("{trust} TLS connection established to {peer}");
+                assert!(
+                    !postfix.lines_with(&tls).is_empty(),
+                    "no log line {tls:?} for {rcpt}"
+                );
+                let got = sink.message_for(rcpt);
+                assert!(
+                    got.as_ref().is_some_and(|m| m.tls),
+                    "the MX host did not get the message over TLS: {got:?}"
+                );
+                format!("{line}\n    {tls}")
+            }
+            Outcome::Deferred(reason) => {
+                assert!(line.contains(NOT_VERIFIED), "want deferred: {line}");
+                let check = format!("verification failed for {peer}: {reason}");
+                assert!(
+                    !postfix.lines_with(&check).is_empty(),
+                    "no log line {check:?} for {rcpt}"
+                );
+                assert_eq!(sink.message_for(rcpt), None, "mail reached the MX host");
+                format!("{line}\n    {check}")
+            }
+        }
+    })
+}
+
+/// Runs `f`, turning a panic into its message.
+fn catch(f: impl FnOnce() -> String) -> Result<String, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|e| {
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into())
+    })
+}
+
+fn domain(name: &str) -> String {
+    format!("{name}.example")
+}
+
+fn mx_host(name: &str) -> String {
+    format!("mx.{}", domain(name))
+}
+
+fn recipient(name: &str) -> String {
+    format!("{name}@{}", domain(name))
+}
+
+fn sink_ip(i: usize) -> Ipv4Addr {
+    let last = u8::try_from(i).ok().and_then(|i| i.checked_add(FIRST_SINK));
+    Ipv4Addr::new(127, 0, 0, last.expect("fewer than 245 sinks"))
+}
+
+/// Publishes `case` (MX record, MX host address, policy or TLSA) and starts its sink.
+fn publish_case(world: &World, case: &Case, ip: Ipv4Addr) -> SmtpSink {
+    let domain = domain(case.name);
+    let mx = mx_host(case.name);
+    match case.publishes {
+        Publishes::Sts(mode, patterns) => {
+            let patterns: Vec<String> = patterns
+                .iter()
+                .map(|p| p.replace("{mx}", &mx).replace("{domain}", &domain))
+                .collect();
+            let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            world.add_policy_domain(
+                &domain,
+                &sts_txt("1"),
+                Behaviour::policy(&policy_body(mode, 86400, &refs)),
+            );
+        }
+        Publishes::Nothing => {}
+        Publishes::Dane { .. } => world.dns.sign_zone(&domain),
+    }
+    let signed = matches!(case.publishes, Publishes::Dane { .. });
+    world.dns.set_mx(&domain, &[(10, &mx)], signed);
+    world.dns.set_a_with(&mx, &[ip], signed);
+    if let Publishes::Dane { matching } = case.publishes {
+        let cert = self_signed(&[&mx]);
+        let mut digest = Sha256::digest(&cert.spki_der).to_vec();
+        if !matching {
+            digest.iter_mut().for_each(|b| *b ^= 0xff);
+        }
+        world
+            .dns
+            .set_tlsa(&format!("_25._tcp.{mx}"), &[(3, 1, 1, digest)], true);
+        return bind_sink(cert.identity, ip);
+    }
+    sink(world, &mx, case.cert, ip)
+}
+
+/// A sink on `ip`:25 presenting `cert` for `mx`.
+fn sink(world: &World, mx: &str, cert: Cert, ip: Ipv4Addr) -> SmtpSink {
+    let identity = match cert {
+        Cert::Valid => world.ca.identity(&[mx], Validity::Valid),
+        Cert::OtherName => world.ca.identity(&["other-name.example"], Validity::Valid),
+        Cert::SelfSigned => self_signed(&[mx]).identity,
+    };
+    bind_sink(identity, ip)
+}
+
+fn bind_sink(identity: native_tls::Identity, ip: Ipv4Addr) -> SmtpSink {
+    SmtpSink::bind(SocketAddr::from((ip, 25)), identity)
+        .unwrap_or_else(|e| panic!("bind an SMTP sink on {ip}:25: {e}"))
+}

@@ -1,0 +1,217 @@
+//! A second Postfix instance (the Debian package's programs) with its own configuration
+//! directory, queue directory and `maillog_file`, for the delivery tests: its SMTP client asks
+//! the daemon for each destination's TLS policy through `smtp_tls_policy_maps` and delivers
+//! to the test MX hosts, and its log says what it did. It must run inside a private network
+//! namespace ([`crate::netns`]), where its DNS is the test world's. Needs root (`postfix
+//! start`, `sendmail -C`). Dropping it stops it.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{find_program, run_bounded, run_bounded_with_input};
+
+/// How long a `postfix` or `sendmail` command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the log is read while waiting for a line.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The services this instance runs: no `smtpd` (nothing listens), no chroot (the queue
+/// directory holds no copies of /etc), and `smtp-dane` for zones routed by the transport map.
+const MASTER_CF: &str = "\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+/// One Postfix instance in a temp dir: `etc/` (main.cf, master.cf, transport, the CA file),
+/// `queue/`, `data/`, `maillog`.
+pub struct Postfix {
+    dir: tempfile::TempDir,
+    running: bool,
+}
+
+impl Postfix {
+    /// Writes the configuration and starts the instance. `policy_map` is the default
+    /// `smtp_tls_policy_maps`; each `(domain, map)` of `routed` is delivered by a transport
+    /// whose `smtp_tls_policy_maps` is `map` instead (how a relay uses a second socketmap
+    /// name). `ca_pem` is trusted for `secure` verification. Panics with the log if the
+    /// instance does not start.
+    pub fn start(policy_map: &str, routed: &[(&str, &str)], ca_pem: &str) -> Postfix {
+        let dir = tempfile::Builder::new()
+            .prefix("postfix-")
+            .tempdir()
+            .expect("temp dir for postfix");
+        // Postfix's daemons run as `postfix`: they read the CA file and the maps.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let etc = dir.path().join("etc");
+        fs::create_dir(&etc).expect("mkdir etc");
+        fs::create_dir(dir.path().join("queue")).expect("mkdir queue");
+        let data = dir.path().join("data");
+        fs::create_dir(&data).expect("mkdir data");
+        chown_to_postfix(&data);
+        fs::write(etc.join("ca.pem"), ca_pem).expect("write CA file");
+
+        let mut master = MASTER_CF.to_string();
+        let mut transport = String::new();
+        for (i, (domain, map)) in routed.iter().enumerate() {
+            let service = format!("smtp-routed{i}");
+            master.push_str(&format!(
+                "{service} unix - - n - - smtp -o smtp_tls_policy_maps={map}\n"
+            ));
+            transport.push_str(&format!("{domain} {service}:\n"));
+        }
+        fs::write(etc.join("master.cf"), master).expect("write master.cf");
+        fs::write(etc.join("transport"), transport).expect("write transport");
+        let root = dir.path().display();
+        let main_cf = format!(
+            "\
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = relay.test
+mydomain = relay.test
+myorigin = relay.test
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+alias_maps =
+alias_database =
+biff = no
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+transport_maps = texthash:{root}/etc/transport
+smtp_tls_policy_maps = {policy_map}
+smtp_tls_security_level = may
+smtp_tls_CAfile = {root}/etc/ca.pem
+smtp_tls_loglevel = 1
+smtp_dns_support_level = dnssec
+smtp_connect_timeout = 5s
+smtp_helo_timeout = 10s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+queue_run_delay = 1s
+"
+        );
+        fs::write(etc.join("main.cf"), main_cf).expect("write main.cf");
+        let mut pf = Postfix {
+            dir,
+            running: false,
+        };
+        let (code, out, err) = pf.postfix(&["start"]);
+        assert_eq!(
+            code,
+            0,
+            "postfix start: {out}{err}\nmaillog:\n{}",
+            pf.maillog()
+        );
+        pf.running = true;
+        pf
+    }
+
+    /// The configuration directory (`-c`).
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("etc")
+    }
+
+    /// The whole `maillog_file` so far.
+    pub fn maillog(&self) -> String {
+        fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// Submits a short message from `postmaster@relay.test` to `recipient` (`sendmail -C`,
+    /// which needs root for another instance).
+    pub fn send(&self, recipient: &str) {
+        let sendmail = find_program("sendmail").expect("Postfix's sendmail is installed");
+        let message = format!(
+            "From: postmaster@relay.test\nTo: {recipient}\nSubject: delivery test\n\nTLS policy test.\n"
+        );
+        let mut cmd = Command::new(sendmail);
+        cmd.arg("-C")
+            .arg(self.config_dir())
+            .args(["-f", "postmaster@relay.test", "--", recipient]);
+        let (code, out, err) = run_bounded_with_input(cmd, message.as_bytes(), COMMAND_TIMEOUT);
+        assert_eq!(code, 0, "sendmail to {recipient}: {out}{err}");
+    }
+
+    /// Waits up to `timeout` for a log line containing every one of `parts`, returning it.
+    pub fn wait_for_line(&self, parts: &[&str], timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self
+                .maillog()
+                .lines()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return Some(line.to_string());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// The log lines containing `part`.
+    pub fn lines_with(&self, part: &str) -> Vec<String> {
+        self.maillog()
+            .lines()
+            .filter(|l| l.contains(part))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn postfix(&self, args: &[&str]) -> (i32, String, String) {
+        let postfix = find_program("postfix").expect("Postfix is installed");
+        let mut cmd = Command::new(postfix);
+        cmd.arg("-c").arg(self.config_dir()).args(args);
+        run_bounded(cmd, COMMAND_TIMEOUT)
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        if self.running {
+            // `stop` waits for the master; `abort` is the fallback if it hangs.
+            if self.postfix(&["stop"]).0 != 0 {
+                let _ = self.postfix(&["abort"]);
+            }
+        }
+    }
+}
+
+/// Gives `path` to the `postfix` user (its `data_directory` must be).
+fn chown_to_postfix(path: &Path) {
+    let out = Command::new("chown")
+        .arg("postfix")
+        .arg(path)
+        .output()
+        .expect("run chown");
+    assert!(
+        out.status.success(),
+        "chown postfix {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
