@@ -26,11 +26,14 @@ const OUTCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// The daemon's `cache_grace`: short, so the cached case's second lookup re-checks the TXT
 /// record (the published state it must ignore).
 const CACHE_GRACE: u64 = 1;
-/// The daemon's config after the world's `resolver:` section: zone `dane` checks DANE first.
-const ZONES: &str = "cache_grace: 1\nzones:\n  dane:\n    dane: true\n";
-/// The socketmap names Postfix uses.
+/// The daemon's config after the world's `resolver:` section: zone `dane` checks DANE first,
+/// zone `tlsrpt` adds the TLSRPT attributes.
+const ZONES: &str =
+    "cache_grace: 1\nzones:\n  dane:\n    dane: true\n  tlsrpt:\n    tlsrpt: true\n";
+/// The socketmap names Postfix uses: the default for most domains, the others routed.
 const STS_ZONE: &str = "postfix";
 const DANE_ZONE: &str = "dane";
+const TLSRPT_ZONE: &str = "tlsrpt";
 /// First sink address; each case's MX host has its own, upwards.
 const FIRST_SINK: u8 = 10;
 
@@ -66,12 +69,18 @@ enum Outcome {
     /// `status=deferred (Server certificate not verified)` after Postfix logged the failed
     /// check with this reason, and nothing at the MX host.
     Deferred(&'static str),
+    /// On Postfix before 3.10, which does not know the TLSRPT attributes: the policy is
+    /// refused (`invalid attribute name`) and the mail deferred, nothing at the MX host; on
+    /// 3.10 and later, as `Sent("Verified")`.
+    TlsrptNeeds310,
 }
 
 /// One delivery: mail to `<name>@<name>.example`, whose MX host `mx.<name>.example` has its
 /// own sink.
 struct Case {
     name: &'static str,
+    /// The socketmap name Postfix asks with.
+    zone: &'static str,
     publishes: Publishes,
     cert: Cert,
     want: Outcome,
@@ -89,57 +98,73 @@ const OWN: &[&str] = &["{mx}"];
 const CASES: &[Case] = &[
     Case {
         name: "enforce-valid",
+        zone: STS_ZONE,
         publishes: Publishes::Sts("enforce", OWN),
         cert: Cert::Valid,
         want: Outcome::Sent("Verified"),
     },
     Case {
         name: "enforce-wrong-name",
+        zone: STS_ZONE,
         publishes: Publishes::Sts("enforce", OWN),
         cert: Cert::OtherName,
         want: Outcome::Deferred(HOSTNAME_MISMATCH),
     },
     Case {
         name: "enforce-self-signed",
+        zone: STS_ZONE,
         publishes: Publishes::Sts("enforce", OWN),
         cert: Cert::SelfSigned,
         want: Outcome::Deferred(SELF_SIGNED),
     },
     Case {
         name: "enforce-mx-not-listed",
+        zone: STS_ZONE,
         publishes: Publishes::Sts("enforce", &["mx.elsewhere.example"]),
         cert: Cert::Valid,
         want: Outcome::Deferred(HOSTNAME_MISMATCH),
     },
     Case {
         name: "enforce-wildcard",
+        zone: STS_ZONE,
         publishes: Publishes::Sts("enforce", &["*.{domain}"]),
         cert: Cert::Valid,
         want: Outcome::Sent("Verified"),
     },
     Case {
         name: "testing-bad-cert",
+        zone: STS_ZONE,
         publishes: Publishes::Sts("testing", OWN),
         cert: Cert::SelfSigned,
         want: Outcome::Sent("Untrusted"),
     },
     Case {
         name: "no-policy",
+        zone: STS_ZONE,
         publishes: Publishes::Nothing,
         cert: Cert::SelfSigned,
         want: Outcome::Sent("Untrusted"),
     },
     Case {
         name: "dane-match",
+        zone: DANE_ZONE,
         publishes: Publishes::Dane { matching: true },
         cert: Cert::SelfSigned,
         want: Outcome::Sent("Verified"),
     },
     Case {
         name: "dane-mismatch",
+        zone: DANE_ZONE,
         publishes: Publishes::Dane { matching: false },
         cert: Cert::SelfSigned,
         want: Outcome::Deferred("num=65:no matching DANE TLSA records"),
+    },
+    Case {
+        name: "tlsrpt-zone",
+        zone: TLSRPT_ZONE,
+        publishes: Publishes::Sts("enforce", OWN),
+        cert: Cert::Valid,
+        want: Outcome::TlsrptNeeds310,
     },
 ];
 
@@ -178,24 +203,31 @@ pub fn main(daemon: &str) -> ExitCode {
     world.dns.set_a(&cached_mx, &[cached_ip]);
 
     let mut d = Daemon::start(daemon, &world.config_yaml(ZONES), &["-v", "debug"]);
-    let dane_map = d.map(DANE_ZONE);
-    let routed: Vec<(String, &str)> = CASES
+    let routed: Vec<(String, String)> = CASES
         .iter()
-        .filter(|c| matches!(c.publishes, Publishes::Dane { .. }))
-        .map(|c| (domain(c.name), dane_map.as_str()))
+        .filter(|c| c.zone != STS_ZONE)
+        .map(|c| (domain(c.name), d.map(c.zone)))
         .collect();
-    let routed: Vec<(&str, &str)> = routed.iter().map(|(d, m)| (d.as_str(), *m)).collect();
+    let routed: Vec<(&str, &str)> = routed
+        .iter()
+        .map(|(d, m)| (d.as_str(), m.as_str()))
+        .collect();
     let postfix = Postfix::start(&d.map(STS_ZONE), &routed, world.ca.ca_pem());
 
     for case in CASES {
         postfix.send(&recipient(case.name));
     }
     postfix.send(&recipient(CACHED));
+    let tlsrpt_known = postfix_version() >= (3, 10);
     let mut results = Vec::new();
     for (i, case) in CASES.iter().enumerate() {
         let mx = mx_host(case.name);
         let rcpt = recipient(case.name);
-        let outcome = check(&postfix, &sinks[i], &rcpt, &mx, sink_ip(i), case.want);
+        let want = match case.want {
+            Outcome::TlsrptNeeds310 if tlsrpt_known => Outcome::Sent("Verified"),
+            want => want,
+        };
+        let outcome = check(&postfix, &sinks[i], &rcpt, &mx, sink_ip(i), want);
         results.push((case.name.to_string(), outcome));
     }
     let first = check(
@@ -312,8 +344,35 @@ fn check(
                 assert_eq!(sink.message_for(rcpt), None, "mail reached the MX host");
                 format!("{line}\n    {check}")
             }
+            Outcome::TlsrptNeeds310 => {
+                assert!(
+                    line.contains("status=deferred (client TLS configuration problem)"),
+                    "want deferred: {line}"
+                );
+                let refused = "smtp_tls_policy_maps, next-hop destination";
+                let attr = "invalid attribute name: \"policy_type\"";
+                let found = postfix.lines_with(refused);
+                let found = found.iter().find(|l| l.contains(attr));
+                assert!(found.is_some(), "no log line {refused:?} .. {attr:?}");
+                assert_eq!(sink.message_for(rcpt), None, "mail reached the MX host");
+                format!("{line}\n    {refused} .. {attr}")
+            }
         }
     })
+}
+
+/// Postfix's (major, minor) version, from `postconf -dh mail_version`.
+fn postfix_version() -> (u32, u32) {
+    let postconf = crate::find_program("postconf").expect("Postfix's postconf is installed");
+    let mut cmd = std::process::Command::new(postconf);
+    cmd.args(["-dh", "mail_version"]);
+    let (code, out, err) = crate::run_bounded(cmd, Duration::from_secs(30));
+    assert_eq!(code, 0, "postconf -dh mail_version: {err}");
+    let mut parts = out.trim().split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor),
+        _ => panic!("unexpected mail_version {out:?}"),
+    }
 }
 
 /// Runs `f`, turning a panic into its message.
