@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ca::{self_signed, Validity};
 use crate::cases::{publish_enforce, sts_txt};
-use crate::postfix::Postfix;
+use crate::postfix::{Postfix, Route};
 use crate::smtp_sink::SmtpSink;
 use crate::{netns, policy_body, Behaviour, Daemon, World};
 
@@ -146,6 +146,20 @@ const CASES: &[Case] = &[
         want: Outcome::Sent("Untrusted"),
     },
     Case {
+        name: "exempt-broken-receiver",
+        zone: STS_ZONE,
+        publishes: Publishes::Sts("enforce", OWN),
+        cert: Cert::SelfSigned,
+        want: Outcome::Sent("Untrusted"),
+    },
+    Case {
+        name: CHROOT,
+        zone: STS_ZONE,
+        publishes: Publishes::Sts("enforce", OWN),
+        cert: Cert::SelfSigned,
+        want: Outcome::Deferred(SELF_SIGNED),
+    },
+    Case {
         name: "dane-match",
         zone: DANE_ZONE,
         publishes: Publishes::Dane { matching: true },
@@ -167,6 +181,14 @@ const CASES: &[Case] = &[
         want: Outcome::TlsrptNeeds310,
     },
 ];
+
+/// The case delivered by a chrooted smtp(8) asking a daemon on a Unix socket inside the
+/// jail, through a path relative to the queue directory.
+const CHROOT: &str = "chroot-unix-socket";
+const CHROOT_MAP: &str = "socketmap:unix:mta-sts/mta-sts.sock:postfix";
+
+/// The case whose domain the static table exempts.
+const EXEMPT: &str = "exempt-broken-receiver";
 
 /// The cached case's domain: enforce, delivered; then the TXT record and the policy host go
 /// and the MX host presents a self-signed certificate: still enforced (RFC 8461 §3.3, §5.1).
@@ -208,11 +230,27 @@ pub fn main(daemon: &str) -> ExitCode {
         .filter(|c| c.zone != STS_ZONE)
         .map(|c| (domain(c.name), d.map(c.zone)))
         .collect();
-    let routed: Vec<(&str, &str)> = routed
+    let chrooted = domain(CHROOT);
+    let mut routes: Vec<Route<'_>> = routed
         .iter()
-        .map(|(d, m)| (d.as_str(), m.as_str()))
+        .map(|(d, m)| Route {
+            domain: d,
+            policy_map: m,
+            chroot: false,
+        })
         .collect();
-    let postfix = Postfix::start(&d.map(STS_ZONE), &routed, world.ca.ca_pem());
+    // README "Postfix set-up": in the chroot, the socket path relative to the queue directory.
+    routes.push(Route {
+        domain: &chrooted,
+        policy_map: CHROOT_MAP,
+        chroot: true,
+    });
+    // A static table before the socketmap exempts a receiver whose certificate is broken
+    // (README "Questions operators ask"): its first match wins.
+    let exempt = domain(EXEMPT);
+    let exceptions = [(exempt.as_str(), "may")];
+    let postfix = Postfix::start(&d.map(STS_ZONE), &exceptions, &routes, world.ca.ca_pem());
+    let jailed = jailed_daemon(daemon, &world, &postfix);
 
     for case in CASES {
         postfix.send(&recipient(case.name));
@@ -276,6 +314,14 @@ pub fn main(daemon: &str) -> ExitCode {
         cached,
     ));
 
+    // The chrooted smtp(8) got its answer from the daemon in the jail.
+    let asked = format!("{} (zone postfix): enforce policy", domain(CHROOT));
+    if let Some((_, Ok(_))) = results.iter().find(|(n, _)| n == CHROOT) {
+        if !jailed.log().contains(&asked) {
+            let e = format!("the daemon in the jail did not log {asked:?}");
+            results.push((format!("{CHROOT}-asked-the-jailed-daemon"), Err(e)));
+        }
+    }
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     for (name, r) in &results {
         match r {
@@ -292,6 +338,7 @@ pub fn main(daemon: &str) -> ExitCode {
     }
     drop(postfix);
     d.terminate();
+    drop(jailed);
     println!(
         "\ntest result: {}. {} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s\n",
         if failed == 0 { "ok" } else { "FAILED" },
@@ -359,6 +406,27 @@ fn check(
             }
         }
     })
+}
+
+/// A second daemon on `<queue>/mta-sts/mta-sts.sock` as README "Postfix set-up" has it: the
+/// directory group `postfix`, mode 0750, the socket 0666 (the directory keeps others out).
+fn jailed_daemon(bin: &str, world: &World, postfix: &Postfix) -> Daemon {
+    let dir = postfix.queue_dir().join("mta-sts");
+    std::fs::create_dir(&dir).expect("mkdir queue/mta-sts");
+    let status = std::process::Command::new("chown")
+        .arg("root:postfix")
+        .arg(&dir)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown root:postfix {}", dir.display());
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+        .expect("chmod 0750");
+    Daemon::start_on(
+        std::path::Path::new(bin),
+        crate::Listen::Unix(dir.join("mta-sts.sock")),
+        &world.config_yaml(&format!("mode: 0666\n{ZONES}")),
+        &["-v", "debug"],
+    )
 }
 
 /// Postfix's (major, minor) version, from `postconf -dh mail_version`.

@@ -43,6 +43,28 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
+/// Files a chrooted smtp(8) reads inside the jail (`queue/etc/...`), as Debian's init script
+/// copies them: DNS resolution and the `smtp` service port.
+const JAIL_FILES: &[&str] = &[
+    "/etc/resolv.conf",
+    "/etc/services",
+    "/etc/hosts",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/localtime",
+];
+
+/// A destination delivered by a transport of its own.
+pub struct Route<'a> {
+    /// The destination domain (a transport map key).
+    pub domain: &'a str,
+    /// The transport's `smtp_tls_policy_maps`.
+    pub policy_map: &'a str,
+    /// Whether the transport's smtp(8) runs chrooted in the queue directory (Debian's
+    /// default for `smtp` in master.cf).
+    pub chroot: bool,
+}
+
 /// One Postfix instance in a temp dir: `etc/` (main.cf, master.cf, transport, the CA file),
 /// `queue/`, `data/`, `maillog`.
 pub struct Postfix {
@@ -52,11 +74,17 @@ pub struct Postfix {
 
 impl Postfix {
     /// Writes the configuration and starts the instance. `policy_map` is the default
-    /// `smtp_tls_policy_maps`; each `(domain, map)` of `routed` is delivered by a transport
-    /// whose `smtp_tls_policy_maps` is `map` instead (how a relay uses a second socketmap
-    /// name). `ca_pem` is trusted for `secure` verification. Panics with the log if the
-    /// instance does not start.
-    pub fn start(policy_map: &str, routed: &[(&str, &str)], ca_pem: &str) -> Postfix {
+    /// `smtp_tls_policy_maps`, after a static `texthash:` table holding `exceptions`
+    /// (`(domain, policy)`, README "Questions operators ask": exempting a receiver); each
+    /// destination of `routes` is delivered by a transport of its own (how a relay uses a
+    /// second socketmap name). `ca_pem` is trusted for `secure` verification. Panics with
+    /// the log if the instance does not start.
+    pub fn start(
+        policy_map: &str,
+        exceptions: &[(&str, &str)],
+        routes: &[Route<'_>],
+        ca_pem: &str,
+    ) -> Postfix {
         let dir = tempfile::Builder::new()
             .prefix("postfix-")
             .tempdir()
@@ -65,7 +93,13 @@ impl Postfix {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
         let etc = dir.path().join("etc");
         fs::create_dir(&etc).expect("mkdir etc");
-        fs::create_dir(dir.path().join("queue")).expect("mkdir queue");
+        let jail = dir.path().join("queue").join("etc");
+        fs::create_dir_all(&jail).expect("mkdir queue/etc");
+        for file in JAIL_FILES.iter().map(Path::new) {
+            if let (Some(name), true) = (file.file_name(), file.exists()) {
+                fs::copy(file, jail.join(name)).expect("copy a file into the jail");
+            }
+        }
         let data = dir.path().join("data");
         fs::create_dir(&data).expect("mkdir data");
         chown_to_postfix(&data);
@@ -73,15 +107,22 @@ impl Postfix {
 
         let mut master = MASTER_CF.to_string();
         let mut transport = String::new();
-        for (i, (domain, map)) in routed.iter().enumerate() {
+        for (i, route) in routes.iter().enumerate() {
             let service = format!("smtp-routed{i}");
+            let chroot = if route.chroot { "y" } else { "n" };
             master.push_str(&format!(
-                "{service} unix - - n - - smtp -o smtp_tls_policy_maps={map}\n"
+                "{service} unix - - {chroot} - - smtp -o smtp_tls_policy_maps={}\n",
+                route.policy_map
             ));
-            transport.push_str(&format!("{domain} {service}:\n"));
+            transport.push_str(&format!("{} {service}:\n", route.domain));
         }
         fs::write(etc.join("master.cf"), master).expect("write master.cf");
         fs::write(etc.join("transport"), transport).expect("write transport");
+        let exceptions: String = exceptions
+            .iter()
+            .map(|(domain, policy)| format!("{domain} {policy}\n"))
+            .collect();
+        fs::write(etc.join("tls_policy"), exceptions).expect("write tls_policy");
         let root = dir.path().display();
         let main_cf = format!(
             "\
@@ -102,7 +143,7 @@ biff = no
 maillog_file = {root}/maillog
 maillog_file_prefixes = {root}
 transport_maps = texthash:{root}/etc/transport
-smtp_tls_policy_maps = {policy_map}
+smtp_tls_policy_maps = texthash:{root}/etc/tls_policy, {policy_map}
 smtp_tls_security_level = may
 smtp_tls_CAfile = {root}/etc/ca.pem
 smtp_tls_loglevel = 1
@@ -128,6 +169,11 @@ queue_run_delay = 1s
         );
         pf.running = true;
         pf
+    }
+
+    /// The queue directory, where chrooted services live (`queue_directory`).
+    pub fn queue_dir(&self) -> PathBuf {
+        self.dir.path().join("queue")
     }
 
     /// The configuration directory (`-c`).
