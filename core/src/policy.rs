@@ -270,7 +270,8 @@ fn parse_max_age(value: &str) -> Result<u64, PolicyError> {
 /// `sts-policy-mx-value = ["*."] Domain` (RFC 8461 §3.2), returned
 /// lowercased. IP literals (here: a last label of only digits, which covers
 /// dotted IPv4; IPv6 and `[...]` fail the host name check) are refused.
-fn parse_mx(value: &str) -> Result<String, PolicyError> {
+/// The one check of an mx pattern, for a fetched policy and a stored one.
+pub(crate) fn parse_mx(value: &str) -> Result<String, PolicyError> {
     let pattern = value.to_ascii_lowercase();
     let host = pattern.strip_prefix("*.").unwrap_or(&pattern);
     let numeric_tld = host
