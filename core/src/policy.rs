@@ -270,7 +270,8 @@ fn parse_max_age(value: &str) -> Result<u64, PolicyError> {
 /// `sts-policy-mx-value = ["*."] Domain` (RFC 8461 §3.2), returned
 /// lowercased. IP literals (here: a last label of only digits, which covers
 /// dotted IPv4; IPv6 and `[...]` fail the host name check) are refused.
-fn parse_mx(value: &str) -> Result<String, PolicyError> {
+/// The one check of an mx pattern, for a fetched policy and a stored one.
+pub(crate) fn parse_mx(value: &str) -> Result<String, PolicyError> {
     let pattern = value.to_ascii_lowercase();
     let host = pattern.strip_prefix("*.").unwrap_or(&pattern);
     let numeric_tld = host
@@ -325,7 +326,6 @@ pub fn render_reply(policy: &Policy, domain: &str, opts: ReplyOptions) -> Option
     let base = reply.len();
     reply.push_str(" policy_type=sts policy_domain=");
     reply.push_str(domain);
-    let without_patterns = reply.len();
     for pattern in &policy.mx {
         reply.push_str(" mx_host_pattern=");
         reply.push_str(pattern);
@@ -339,13 +339,15 @@ pub fn render_reply(policy: &Policy, domain: &str, opts: ReplyOptions) -> Option
         reply.push_str(line);
         reply.push_str(" }");
     }
-    // Stay under Postfix's reply limit: first drop the policy strings, then
-    // (only possible with thousands of mx lines) the patterns, then TLSRPT.
-    for cut in [without_strings, without_patterns, base] {
-        if reply.len() <= MAX_REPLY_VALUE {
-            break;
-        }
-        reply.truncate(cut);
+    // Stay under Postfix's reply limit: first drop the policy strings; if
+    // the patterns alone are still too long (thousands of mx lines), drop
+    // every TLSRPT attribute. Never keep `policy_type` without a pattern or
+    // string: Postfix 3.10.0 to 3.10.5 crash on it.
+    if reply.len() > MAX_REPLY_VALUE {
+        reply.truncate(without_strings);
+    }
+    if reply.len() > MAX_REPLY_VALUE {
+        reply.truncate(base);
     }
     Some(reply)
 }
@@ -365,6 +367,8 @@ fn excerpt(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::normalize_key;
+    use crate::http::MAX_POLICY_BODY;
     use proptest::prelude::*;
 
     /// The example policy of RFC 8461 §3.2.
@@ -672,14 +676,19 @@ mod tests {
         assert!(reply.len() <= MAX_REPLY_VALUE);
         assert!(!reply.contains("policy_string"));
         assert!(reply.ends_with("mx_host_pattern=backupmx.example.com"));
-        // Thousands of mx lines: the patterns go too.
+        // Thousands of mx lines: the patterns alone are too long, and
+        // `policy_type` without a pattern or string crashes Postfix 3.10.0
+        // to 3.10.5, so every TLSRPT attribute goes.
         let many: String = (0..3000)
             .map(|i| format!("mx: mx{i}.example.com\n"))
             .collect();
         let p = policy(&format!("{RFC_EXAMPLE}{many}")).unwrap();
         let reply = render_reply(&p, "example.com", opts(false, true, true)).unwrap();
         assert!(reply.len() <= MAX_REPLY_VALUE);
-        assert!(reply.ends_with("policy_domain=example.com"));
+        assert_eq!(
+            Some(reply),
+            render_reply(&p, "example.com", opts(false, true, false))
+        );
     }
 
     #[test]
@@ -689,6 +698,174 @@ mod tests {
             "policy mode \"reject\" is not enforce, testing or none"
         );
         assert_eq!(Mode::Testing.to_string(), "testing");
+    }
+
+    /// A reply value split the way Postfix reads a TLS policy
+    /// (`smtp_tls_policy_maps`: words separated by white space or commas,
+    /// a `{ name = value }` group kept whole; no nested braces here, none
+    /// being sent): `(braced, name, value)` for each word, the level word
+    /// with an empty value. `Err` for a brace that is not balanced.
+    fn postfix_words(reply: &str) -> Result<Vec<(bool, &str, &str)>, String> {
+        let is_sep = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n' | ',');
+        let mut words = Vec::new();
+        let mut rest = reply.trim_start_matches(is_sep);
+        while !rest.is_empty() {
+            let (word, braced, after) = if let Some(inner) = rest.strip_prefix('{') {
+                let end = inner
+                    .find('}')
+                    .ok_or(format!("unclosed brace in {rest:?}"))?;
+                if inner[..end].contains('{') {
+                    return Err(format!("nested brace in {rest:?}"));
+                }
+                (&inner[..end], true, &inner[end + 1..])
+            } else {
+                let end = rest.find(is_sep).unwrap_or(rest.len());
+                (&rest[..end], false, &rest[end..])
+            };
+            if !braced && word.contains(['{', '}']) {
+                return Err(format!("stray brace in {word:?}"));
+            }
+            let (name, value) = word.split_once('=').unwrap_or((word, ""));
+            words.push((braced, name.trim_ascii(), value.trim_ascii()));
+            rest = after.trim_start_matches(is_sep);
+        }
+        Ok(words)
+    }
+
+    #[test]
+    fn postfix_words_split_like_postfix() {
+        assert_eq!(
+            postfix_words("secure match=a:b, { policy_string = x: y = z }").unwrap(),
+            [
+                (false, "secure", ""),
+                (false, "match", "a:b"),
+                (true, "policy_string", "x: y = z")
+            ]
+        );
+        assert!(postfix_words("secure { a = b").is_err());
+        assert!(postfix_words("secure { a = { b } }").is_err());
+        assert!(postfix_words("secure a=}").is_err());
+    }
+
+    /// `count` generated policy lines of one kind (distinct where an index
+    /// makes them so): short mx names, one wildcard mx repeated, long
+    /// unknown lines, unknown lines with braces, control characters or
+    /// non-ASCII text.
+    fn line_run() -> impl Strategy<Value = Vec<String>> {
+        (
+            0u8..6,
+            "[a-zA-Z]{1,6}",
+            "[ -~\\t\\r\\x01\\x7f{}ü]{0,30}",
+            1usize..5000,
+        )
+            .prop_map(|(kind, stem, text, count)| {
+                (0..count)
+                    .map(|i| match kind {
+                        0 => format!("mx: m{i}.{stem}.xy"),
+                        1 => format!("mx: *.{stem}.example"),
+                        2 => format!("x-long{i}: {}", text.repeat(100)),
+                        3 => format!("x-{stem}: {text}"),
+                        4 => format!("x-ü{i}: ü{text}"),
+                        _ => "x: y".to_owned(),
+                    })
+                    .collect()
+            })
+    }
+
+    /// Generated policy bodies of up to [`MAX_POLICY_BODY`] bytes, the most
+    /// a fetch accepts: the required lines, then runs of [`line_run`] for
+    /// as long as they fit.
+    fn policy_body() -> impl Strategy<Value = String> {
+        (
+            prop_oneof![Just("enforce"), Just("testing"), Just("none")],
+            proptest::collection::vec(line_run(), 0..5),
+        )
+            .prop_map(|(mode, runs)| {
+                let mut body =
+                    format!("version: STSv1\nmode: {mode}\nmx: *.first.example\nmax_age: 86400\n");
+                for line in runs.iter().flatten() {
+                    if body.len() + line.len() + 1 > MAX_POLICY_BODY {
+                        break;
+                    }
+                    body.push_str(line);
+                    body.push('\n');
+                }
+                body
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every reply is one Postfix reads as intended (docs/ARCHITECTURE.md
+        /// "Replies"): within its size limit, a non-empty ASCII `match=`
+        /// list, only attributes Postfix knows, balanced braces, and the
+        /// TLSRPT attributes (Postfix 3.10+, RFC 8460 §4.4) only when the
+        /// zone asks, only whole (type, A-label domain and at least one
+        /// pattern or string) and never `policy_failure`.
+        #[test]
+        fn replies_are_what_postfix_accepts(
+            body in policy_body(),
+            domain in prop_oneof!["[a-z0-9]{1,10}\\.example", "[a-zäöü]{1,10}\\.bücher"]
+                .prop_filter_map("a domain", |key| normalize_key(&key).ok()),
+            strict_testing in any::<bool>(),
+            require_sni in any::<bool>(),
+            tlsrpt in any::<bool>(),
+        ) {
+            let p = parse_policy(body.as_bytes()).unwrap();
+            let domain = domain.as_str();
+            let reply = render_reply(&p, domain, opts(strict_testing, require_sni, tlsrpt));
+            let secure = p.mode == Mode::Enforce || (p.mode == Mode::Testing && strict_testing);
+            prop_assert_eq!(reply.is_some(), secure);
+            let Some(reply) = reply else { return Ok(()) };
+            prop_assert!(reply.len() <= MAX_REPLY_VALUE, "{} bytes", reply.len());
+            prop_assert!(!reply.contains("policy_failure"));
+            let words = postfix_words(&reply).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(words[0], (false, "secure", ""));
+            // The match list: every distinct pattern, in policy order.
+            let mut seen = HashSet::new();
+            let matches: Vec<&str> = p
+                .mx
+                .iter()
+                .map(|m| m.strip_prefix('*').unwrap_or(m))
+                .filter(|m| seen.insert(*m))
+                .collect();
+            let match_list = matches.join(":");
+            prop_assert_eq!(words[1], (false, "match", match_list.as_str()));
+            prop_assert!(!matches.is_empty());
+            prop_assert!(matches.iter().all(|m| !m.is_empty() && m.is_ascii()));
+            let rest = &words[2..];
+            let sni = rest.first() == Some(&(false, "servername", "hostname"));
+            prop_assert_eq!(sni, require_sni);
+            let tls = &rest[usize::from(sni)..];
+            if !tlsrpt {
+                prop_assert!(tls.is_empty(), "{:?}", tls);
+                for name in ["policy_type", "policy_domain", "mx_host_pattern", "policy_string"] {
+                    prop_assert!(!reply.contains(name));
+                }
+                return Ok(());
+            }
+            if tls.is_empty() {
+                return Ok(());
+            }
+            prop_assert_eq!(tls[0], (false, "policy_type", "sts"));
+            prop_assert_eq!(tls[1], (false, "policy_domain", domain));
+            prop_assert!(domain.is_ascii());
+            let sent: Vec<&str> = tls[2..]
+                .iter()
+                .take_while(|w| !w.0 && w.1 == "mx_host_pattern")
+                .map(|w| w.2)
+                .collect();
+            // Every pattern as published (RFC 8460 §4.4), ASCII host names.
+            prop_assert!(sent.iter().eq(p.mx.iter()));
+            prop_assert!(sent.iter().all(|m| m.is_ascii()));
+            let strings = &tls[2 + sent.len()..];
+            prop_assert!(!sent.is_empty() || !strings.is_empty());
+            for word in strings {
+                prop_assert!(word.0 && word.1 == "policy_string", "{:?}", word);
+                prop_assert!(p.lines.iter().any(|l| l == word.2), "{:?}", word);
+            }
+        }
     }
 
     proptest! {

@@ -11,7 +11,7 @@
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use crate::policy::{Mode, Policy, MAX_AGE_CAP};
+use crate::policy::{parse_mx, Mode, Policy, PolicyError, MAX_AGE_CAP};
 
 /// Why a serialised cache record could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,11 @@ pub enum CacheFormatError {
     /// The policy's `version` is not `STSv1` (RFC 8461 §3.2).
     #[error("cached policy has version {0:?}, expected STSv1")]
     Version(String),
+    /// The policy breaks a rule a fetched one is held to (RFC 8461 §3.2):
+    /// its mx patterns reach the Postfix reply, and a store may have been
+    /// written by another program.
+    #[error("cached {0}")]
+    Policy(#[from] PolicyError),
 }
 
 /// A JSON object with its keys in document order (serde_json's map sorts
@@ -209,10 +214,13 @@ pub fn policy_from_body(body: &OrderedObject) -> Result<Policy, CacheFormatError
     let mx: Vec<String> = match body.get("mx") {
         None | Some(Value::Null) => Vec::new(),
         Some(v) => string_list(v, "mx")?
-            .into_iter()
-            .map(|m| m.trim().to_ascii_lowercase())
-            .collect(),
+            .iter()
+            .map(|m| parse_mx(m.trim()))
+            .collect::<Result<_, _>>()?,
     };
+    if mx.is_empty() && mode != Mode::None {
+        return Err(PolicyError::NoMx.into());
+    }
     // Records of our earlier releases kept the lines under `lines`.
     let lines = match body.get("lines") {
         Some(v) => string_list(v, "lines")?,
@@ -385,6 +393,49 @@ mod tests {
         ));
     }
 
+    /// A stored policy's mx patterns reach the Postfix reply: a store
+    /// written by another program cannot put words, braces or U-labels
+    /// into it, nor an empty `match=` (RFC 8461 §3.2, the rules of a
+    /// fetched policy).
+    #[test]
+    fn stored_mx_held_to_the_policy_rules() {
+        let with_mx = |mode: &str, mx: &str| {
+            policy_from_json(&format!(
+                r#"{{"version":"STSv1","mode":"{mode}","max_age":1,"mx":{mx}}}"#
+            ))
+        };
+        for bad in [
+            r#"["a.example servername=evil"]"#,
+            r#"["a.example}"]"#,
+            r#"["bücher.example"]"#,
+            r#"["a.example:b.example"]"#,
+            r#"["192.0.2.1"]"#,
+            r#"[""]"#,
+        ] {
+            assert!(
+                matches!(
+                    with_mx("enforce", bad),
+                    Err(CacheFormatError::Policy(PolicyError::BadMx(_)))
+                ),
+                "{bad}"
+            );
+        }
+        for mode in ["enforce", "testing"] {
+            for empty in ["[]", "null"] {
+                assert!(matches!(
+                    with_mx(mode, empty),
+                    Err(CacheFormatError::Policy(PolicyError::NoMx))
+                ));
+            }
+        }
+        let p = with_mx("enforce", r#"[" MAIL.Example.com ", "*.example.net"]"#).unwrap();
+        assert_eq!(p.mx, ["mail.example.com", "*.example.net"]);
+        assert_eq!(
+            CacheFormatError::Policy(PolicyError::NoMx).to_string(),
+            "cached policy in enforce or testing mode lists no mx"
+        );
+    }
+
     #[test]
     fn seconds_are_read_leniently() {
         assert_eq!(
@@ -412,7 +463,7 @@ mod tests {
         fn canonical_policies_round_trip(
             mode in prop_oneof![Just(Mode::Enforce), Just(Mode::Testing), Just(Mode::None)],
             max_age in 0..=MAX_AGE_CAP,
-            mx in proptest::collection::vec("[a-z0-9-]{1,10}(\\.[a-z0-9-]{1,10}){1,2}", 0..4),
+            mx in proptest::collection::vec("(\\*\\.)?[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z]{1,10}){1,2}", 1..4),
             ext in proptest::collection::btree_map("x-[a-z]{1,8}", "[a-z0-9]([a-z0-9 :]{0,10}[a-z0-9])?", 0..3),
         ) {
             let mut lines = vec!["version: STSv1".to_owned(), format!("mode: {}", mode.as_str())];

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::answer::render;
 use super::{fetch_policy, lookup_txt, DnsClient, Runtime, Transport};
 use crate::dane::{DaneResult, Verdict};
-use crate::domain::normalize_key;
+use crate::domain::{normalize_key, Domain};
 use crate::policy::{render_reply, Mode, Policy, ReplyOptions};
 use crate::resolve::{dane_class, Class, TxtResult};
 
@@ -113,7 +113,10 @@ impl DaneQuery {
                 QueryOutcome::NotChanged { .. } => return None,
             },
         };
-        // Rendered as the daemon renders it (one implementation).
+        // Rendered as the daemon renders it (one implementation), for the
+        // key the daemon would look up: `policy_domain` is its A-label form.
+        let key = normalize_key(domain);
+        let domain = key.as_ref().map_or(domain, Domain::as_str);
         let reply = |policy: &Policy| render_reply(policy, domain, self.opts).map(Arc::from);
         let (reply, _) = render(domain, class, reply);
         Some(String::from_utf8_lossy(&reply.payload()).into_owned())
@@ -229,5 +232,43 @@ pub async fn run_query<R: Runtime>(
     match fetch_policy(dns, transport, &domain, policy_port, user_agent).await {
         Ok(policy) => QueryOutcome::Valid { id, policy },
         Err(e) => QueryOutcome::FetchError(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dane::NoDane;
+    use crate::policy::parse_policy;
+
+    /// The answer shown is the daemon's for the same key: a U-label or
+    /// upper-case domain typed by a person becomes the A-label
+    /// `policy_domain` (RFC 8460 §4.4, docs/ARCHITECTURE.md "Replies").
+    #[test]
+    fn answer_names_the_a_label_domain() {
+        let policy =
+            parse_policy(b"version: STSv1\nmode: enforce\nmx: mx.example\nmax_age: 60\n").unwrap();
+        let report = DaneQuery {
+            sts: QueryOutcome::Valid {
+                id: "1".into(),
+                policy,
+            },
+            dane: DaneResult::decided(Verdict::NoDane(NoDane::NoTlsa), Duration::from_secs(60)),
+            opts: ReplyOptions {
+                strict_testing: false,
+                require_sni: false,
+                tlsrpt: true,
+            },
+        };
+        let answer = report.answer("Bücher.Example.").unwrap();
+        assert!(
+            answer.starts_with(
+                "OK secure match=mx.example policy_type=sts \
+                 policy_domain=xn--bcher-kva.example mx_host_pattern=mx.example "
+            ),
+            "{answer}"
+        );
     }
 }

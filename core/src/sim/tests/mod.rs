@@ -18,6 +18,7 @@ mod rules;
 mod shutdown;
 mod smoke;
 mod store;
+mod tlsrpt;
 mod zone_metrics;
 
 use super::{policy_text, reply_text};
