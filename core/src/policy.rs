@@ -845,7 +845,13 @@ mod tests {
                 }
                 return Ok(());
             }
+            // What the attributes cost: a cut is only allowed when they do not fit.
+            let with_patterns = reply.len()
+                + " policy_type=sts policy_domain=".len()
+                + domain.len()
+                + p.mx.iter().map(|m| " mx_host_pattern=".len() + m.len()).sum::<usize>();
             if tls.is_empty() {
+                prop_assert!(with_patterns > MAX_REPLY_VALUE, "TLSRPT cut though it fits");
                 return Ok(());
             }
             prop_assert_eq!(tls[0], (false, "policy_type", "sts"));
@@ -861,6 +867,16 @@ mod tests {
             prop_assert!(sent.iter().all(|m| m.is_ascii()));
             let strings = &tls[2 + sent.len()..];
             prop_assert!(!sent.is_empty() || !strings.is_empty());
+            let safe = p.lines.iter().filter(|l| is_safe_attribute(l)).count();
+            if strings.len() < safe {
+                let all = reply.len()
+                    + p.lines
+                        .iter()
+                        .filter(|l| is_safe_attribute(l))
+                        .map(|l| " { policy_string = ".len() + l.len() + " }".len())
+                        .sum::<usize>();
+                prop_assert!(all > MAX_REPLY_VALUE, "policy strings cut though they fit");
+            }
             for word in strings {
                 prop_assert!(word.0 && word.1 == "policy_string", "{:?}", word);
                 prop_assert!(p.lines.iter().any(|l| l == word.2), "{:?}", word);

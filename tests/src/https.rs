@@ -7,11 +7,13 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use native_tls::{HandshakeError, Identity, TlsAcceptor, TlsStream};
+
+use crate::lock;
 
 /// How often blocked threads wake up to check the stop flag.
 const POLL: Duration = Duration::from_millis(20);
@@ -78,10 +80,6 @@ struct Shared {
     requests: Mutex<HashMap<String, usize>>,
     last_request: Mutex<HashMap<String, String>>,
     stop: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Host names are matched case-insensitively without port or trailing dot.

@@ -1,6 +1,7 @@
 //! The hermetic test world of the end-to-end suites (docs/ARCHITECTURE.md "Testing"): a DNS server and
 //! HTTPS policy servers on loopback with a CA generated at test time (RFC 8461 §3.1, §3.3),
-//! plus handles on real Postfix `postmap`, `redis-server` and the daemon process.
+//! plus handles on real Postfix (`postmap`, and whole instances for the delivery tests),
+//! `redis-server` and the daemon process.
 //!
 //! Everything listens on 127.0.0.0/8 only and uses std threads (no async runtime), so both
 //! the smol and the tokio daemon's suites can use it.
@@ -358,7 +359,9 @@ impl Default for World {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, taking the data of a poisoned lock (a panicking test thread must not hide the
+/// state from the assertions that follow).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -397,6 +400,22 @@ pub fn free_port() -> u16 {
         .expect("find a free port on 127.0.0.1")
 }
 
+/// `chown owner path` (`owner` as chown(1) takes it: `user`, `user:group`, `user:`); panics
+/// if it fails.
+pub fn chown(owner: &str, path: &Path) {
+    let out = Command::new("chown")
+        .arg(owner)
+        .arg(path)
+        .output()
+        .expect("run chown");
+    assert!(
+        out.status.success(),
+        "chown {owner} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Finds `name` in `PATH`, then in the sbin/bin directories (Postfix lives in /usr/sbin).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -428,10 +447,14 @@ pub fn run_bounded_with_input(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    if let Some(mut stdin) = child.stdin.take() {
-        // A child that exits without reading gets EPIPE here; its exit status tells.
-        let _ = std::io::Write::write_all(&mut stdin, input);
-    }
+    // From a thread, so a child that does not read cannot block us past the timeout; a child
+    // that exits without reading gets EPIPE there, and its exit status tells.
+    let feed = child.stdin.take().map(|mut stdin| {
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        })
+    });
     // Drain both pipes in threads so a chatty child cannot block on a full pipe.
     let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
@@ -456,6 +479,9 @@ pub fn run_bounded_with_input(
             }
         }
     };
+    if let Some(feed) = feed {
+        let _ = feed.join();
+    }
     (
         status,
         out.join().unwrap_or_default(),

@@ -8,7 +8,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{find_program, run_bounded, run_bounded_with_input};
@@ -18,8 +18,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the log is read while waiting for a line.
 const POLL: Duration = Duration::from_millis(50);
 
-/// The services this instance runs: no `smtpd` (nothing listens), no chroot (the queue
-/// directory holds no copies of /etc), and `smtp-dane` for zones routed by the transport map.
+/// The services this instance runs: no `smtpd` (nothing listens) and no chroot, except in
+/// the routed transports that ask for it ([`Route`]), appended per instance.
 const MASTER_CF: &str = "\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
@@ -65,11 +65,15 @@ pub struct Route<'a> {
     pub chroot: bool,
 }
 
-/// One Postfix instance in a temp dir: `etc/` (main.cf, master.cf, transport, the CA file),
-/// `queue/`, `data/`, `maillog`.
+/// How long the master may take to log that it started, or to exit after `postfix stop`.
+const START_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One Postfix instance in a temp dir: `etc/` (main.cf, master.cf, transport, tls_policy,
+/// the CA file), `queue/`, `data/`, `maillog`. Its master runs in the foreground as our
+/// child (`postfix start-fg`), so it dies with the test process even when that is killed.
 pub struct Postfix {
     dir: tempfile::TempDir,
-    running: bool,
+    master: Option<Child>,
 }
 
 impl Postfix {
@@ -102,7 +106,8 @@ impl Postfix {
         }
         let data = dir.path().join("data");
         fs::create_dir(&data).expect("mkdir data");
-        chown_to_postfix(&data);
+        // Its `data_directory` must belong to `mail_owner`.
+        crate::chown("postfix", &data);
         fs::write(etc.join("ca.pem"), ca_pem).expect("write CA file");
 
         let mut master = MASTER_CF.to_string();
@@ -156,18 +161,33 @@ queue_run_delay = 1s
 "
         );
         fs::write(etc.join("main.cf"), main_cf).expect("write main.cf");
+        let postfix = find_program("postfix").expect("Postfix is installed");
+        let mut cmd = Command::new(postfix);
+        cmd.arg("-c").arg(&etc).arg("start-fg");
+        crate::child_setup(&mut cmd, None, None);
+        let output = |name: &str| fs::File::create(dir.path().join(name)).expect("output file");
+        let master = cmd
+            .stdin(Stdio::null())
+            .stdout(output("master.out"))
+            .stderr(output("master.out"))
+            .spawn()
+            .expect("spawn postfix start-fg");
         let mut pf = Postfix {
             dir,
-            running: false,
+            master: Some(master),
         };
-        let (code, out, err) = pf.postfix(&["start"]);
-        assert_eq!(
-            code,
-            0,
-            "postfix start: {out}{err}\nmaillog:\n{}",
-            pf.maillog()
-        );
-        pf.running = true;
+        let deadline = Instant::now() + START_STOP_TIMEOUT;
+        while !pf.maillog().contains("daemon started") {
+            let exited = pf.master.as_mut().and_then(|m| m.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                panic!(
+                    "postfix start-fg: {exited:?}\n{}\nmaillog:\n{}",
+                    fs::read_to_string(pf.dir.path().join("master.out")).unwrap_or_default(),
+                    pf.maillog()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
         pf
     }
 
@@ -227,37 +247,24 @@ queue_run_delay = 1s
             .map(str::to_string)
             .collect()
     }
-
-    fn postfix(&self, args: &[&str]) -> (i32, String, String) {
-        let postfix = find_program("postfix").expect("Postfix is installed");
-        let mut cmd = Command::new(postfix);
-        cmd.arg("-c").arg(self.config_dir()).args(args);
-        run_bounded(cmd, COMMAND_TIMEOUT)
-    }
 }
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        if self.running {
-            // `stop` waits for the master; `abort` is the fallback if it hangs.
-            if self.postfix(&["stop"]).0 != 0 {
-                let _ = self.postfix(&["abort"]);
-            }
+        let Some(mut master) = self.master.take() else {
+            return;
+        };
+        // `postfix stop` lets the master stop its children; SIGKILL if it does not exit.
+        if let Some(postfix) = find_program("postfix") {
+            let mut cmd = Command::new(postfix);
+            cmd.arg("-c").arg(self.config_dir()).arg("stop");
+            let _ = run_bounded(cmd, COMMAND_TIMEOUT);
         }
+        let deadline = Instant::now() + START_STOP_TIMEOUT;
+        while matches!(master.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(POLL);
+        }
+        let _ = master.kill();
+        let _ = master.wait();
     }
-}
-
-/// Gives `path` to the `postfix` user (its `data_directory` must be).
-fn chown_to_postfix(path: &Path) {
-    let out = Command::new("chown")
-        .arg("postfix")
-        .arg(path)
-        .output()
-        .expect("run chown");
-    assert!(
-        out.status.success(),
-        "chown postfix {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

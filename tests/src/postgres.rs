@@ -124,11 +124,7 @@ impl PgServer {
             .expect("temp dir for postgres");
         if is_root() {
             ensure_server_user();
-            let status = Command::new("chown")
-                .arg(format!("{PG_USER}:"))
-                .arg(dir.path())
-                .status();
-            assert!(status.is_ok_and(|s| s.success()), "chown postgres dir");
+            crate::chown(&format!("{PG_USER}:"), dir.path());
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
                 .expect("chmod postgres dir");
         }
@@ -154,11 +150,7 @@ impl PgServer {
             .expect("chmod server.key");
             if is_root() {
                 for f in ["server.crt", "server.key"] {
-                    let status = Command::new("chown")
-                        .arg(format!("{PG_USER}:"))
-                        .arg(data.join(f))
-                        .status();
-                    assert!(status.is_ok_and(|s| s.success()), "chown {f}");
+                    crate::chown(&format!("{PG_USER}:"), &data.join(f));
                 }
             }
             std::fs::write(

@@ -7,10 +7,13 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use native_tls::{Identity, TlsAcceptor};
+
+use crate::lock;
 
 /// How often the accept loop checks the stop flag.
 const POLL: Duration = Duration::from_millis(20);
@@ -37,7 +40,6 @@ struct Shared {
 /// The SMTP server on one address (port 25 in the delivery tests' network namespace).
 pub struct SmtpSink {
     shared: Arc<Shared>,
-    addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -56,23 +58,13 @@ impl SmtpSink {
         let thread = std::thread::spawn(move || accept_loop(&s, &listener));
         Ok(SmtpSink {
             shared,
-            addr,
             thread: Some(thread),
         })
     }
 
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Every message accepted so far.
     pub fn received(&self) -> Vec<Received> {
-        self.shared
-            .received
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.shared.received).clone()
     }
 
     /// The message for `recipient`, if one arrived.
@@ -105,7 +97,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
                     let _ = session(&s, stream);
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+            // Nothing waiting (or a failed accept): look again after a while.
             Err(_) => std::thread::sleep(POLL),
         }
     }
@@ -221,8 +213,4 @@ fn read_message<R: BufRead>(r: &mut R) -> io::Result<()> {
         io::ErrorKind::UnexpectedEof,
         "message not ended by a lone dot",
     ))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

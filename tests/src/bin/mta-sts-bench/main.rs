@@ -71,7 +71,7 @@
 //!   the same run.
 //!
 //! Run as root, the whole run happens in a private network and mount namespace (see
-//! `netns`) where the world's DNS server is 127.0.0.1:53 (in /etc/resolv.conf) and its
+//! `mta_sts_tests::netns`) where the world's DNS server is 127.0.0.1:53 (in /etc/resolv.conf) and its
 //! policy hosts listen on port 443, so every program runs unmodified and no packet leaves
 //! loopback. Without root the Python original is skipped and our daemons get the world
 //! through their `resolver:` settings.
