@@ -822,18 +822,20 @@ mod tests {
             prop_assert!(!reply.contains("policy_failure"));
             let words = postfix_words(&reply).map_err(TestCaseError::fail)?;
             prop_assert_eq!(words[0], (false, "secure", ""));
-            // The match list: every distinct pattern, in policy order.
-            let mut seen = HashSet::new();
-            let matches: Vec<&str> = p
-                .mx
-                .iter()
-                .map(|m| m.strip_prefix('*').unwrap_or(m))
-                .filter(|m| seen.insert(*m))
-                .collect();
-            let match_list = matches.join(":");
-            prop_assert_eq!(words[1], (false, "match", match_list.as_str()));
-            prop_assert!(!matches.is_empty());
-            prop_assert!(matches.iter().all(|m| !m.is_empty() && m.is_ascii()));
+            // The match list: each policy pattern once (`*.x` as `.x`), nothing else.
+            prop_assert_eq!((words[1].0, words[1].1), (false, "match"));
+            let listed: Vec<&str> = words[1].2.split(':').collect();
+            let distinct: HashSet<&str> = listed.iter().copied().collect();
+            prop_assert_eq!(distinct.len(), listed.len(), "a pattern twice: {:?}", listed);
+            let postfix_form = |m: &str| match m.strip_prefix("*.") {
+                Some(parent) => format!(".{parent}"),
+                None => m.to_owned(),
+            };
+            let wanted: HashSet<String> = p.mx.iter().map(|m| postfix_form(m)).collect();
+            let got: HashSet<String> = listed.iter().map(|m| (*m).to_owned()).collect();
+            prop_assert_eq!(got, wanted);
+            prop_assert!(!listed.is_empty());
+            prop_assert!(listed.iter().all(|m| !m.is_empty() && m.is_ascii()));
             let rest = &words[2..];
             let sni = rest.first() == Some(&(false, "servername", "hostname"));
             prop_assert_eq!(sni, require_sni);

@@ -5,7 +5,7 @@
 //! cached for their TTL and failures for the retry delay, and zones
 //! without `dane` make no DNSSEC query at all.
 
-use super::{enforce, ms, ok_reply, text};
+use super::{answer_in, enforce, ms, ok_reply, text};
 use crate::dane::MIN_TTL;
 use crate::dns::{QueryType, TlsaRecord};
 use crate::resolve::RETRY_AFTER_FAILURE;
@@ -60,15 +60,6 @@ fn dane_queries(h: &Harness) -> usize {
         .into_iter()
         .map(|t| h.world.dns.queries_of(t))
         .sum()
-}
-
-fn answer_in(h: &Harness, zone: &str, key: &str) -> String {
-    let service = h.stack.service.clone();
-    let (zone, key) = (zone.to_owned(), key.to_owned());
-    text(
-        &h.sim
-            .block_on(async move { service.answer(&zone, &key).await }),
-    )
 }
 
 #[test]

@@ -60,3 +60,13 @@ fn ok_reply(mx: &str) -> String {
 fn text(reply: &Reply) -> String {
     reply_text(reply)
 }
+
+/// The service's answer to `key` under socketmap name `zone`, as text.
+fn answer_in(h: &super::Harness, zone: &str, key: &str) -> String {
+    let service = h.stack.service.clone();
+    let (zone, key) = (zone.to_owned(), key.to_owned());
+    text(
+        &h.sim
+            .block_on(async move { service.answer(&zone, &key).await }),
+    )
+}

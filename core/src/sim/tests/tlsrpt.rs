@@ -5,19 +5,10 @@
 //! counted and answered without a policy (RFC 8461 §3.3;
 //! docs/ARCHITECTURE.md "Replies").
 
-use super::{enforce, ms, ok_reply, text};
+use super::{answer_in, enforce, ms, ok_reply};
 use crate::sim::{Harness, HostBehaviour, HttpsReply};
 
 const ZONES: &str = "zones:\n  plain: {}\n  rpt: {tlsrpt: true}\n";
-
-fn answer_in(h: &Harness, zone: &str, key: &str) -> String {
-    let service = h.stack.service.clone();
-    let (zone, key) = (zone.to_owned(), key.to_owned());
-    text(
-        &h.sim
-            .block_on(async move { service.answer(&zone, &key).await }),
-    )
-}
 
 #[test]
 fn only_tlsrpt_zones_send_the_attributes_fetched_or_cached() {
