@@ -262,7 +262,10 @@ mod tests {
         assert!(line.ends_with("}\n"), "{line}");
         let body = &line[..line.len() - 1];
         assert!(!body.chars().any(must_escape), "raw control in {body:?}");
-        assert!(body.contains("\\u202e") && body.contains("\\u0085"), "{body}");
+        assert!(
+            body.contains("\\u202e") && body.contains("\\u0085"),
+            "{body}"
+        );
         let parsed: serde_json::Value = serde_json::from_str(body).expect("one JSON object");
         let expected = serde_json::json!({
             "time": TIME,
@@ -305,9 +308,11 @@ mod tests {
     #[test]
     fn text_lines_are_unchanged_and_carry_no_fields() {
         let fields = [("domain", Value::from("example.com"))];
-        let line = with_record("example.com (zone z): cached enforce policy", &fields, |r| {
-            text_line(r, TIME)
-        });
+        let line = with_record(
+            "example.com (zone z): cached enforce policy",
+            &fields,
+            |r| text_line(r, TIME),
+        );
         assert_eq!(
             line,
             "2026-12-06 10:00:00 INFO  example.com (zone z): cached enforce policy\n"

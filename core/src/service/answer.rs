@@ -1029,7 +1029,12 @@ mod tests {
             assert_eq!(made_line.to_string(), line);
             // The fields name the source and class as the metrics do.
             let fields = fields(&made_line);
-            let field = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+            let field = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+            };
             assert_eq!(field("source"), Some(source.label()), "{made:?}");
             assert_eq!(field("class"), Some(outcome.label()), "{made:?}");
             assert_eq!(field("duration_ms"), Some("5"), "{made:?}");
