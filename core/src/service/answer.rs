@@ -606,7 +606,14 @@ mod tests {
     #[test]
     fn log_fields_come_from_the_decision() {
         let nx = NoPolicy::NoRecord(NoRecordsKind::NxDomain);
-        let cases: Vec<(Made, &str, Duration, Vec<(&str, &str)>)> = vec![
+        /// A decision, the domain logged, the time taken, the fields.
+        type Case = (
+            Made,
+            &'static str,
+            Duration,
+            Vec<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 answer(Some(policy(Mode::Enforce)), Reason::Fetched, None),
                 "example.com",
