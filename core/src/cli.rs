@@ -55,6 +55,30 @@ impl FromStr for LogLevel {
     }
 }
 
+/// `--log-format` and the config's `log_format` (ours): how log lines are
+/// written (docs/ARCHITECTURE.md "Logs").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `YYYY-MM-DD HH:MM:SS LEVEL message`, controls escaped (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, with a lookup's fields beside the message.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = &'static str;
+
+    /// Parses `text|json`, in any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json"),
+        }
+    }
+}
+
 /// Options of `mta-sts-daemon` (README.md "Programs").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonArgs {
@@ -68,6 +92,10 @@ pub struct DaemonArgs {
     pub check_config: bool,
     /// `-l/--logfile`: log to this file instead of stderr.
     pub logfile: Option<PathBuf>,
+    /// `--log-format` (ours): wins over the config's `log_format`, and
+    /// applies from the first line (logging starts before the config is
+    /// read).
+    pub log_format: Option<LogFormat>,
     /// `-p/--pidfile`: write the process id here.
     pub pidfile: Option<PathBuf>,
     /// `-u/--user`: drop privileges to this user.
@@ -83,6 +111,9 @@ pub struct DaemonArgs {
 pub struct QueryArgs {
     /// `-v/--verbosity` (default `warn`).
     pub verbosity: LogLevel,
+    /// `--log-format` (ours, default `text`): how warnings on standard
+    /// error are written.
+    pub log_format: LogFormat,
     /// What to do: look a domain up, or administer the cache.
     pub action: QueryAction,
     /// `--json`: print the result as JSON (ours).
@@ -173,8 +204,8 @@ pub enum CliError {
 }
 
 const DAEMON_USAGE: &str = "\
-Usage: mta-sts-daemon [-h] [-V] [-v LEVEL] [-c FILE] [-l FILE] [-p FILE]
-                      [-u USER] [-g GROUP] [--disable-uvloop] [--check-config]
+Usage: mta-sts-daemon [-h] [-V] [-v LEVEL] [-c FILE] [-l FILE] [--log-format FORMAT]
+                      [-p FILE] [-u USER] [-g GROUP] [--disable-uvloop] [--check-config]
 
 Postfix socketmap server answering with each domain's MTA-STS TLS policy.
 
@@ -185,6 +216,8 @@ Options:
   -c, --config FILE        configuration file (default: /etc/mta-sts-daemon.yml,
                            else /etc/postfix/mta-sts-daemon.yml if only it exists)
   -l, --logfile FILE       log to FILE instead of stderr
+      --log-format FORMAT  text or json, one JSON object per line (default: the
+                           config's log_format, else text)
   -p, --pidfile FILE       write the process id to FILE
   -u, --user USER          run as USER
   -g, --group GROUP        run as GROUP
@@ -193,8 +226,9 @@ Options:
 ";
 
 const QUERY_USAGE: &str = "\
-Usage: mta-sts-query [-h] [-V] [-v LEVEL] [-c FILE] [--json] [--dane] DOMAIN [KNOWN_ID]
-       mta-sts-query [-v LEVEL] -c FILE [--json] --cache COMMAND
+Usage: mta-sts-query [-h] [-V] [-v LEVEL] [--log-format FORMAT] [-c FILE] [--json] [--dane]
+                     DOMAIN [KNOWN_ID]
+       mta-sts-query [-v LEVEL] [--log-format FORMAT] -c FILE [--json] --cache COMMAND
 
 Look up the MTA-STS policy of DOMAIN and print it (with DANE, also the DANE
 status of each MX host and the answer the daemon would give), or administer
@@ -216,6 +250,7 @@ Options:
   -h, --help               show this help and exit
   -V, --version            show the version and exit
   -v, --verbosity LEVEL    debug, info, warn, error or fatal (default: warn)
+      --log-format FORMAT  log lines on stderr as text or json (default: text)
   -c, --config FILE        daemon configuration whose `resolver` section to use
       --json               print the result as JSON
       --dane               also check DANE (default: the config's default_zone dane)
@@ -245,6 +280,7 @@ pub fn parse_daemon_args(args: Vec<OsString>) -> Result<CliOutcome<DaemonArgs>, 
         "--config",
         "-l",
         "--logfile",
+        "--log-format",
         "-p",
         "--pidfile",
         "-u",
@@ -265,6 +301,7 @@ pub fn parse_daemon_args(args: Vec<OsString>) -> Result<CliOutcome<DaemonArgs>, 
         config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)),
         check_config: p.contains("--check-config"),
         logfile: path(&mut p, ["-l", "--logfile"])?,
+        log_format: log_format(&mut p)?,
         pidfile: path(&mut p, ["-p", "--pidfile"])?,
         user: text(&mut p, ["-u", "--user"])?,
         group: text(&mut p, ["-g", "--group"])?,
@@ -301,6 +338,7 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
         "--version",
         "-v",
         "--verbosity",
+        "--log-format",
         "-c",
         "--config",
         "--json",
@@ -313,6 +351,7 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
         return Ok(outcome);
     }
     let verbosity = verbosity(&mut p)?.unwrap_or(LogLevel::Warn);
+    let log_format = log_format(&mut p)?.unwrap_or_default();
     let config = path(&mut p, ["-c", "--config"])?;
     let json = p.contains("--json");
     let dane = p.contains("--dane");
@@ -356,6 +395,7 @@ pub fn parse_query_args(args: Vec<OsString>) -> Result<CliOutcome<QueryArgs>, Cl
     }
     Ok(CliOutcome::Run(QueryArgs {
         verbosity,
+        log_format,
         action,
         json,
         config,
@@ -429,6 +469,20 @@ fn verbosity(p: &mut pico_args::Arguments) -> Result<Option<LogLevel>, CliError>
         .map(Some)
         .map_err(|reason: &str| CliError::InvalidValue {
             option,
+            value,
+            reason: reason.to_owned(),
+        })
+}
+
+fn log_format(p: &mut pico_args::Arguments) -> Result<Option<LogFormat>, CliError> {
+    let Some(value) = long_text(p, "--log-format")? else {
+        return Ok(None);
+    };
+    value
+        .parse()
+        .map(Some)
+        .map_err(|reason: &str| CliError::InvalidValue {
+            option: "--log-format".to_owned(),
             value,
             reason: reason.to_owned(),
         })
@@ -525,6 +579,7 @@ mod tests {
                 config_given: false,
                 check_config: false,
                 logfile: None,
+                log_format: None,
                 pidfile: None,
                 user: None,
                 group: None,
@@ -541,6 +596,7 @@ mod tests {
             config_given: true,
             check_config: false,
             logfile: Some(PathBuf::from("/l.log")),
+            log_format: Some(LogFormat::Json),
             pidfile: Some(PathBuf::from("/p.pid")),
             user: Some("mta-sts".to_owned()),
             group: Some("nogroup".to_owned()),
@@ -553,6 +609,8 @@ mod tests {
             "/c.yml",
             "-l",
             "/l.log",
+            "--log-format",
+            "json",
             "-p",
             "/p.pid",
             "-u",
@@ -568,6 +626,8 @@ mod tests {
             "/c.yml",
             "--logfile",
             "/l.log",
+            "--log-format",
+            "JSON",
             "--pidfile",
             "/p.pid",
             "--user",
@@ -580,6 +640,7 @@ mod tests {
             "--verbosity=debug",
             "--config=/c.yml",
             "--logfile=/l.log",
+            "--log-format=json",
             "--pidfile=/p.pid",
             "--user=mta-sts",
             "--group=nogroup",
@@ -592,6 +653,36 @@ mod tests {
         let mut reversed: Vec<&str> = short.chunks(2).rev().flatten().copied().collect();
         reversed.rotate_left(1);
         assert_eq!(daemon(&reversed), expected);
+    }
+
+    /// `--log-format text|json` on both programs; anything else is a usage
+    /// error naming the option.
+    #[test]
+    fn log_formats() {
+        assert_eq!(
+            daemon(&["--log-format", "text"]).log_format,
+            Some(LogFormat::Text)
+        );
+        assert_eq!(
+            query(&["--log-format=json", "example.com"]).log_format,
+            LogFormat::Json
+        );
+        assert_eq!(
+            parse_daemon_args(args(&["--log-format", "yaml"])),
+            Err(CliError::InvalidValue {
+                option: "--log-format".to_owned(),
+                value: "yaml".to_owned(),
+                reason: "expected text or json".to_owned(),
+            })
+        );
+        assert_eq!(
+            parse_query_args(args(&["--log-format", "example.com"])),
+            Err(CliError::InvalidValue {
+                option: "--log-format".to_owned(),
+                value: "example.com".to_owned(),
+                reason: "expected text or json".to_owned(),
+            })
+        );
     }
 
     #[test]
@@ -687,6 +778,7 @@ mod tests {
             query(&["example.com"]),
             QueryArgs {
                 verbosity: LogLevel::Warn,
+                log_format: LogFormat::Text,
                 action: QueryAction::Lookup {
                     domain: "example.com".to_owned(),
                     known_id: None,
@@ -700,6 +792,7 @@ mod tests {
             query(&["-v", "info", "example.com", "20160831085700Z"]),
             QueryArgs {
                 verbosity: LogLevel::Info,
+                log_format: LogFormat::Text,
                 action: QueryAction::Lookup {
                     domain: "example.com".to_owned(),
                     known_id: Some("20160831085700Z".to_owned()),

@@ -75,7 +75,9 @@ impl Outcome {
         Outcome::Dane,
     ];
 
-    fn label(self) -> &'static str {
+    /// The `outcome` label (README.md "Metrics"); JSON log lines name a
+    /// reply's class with it (docs/ARCHITECTURE.md "Logs").
+    pub fn label(self) -> &'static str {
         match self {
             Outcome::Secure => "secure",
             Outcome::NotFound => "notfound",
@@ -98,7 +100,9 @@ impl Source {
         Source::InvalidKey,
     ];
 
-    fn label(self) -> &'static str {
+    /// The `source` label (README.md "Metrics"); JSON log lines name an
+    /// answer's source with it (docs/ARCHITECTURE.md "Logs").
+    pub fn label(self) -> &'static str {
         match self {
             Source::Fresh => "fresh",
             Source::Revalidated => "revalidated",

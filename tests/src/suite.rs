@@ -196,6 +196,10 @@ macro_rules! e2e_suite {
                 redis_password_not_logged,
                 check_config_shows_no_secret,
             ],
+            logs: [
+                json_lines_from_the_command_line,
+                json_lines_from_the_config,
+            ],
             ops: [
                 sd_notify_ready_and_stopping,
                 drops_privileges_to_user,

@@ -21,7 +21,7 @@ use crate::{dns_settings, load_config, parse_or_exit, policy_tls_roots};
 /// The query program's arguments, parsed (or help/usage printed and exit).
 pub fn query_args() -> QueryArgs {
     let args = parse_or_exit(parse_query_args(std::env::args_os().skip(1).collect()));
-    let _ = crate::init_logging(args.verbosity.to_log_filter(), None);
+    let _ = crate::init_logging(args.verbosity.to_log_filter(), None, Some(args.log_format));
     args
 }
 

@@ -1,5 +1,5 @@
 //! SIGHUP: reopen the log file (after log rotation) and reload the config.
-//! Zones, `cache_grace` and the limits take effect at once, without
+//! Zones, `cache_grace`, the limits and `log_format` take effect at once, without
 //! dropping connections or the cache; what needs a restart (listen
 //! address, cache, the `resolver` section with its `ca_file`, ...) is
 //! logged as such and left as it is: the daemon may no longer be allowed
@@ -36,6 +36,7 @@ impl Reloader {
                 return;
             }
         };
+        crate::logging::use_config_log_format(new.log_format);
         for what in needs_restart(&self.current, &new) {
             log::warn!("config reload: {what} changed; it takes effect after a restart");
         }
@@ -50,6 +51,7 @@ impl Reloader {
             default_zone: new.default_zone.clone(),
             zones: new.zones.clone(),
             limits: new.limits.clone(),
+            log_format: new.log_format,
             ..(*self.current).clone()
         };
         let applied = Arc::new(applied);

@@ -40,7 +40,8 @@ pub fn prepare_daemon() -> DaemonSetup {
     let args = parse_or_exit(cli::parse_daemon_args(
         std::env::args_os().skip(1).collect(),
     ));
-    if let Err(e) = init_logging(args.verbosity.to_log_filter(), args.logfile.as_deref()) {
+    let level = args.verbosity.to_log_filter();
+    if let Err(e) = init_logging(level, args.logfile.as_deref(), args.log_format) {
         let path = args.logfile.unwrap_or_default();
         eprintln!(
             "mta-sts-daemon: cannot open log file {}: {e}",
@@ -59,6 +60,7 @@ pub fn prepare_daemon() -> DaemonSetup {
             std::process::exit(EXIT_FAILURE);
         }
     };
+    crate::logging::use_config_log_format(config.log_format);
     let service_ids =
         match crate::privileges::service_ids(args.user.as_deref(), args.group.as_deref()) {
             Ok(ids) => ids,

@@ -64,6 +64,9 @@ pub struct Config {
     /// Ours: the metrics and cache administration listener (`metrics`),
     /// off by default.
     pub metrics: Option<MetricsListen>,
+    /// Ours: how log lines are written (`log_format: text|json`, default
+    /// text) unless `--log-format` says (docs/ARCHITECTURE.md "Logs").
+    pub log_format: crate::cli::LogFormat,
 }
 
 /// Where the metrics and cache administration HTTP endpoint listens
@@ -324,6 +327,7 @@ impl Default for Config {
             resolver: ResolverConfig::default(),
             limits: Limits::default(),
             metrics: None,
+            log_format: crate::cli::LogFormat::Text,
         }
     }
 }

@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "default_zone",
     "zones",
     "resolver",
+    "log_format",
 ];
 const CACHE_KEYS: &[&str] = &["type", "options"];
 const INTERNAL_KEYS: &[&str] = &["cache_size"];
@@ -161,6 +162,9 @@ impl Reader {
         let metrics = self.metrics(top.get("metrics"));
         if let Some(m) = self.keep(metrics) {
             config.metrics = m;
+        }
+        if let Some(f) = self.keep(log_format(top.get("log_format"))).flatten() {
+            config.log_format = f;
         }
         config
     }

@@ -459,6 +459,8 @@ fn each_validation_error_names_its_key() {
         ("host: ''", "host"),
         ("host: [a]", "host"),
         ("shutdown_timeout: 0", "shutdown_timeout"),
+        ("log_format: yaml", "log_format"),
+        ("log_format: [json]", "log_format"),
         ("shutdown_timeout: -3", "shutdown_timeout"),
         ("cache_grace: -1", "cache_grace"),
         ("cache_grace: .nan", "cache_grace"),
@@ -743,4 +745,18 @@ fn errors_and_debug_never_quote_a_credential() {
         assert!(!shown.contains(secret), "{yaml}: {shown}");
         assert!(shown.contains(REDACTED), "{shown}");
     }
+}
+
+/// `log_format` (ours): `text` (the default) or `json`; anything else is
+/// an error naming the key.
+#[test]
+fn log_format_text_or_json() {
+    use crate::cli::LogFormat;
+    assert_eq!(load("").config.log_format, LogFormat::Text);
+    assert_eq!(load("log_format: json").config.log_format, LogFormat::Json);
+    assert_eq!(load("log_format: text").config.log_format, LogFormat::Text);
+    assert_eq!(
+        error("log_format: xml").to_string(),
+        "log_format: expected text or json"
+    );
 }

@@ -201,6 +201,15 @@ pub(super) fn mode((value, path): At<'_>) -> Result<Option<u32>, ConfigError> {
     }
 }
 
+/// `log_format`: `text` or `json` (`cli::LogFormat`, as `--log-format`).
+pub(super) fn log_format(at: At<'_>) -> Result<Option<crate::cli::LogFormat>, ConfigError> {
+    let path = at.1.clone();
+    match string(at)? {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|reason| invalid(&path, reason)),
+    }
+}
+
 /// A nameserver: `ip`, `ip:port`, `[ipv6]` or `[ipv6]:port`; port 53 by default.
 pub(super) fn nameserver(value: &Value, path: &str) -> Result<SocketAddr, ConfigError> {
     const EXPECTED: &str = "a nameserver address such as 127.0.0.1, ::1 or [::1]:5353";

@@ -205,7 +205,8 @@ pub fn summary_line(domain: &Domain, entry: &CacheEntry) -> String {
     )
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix millisecond time.
+/// `YYYY-MM-DDTHH:MM:SSZ` of a Unix millisecond time (cache listings, and
+/// the host's log lines: docs/ARCHITECTURE.md "Logs").
 pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -219,7 +220,7 @@ pub fn utc(ms: u64) -> String {
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian `(year, month, day)`
-/// (H. Hinnant's algorithm); the host's log timestamps use it too.
+/// (H. Hinnant's algorithm), for [`utc`].
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::EngineHandle;
 use crate::cache::{Fresh, PolicyIndex};
@@ -17,11 +17,15 @@ use crate::dane;
 use crate::domain::{already_normal, normalize_key, Domain, KeyRejection};
 use crate::metrics::{Metrics, Outcome};
 use crate::policy::{render_reply, Policy, ReplyOptions};
-use crate::resolve::{dane_class, Class, DaneAnswer, Decision, LogClass, Why};
+use crate::resolve::{dane_class, Class, DaneAnswer, Decision, LogClass, Reason, Why};
 use crate::socketmap::{Connection, Reply, Seq};
 
 /// Reads the wall clock in Unix milliseconds (the runtime's).
 pub type WallClock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Reads the monotonic clock (the runtime's `now`): how long a lookup took,
+/// for its log line (docs/ARCHITECTURE.md "Logs").
+pub type MonoClock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 /// Everything a connection needs to answer requests.
 pub struct Service {
@@ -32,6 +36,7 @@ pub struct Service {
     index: Arc<PolicyIndex>,
     engine: EngineHandle,
     wall_ms: WallClock,
+    now: MonoClock,
     failure_log: FailureLog,
 }
 
@@ -103,16 +108,20 @@ pub struct Miss {
     opts: ReplyOptions,
     /// The zone has `dane: true`: DANE first (RFC 8461 §2).
     dane: bool,
+    /// When the index could not answer: the lookup's log line says how
+    /// long it took from here.
+    arrived: Instant,
 }
 
 impl Service {
     /// A service answering with `config`'s zones from `index`, and through
-    /// `engine` on a miss.
+    /// `engine` on a miss; `wall_ms` and `now` are the runtime's clocks.
     pub fn new(
         config: Arc<Config>,
         index: Arc<PolicyIndex>,
         engine: EngineHandle,
         wall_ms: WallClock,
+        now: MonoClock,
         metrics: Arc<Metrics>,
     ) -> Self {
         Service {
@@ -122,6 +131,7 @@ impl Service {
             index,
             engine,
             wall_ms,
+            now,
             failure_log: FailureLog {
                 last: Default::default(),
             },
@@ -166,7 +176,7 @@ impl Service {
                 Ok(domain) => KeyDomain::Normalised(domain),
                 Err(why) => {
                     let decision = Decision::invalid_key(&why);
-                    return Ok(self.render_decision(key, name, decision, |_| None));
+                    return Ok(self.render_decision(key, name, decision, FRESH, |_| None));
                 }
             },
         };
@@ -178,11 +188,12 @@ impl Service {
                 timeout,
                 opts,
                 dane,
+                arrived: (self.now)(),
             }),
             // `already_normal` only passes valid names.
             None => {
                 let decision = Decision::invalid_key(&KeyRejection::InvalidName);
-                Ok(self.render_decision(key, name, decision, |_| None))
+                Ok(self.render_decision(key, name, decision, FRESH, |_| None))
             }
         };
         let domain = key_domain.as_str();
@@ -196,7 +207,8 @@ impl Service {
                     };
                     if let Some(class) = dane_class(&dane.result.verdict) {
                         let decision = Decision::fresh(class, Some(&dane));
-                        return Ok(self.render_decision(domain, name, decision, |_| None));
+                        let reply = |_: &Policy| None;
+                        return Ok(self.render_decision(domain, name, decision, FRESH, reply));
                     }
                     // No DANE for this domain: the MTA-STS answer, as below.
                 }
@@ -208,11 +220,11 @@ impl Service {
                 let decision = Decision::fresh(Class::Policy(&cached.entry().policy), None);
                 // The reply rendered once for this zone flavour, shared.
                 let reply = |_: &Policy| cached.reply(domain, opts);
-                Ok(self.render_decision(domain, name, decision, reply))
+                Ok(self.render_decision(domain, name, decision, FRESH, reply))
             }
             Fresh::NoPolicy => {
                 let decision = Decision::fresh(Class::NoPolicy, None);
-                Ok(self.render_decision(domain, name, decision, |_| None))
+                Ok(self.render_decision(domain, name, decision, FRESH, |_| None))
             }
             Fresh::Miss => miss(key_domain, zone_dane),
         }
@@ -226,6 +238,7 @@ impl Service {
             timeout,
             opts,
             dane,
+            arrived,
         } = miss;
         let answer = if dane {
             self.engine.lookup_dane(domain.clone(), timeout).await
@@ -234,7 +247,8 @@ impl Service {
         };
         let domain = domain.as_str();
         let reply = |policy: &Policy| render_reply(policy, domain, opts).map(Arc::from);
-        self.render_decision(domain, &zone, answer.decision(), reply)
+        let took = (self.now)().saturating_duration_since(arrived);
+        self.render_decision(domain, &zone, answer.decision(), took, reply)
     }
 
     /// Render one request's `decision`, whichever way it was reached: the
@@ -244,12 +258,13 @@ impl Service {
     /// counter and a warning (RFC 8461 §3.3). The one place a decision
     /// becomes a reply, a metric and a log level (docs/ARCHITECTURE.md
     /// "The path of one request"). `domain` is the key when it is no
-    /// domain.
+    /// domain; `took` is how long the answer took since the request came.
     fn render_decision(
         &self,
         domain: &str,
         zone: &str,
         decision: Decision<'_>,
+        took: Duration,
         policy_reply: impl FnOnce(&Policy) -> Option<Arc<str>>,
     ) -> Reply {
         let (reply, outcome) = render(domain, decision.class, policy_reply);
@@ -259,15 +274,19 @@ impl Service {
             zone,
             decision,
             outcome,
+            took,
         };
-        log::log!(level, "{line}");
+        line.log(level);
         self.metrics.answered_from(decision.source);
         if decision.refresh_failed() {
             // RFC 8461 §3.3: tell the administrator a policy could not be
             // refreshed (the cached one still answers while unexpired).
             self.metrics.refresh_failure();
             if let (true, Why::Lookup(reason)) = (level != log::Level::Debug, decision.why) {
-                log::warn!("{domain}: cached policy could not be refreshed ({reason})");
+                log::warn!(
+                    domain = domain, zone = zone;
+                    "{domain}: cached policy could not be refreshed ({reason})"
+                );
             }
         }
         self.metrics.zone(zone).count(outcome);
@@ -354,14 +373,83 @@ pub(super) fn render(
     }
 }
 
+/// A fresh hit's (or a rejected key's) time to answer: it is answered from
+/// memory as the request is read, and reading a clock for it would cost
+/// every hit (docs/ARCHITECTURE.md "Logs").
+const FRESH: Duration = Duration::ZERO;
+
 /// What one answer's log line is made from: the request's domain (the
-/// key, when it is no domain) and zone, its decision, and the outcome it
-/// rendered to (docs/ARCHITECTURE.md "The path of one request").
+/// key, when it is no domain) and zone, its decision, the outcome it
+/// rendered to, and how long it took (docs/ARCHITECTURE.md "The path of
+/// one request"). Its text is the message; the same values are the
+/// record's fields (`log::kv`), which the JSON format writes.
 struct Line<'a> {
     domain: &'a str,
     zone: &'a str,
     decision: Decision<'a>,
     outcome: Outcome,
+    took: Duration,
+}
+
+/// The reasons a fresh hit gives, as the lookup coordinator would name
+/// them, borrowed for the record's `reason` field.
+static CACHED: Reason = Reason::Cached;
+static REMEMBERED: Reason = Reason::NoPolicyRemembered;
+
+impl<'a> Line<'a> {
+    /// Log the line at `level` with its fields; nothing is formatted or
+    /// built when the level is off (a fresh hit logs at debug).
+    fn log(&self, level: log::Level) {
+        if log::log_enabled!(level) {
+            log::logger().log(
+                &log::Record::builder()
+                    .args(format_args!("{self}"))
+                    .level(level)
+                    .target(module_path!())
+                    .module_path_static(Some(module_path!()))
+                    .key_values(self)
+                    .build(),
+            );
+        }
+    }
+
+    /// How the decision was reached, as the `reason` field says it: the
+    /// lookup's MTA-STS reason, the key's rejection, or for a fresh hit
+    /// the reason a lookup answering from memory gives.
+    fn reason(&self) -> log::kv::Value<'a> {
+        use log::kv::Value;
+        match (self.decision.why, self.decision.class) {
+            (Why::Lookup(reason), _) => Value::from_display(reason),
+            (Why::InvalidKey(why), _) => Value::from_display(why),
+            (Why::Fresh, Class::Policy(_)) => Value::from_display(&CACHED),
+            (Why::Fresh, Class::NoPolicy) => Value::from_display(&REMEMBERED),
+            (Why::Fresh, _) => Value::from("cached DANE result"),
+        }
+    }
+}
+
+/// The record's fields (docs/ARCHITECTURE.md "Logs"): `domain`, `zone`,
+/// `class` (the reply, as the zone metric's `outcome` label), `source` (the
+/// answers metric's label), `reason`, `dane` (a `dane: true` zone's DANE
+/// part) and `duration_ms`, taken from the typed decision.
+impl log::kv::Source for Line<'_> {
+    fn visit<'kvs>(
+        &'kvs self,
+        visitor: &mut dyn log::kv::VisitSource<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        use log::kv::{Key, Value};
+        let ms = u64::try_from(self.took.as_millis()).unwrap_or(u64::MAX);
+        visitor.visit_pair(Key::from_str("domain"), Value::from(self.domain))?;
+        visitor.visit_pair(Key::from_str("zone"), Value::from(self.zone))?;
+        visitor.visit_pair(Key::from_str("class"), Value::from(self.outcome.label()))?;
+        let source = self.decision.source.label();
+        visitor.visit_pair(Key::from_str("source"), Value::from(source))?;
+        visitor.visit_pair(Key::from_str("reason"), self.reason())?;
+        if let Some(dane) = self.decision.dane {
+            visitor.visit_pair(Key::from_str("dane"), Value::from_display(dane))?;
+        }
+        visitor.visit_pair(Key::from_str("duration_ms"), Value::from(ms))
+    }
 }
 
 impl fmt::Display for Line<'_> {
@@ -371,6 +459,7 @@ impl fmt::Display for Line<'_> {
             zone,
             decision,
             outcome,
+            took: _,
         } = self;
         let shown = Shown(decision.class, *outcome);
         match (decision.why, decision.dane) {
@@ -489,6 +578,158 @@ mod tests {
             reason,
             dane,
         })
+    }
+
+    /// A line's fields as `(key, value)` texts, in order.
+    fn fields(line: &Line<'_>) -> Vec<(String, String)> {
+        struct Collect(Vec<(String, String)>);
+        impl<'kvs> log::kv::VisitSource<'kvs> for Collect {
+            fn visit_pair(
+                &mut self,
+                key: log::kv::Key<'kvs>,
+                value: log::kv::Value<'kvs>,
+            ) -> Result<(), log::kv::Error> {
+                self.0.push((key.as_str().to_owned(), value.to_string()));
+                Ok(())
+            }
+        }
+        let mut collect = Collect(Vec::new());
+        log::kv::Source::visit(line, &mut collect).expect("fields");
+        collect.0
+    }
+
+    /// A lookup's log record carries its fields from the typed decision
+    /// (docs/ARCHITECTURE.md "Logs"): the domain (the key as given when it
+    /// is no domain) and zone as they are, the reply class and source by
+    /// the metrics' label names, the reason, the DANE part in a `dane:
+    /// true` zone, and the time taken, a number.
+    #[test]
+    fn log_fields_come_from_the_decision() {
+        let nx = NoPolicy::NoRecord(NoRecordsKind::NxDomain);
+        /// A decision, the domain logged, the time taken, the fields.
+        type Case = (
+            Made,
+            &'static str,
+            Duration,
+            Vec<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                answer(Some(policy(Mode::Enforce)), Reason::Fetched, None),
+                "example.com",
+                Duration::from_millis(1234),
+                vec![
+                    ("domain", "example.com"),
+                    ("zone", "z"),
+                    ("class", "secure"),
+                    ("source", "fetched"),
+                    ("reason", "policy fetched"),
+                    ("duration_ms", "1234"),
+                ],
+            ),
+            (
+                answer(None, Reason::NoPolicy(nx), None),
+                "example.com",
+                Duration::from_micros(999),
+                vec![
+                    ("domain", "example.com"),
+                    ("zone", "z"),
+                    ("class", "notfound"),
+                    ("source", "no_policy"),
+                    ("reason", "no policy published: no TXT record (NxDomain)"),
+                    ("duration_ms", "0"),
+                ],
+            ),
+            (
+                Made::Fresh(Some(policy(Mode::Testing)), None),
+                "example.com",
+                FRESH,
+                vec![
+                    ("domain", "example.com"),
+                    ("zone", "z"),
+                    ("class", "notfound"),
+                    ("source", "fresh"),
+                    ("reason", "cached policy, checked within cache_grace"),
+                    ("duration_ms", "0"),
+                ],
+            ),
+            (
+                Made::Fresh(None, None),
+                "example.com",
+                FRESH,
+                vec![
+                    ("domain", "example.com"),
+                    ("zone", "z"),
+                    ("class", "notfound"),
+                    ("source", "fresh"),
+                    ("reason", "no policy (remembered)"),
+                    ("duration_ms", "0"),
+                ],
+            ),
+            (
+                Made::Fresh(None, dane(Verdict::DaneOnly, true)),
+                "example.com",
+                FRESH,
+                vec![
+                    ("domain", "example.com"),
+                    ("zone", "z"),
+                    ("class", "dane_only"),
+                    ("source", "fresh"),
+                    ("reason", "cached DANE result"),
+                    ("dane", "dane-only (cached)"),
+                    ("duration_ms", "0"),
+                ],
+            ),
+            (
+                answer(None, Reason::DaneDecided, dane(Verdict::Dane, false)),
+                "example.com",
+                Duration::from_millis(20),
+                vec![
+                    ("domain", "example.com"),
+                    ("zone", "z"),
+                    ("class", "dane"),
+                    ("source", "fetched"),
+                    ("reason", "not waited for, DANE decided"),
+                    ("dane", "dane"),
+                    ("duration_ms", "20"),
+                ],
+            ),
+            (
+                Made::InvalidKey(KeyRejection::IpLiteral),
+                "[192.0.2.1]\n\"x",
+                FRESH,
+                vec![
+                    ("domain", "[192.0.2.1]\n\"x"),
+                    ("zone", "z"),
+                    ("class", "notfound"),
+                    ("source", "invalid_key"),
+                    ("reason", "IP address literal"),
+                    ("duration_ms", "0"),
+                ],
+            ),
+        ];
+        for (made, domain, took, expected) in cases {
+            let decision = made.decision();
+            let opts = ReplyOptions {
+                strict_testing: false,
+                require_sni: false,
+                tlsrpt: false,
+            };
+            let policy_reply = |p: &Policy| render_reply(p, domain, opts).map(Arc::from);
+            let (_, outcome) = render(domain, decision.class, policy_reply);
+            let line = Line {
+                domain,
+                zone: "z",
+                decision,
+                outcome,
+                took,
+            };
+            let expected: Vec<(String, String)> = expected
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            assert_eq!(fields(&line), expected, "{made:?}");
+        }
     }
 
     /// Every class of decision, as the resolver's answers and the fresh
@@ -790,8 +1031,20 @@ mod tests {
                 zone: "z",
                 decision,
                 outcome,
+                took: Duration::from_millis(5),
             };
             assert_eq!(made_line.to_string(), line);
+            // The fields name the source and class as the metrics do.
+            let fields = fields(&made_line);
+            let field = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            assert_eq!(field("source"), Some(source.label()), "{made:?}");
+            assert_eq!(field("class"), Some(outcome.label()), "{made:?}");
+            assert_eq!(field("duration_ms"), Some("5"), "{made:?}");
             assert_eq!(
                 decision.refresh_failed(),
                 source == Source::StaleOnFailure,

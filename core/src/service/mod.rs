@@ -20,10 +20,8 @@ mod stack;
 mod time;
 mod udp_pool;
 
-pub use admin::{
-    civil_from_days, export_line, parse_export_line, summary_line, utc, AdminError, CacheAdmin,
-};
-pub use answer::{ConfigView, Miss, Service, WallClock};
+pub use admin::{export_line, parse_export_line, summary_line, utc, AdminError, CacheAdmin};
+pub use answer::{ConfigView, Miss, MonoClock, Service, WallClock};
 pub use connection::serve_connection;
 pub use dane::lookup_dane;
 pub use dns_client::{DnsClient, DnsLookupError};

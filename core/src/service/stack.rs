@@ -86,12 +86,13 @@ pub fn start_stack<R: Runtime>(
         store.clone(),
         settings,
     );
-    let clock = rt.clone();
+    let (wall, mono) = (rt.clone(), rt.clone());
     let service = Arc::new(Service::new(
         config,
         index.clone(),
         engine.clone(),
-        Arc::new(move || clock.unix_ms()),
+        Arc::new(move || wall.unix_ms()),
+        Arc::new(move || mono.now()),
         metrics.clone(),
     ));
     Stack {

@@ -9,6 +9,7 @@ pub mod dane;
 pub mod fetch;
 pub mod keys;
 pub mod limits;
+pub mod logs;
 pub mod ops;
 pub mod persist;
 pub mod policy;
