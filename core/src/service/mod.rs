@@ -25,7 +25,7 @@ pub use admin::{
 };
 pub use answer::{ConfigView, Miss, Service, WallClock};
 pub use connection::serve_connection;
-pub use dane::lookup_dane;
+pub use dane::{check_dnssec, lookup_dane};
 pub use dns_client::{DnsClient, DnsLookupError};
 pub use engine::{Engine, EngineHandle, EngineSettings};
 pub use fetch::{fetch_policy, lookup_txt, FetchError};
