@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::answer::render;
 use super::{fetch_policy, lookup_txt, DnsClient, Runtime, Transport};
-use crate::dane::{DaneResult, Verdict};
+use crate::dane::{DaneResult, DnssecCheck, Verdict};
 use crate::domain::normalize_key;
 use crate::policy::{render_reply, Mode, Policy, ReplyOptions};
 use crate::resolve::{dane_class, Class, TxtResult};
@@ -98,6 +98,9 @@ pub struct DaneQuery {
     pub dane: DaneResult,
     /// The zone's reply options, for the MTA-STS answer.
     pub opts: ReplyOptions,
+    /// Whether the resolver the DANE answer rests on validates
+    /// (docs/ARCHITECTURE.md "Operations", the DNSSEC self-check).
+    pub dnssec: DnssecCheck,
 }
 
 impl DaneQuery {
@@ -131,7 +134,8 @@ impl DaneQuery {
     }
 
     /// A form a person reads: the MTA-STS report, then `dane:` with the
-    /// outcome, one `dane_host:` line per MX host, and `answer:`.
+    /// outcome, one `dane_host:` line per MX host, `dnssec:` (is the
+    /// resolver validating?) and `answer:`.
     pub fn to_text(&self, domain: &str) -> String {
         let mut s = self.sts.to_text(domain);
         s.push_str(&format!(
@@ -150,6 +154,11 @@ impl DaneQuery {
 "
             ));
         }
+        s.push_str(&format!(
+            "dnssec: {} ({})\n",
+            self.dnssec.label(),
+            self.dnssec
+        ));
         if let Some(answer) = self.answer(domain) {
             s.push_str(&format!(
                 "answer: {}
@@ -160,8 +169,8 @@ impl DaneQuery {
         s
     }
 
-    /// The MTA-STS JSON object with `dane` (outcome, reason, TTL, hosts)
-    /// and `answer` added.
+    /// The MTA-STS JSON object with `dane` (outcome, reason, TTL, hosts),
+    /// `dnssec` (status, validating, detail) and `answer` added.
     pub fn to_json(&self, domain: &str) -> String {
         let mut value = self.sts.json_value(domain);
         let hosts: Vec<serde_json::Value> = self
@@ -183,6 +192,14 @@ impl DaneQuery {
                     "implicit_mx": self.dane.implicit_mx,
                     "ttl": self.dane.ttl.as_secs(),
                     "hosts": hosts,
+                }),
+            );
+            object.insert(
+                "dnssec".to_owned(),
+                serde_json::json!({
+                    "status": self.dnssec.label(),
+                    "validating": self.dnssec.is_validating(),
+                    "detail": self.dnssec.to_string(),
                 }),
             );
             object.insert(
