@@ -89,7 +89,7 @@ pub fn silent_resolver_warns_after_ready(bins: &Bins) {
     wait_metric(&d, dir.path(), 0);
     wait_log(&d, NO_ANSWER, 1);
     let log = d.log();
-    let ready = log.find("ready").unwrap_or(usize::MAX);
+    let ready = log.find("ready\n").unwrap_or(usize::MAX);
     let warned = log.find(NO_ANSWER).unwrap_or(0);
     assert!(ready < warned, "READY after the check:\n{log}");
     assert!(log.contains(". SOA: DNS timeout"), "{log}");
