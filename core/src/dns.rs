@@ -38,6 +38,9 @@ pub enum QueryType {
     Mx,
     /// TLSA (RFC 6698 §2).
     Tlsa,
+    /// Start of authority (RFC 1035 §3.3.13): only the root zone's, asked
+    /// with DO to see whether the resolver validates (RFC 4035 §3.2.3).
+    Soa,
 }
 
 impl QueryType {
@@ -48,10 +51,11 @@ impl QueryType {
             QueryType::Aaaa => RecordType::AAAA,
             QueryType::Mx => RecordType::MX,
             QueryType::Tlsa => RecordType::TLSA,
+            QueryType::Soa => RecordType::SOA,
         }
     }
 
-    /// The type's mnemonic (`TXT`, `A`, `AAAA`, `MX`, `TLSA`), for logs.
+    /// The type's mnemonic (`TXT`, `A`, `AAAA`, `MX`, `TLSA`, `SOA`), for logs.
     pub fn as_str(self) -> &'static str {
         match self {
             QueryType::Txt => "TXT",
@@ -59,6 +63,7 @@ impl QueryType {
             QueryType::Aaaa => "AAAA",
             QueryType::Mx => "MX",
             QueryType::Tlsa => "TLSA",
+            QueryType::Soa => "SOA",
         }
     }
 }
@@ -211,6 +216,9 @@ pub enum Answer {
     Mx(Vec<MxRecord>),
     /// TLSA records in answer order (RFC 6698 §2).
     Tlsa(Vec<TlsaRecord>),
+    /// The zone's SOA record is there (RFC 1035 §3.3.13); its fields are
+    /// not needed.
+    Soa,
     /// The name has no records of the asked type.
     NoRecords(NoRecordsKind),
 }
@@ -263,6 +271,15 @@ fn fqdn(name: &str) -> Result<Name, DnsError> {
     Ok(parsed)
 }
 
+/// The query name: the root is asked only for its SOA (the DNSSEC self-check,
+/// docs/ARCHITECTURE.md "Operations"); every other query names a host.
+fn query_name(name: &str, qtype: QueryType) -> Result<Name, DnsError> {
+    if name == "." && qtype == QueryType::Soa {
+        return Ok(Name::root());
+    }
+    fqdn(name)
+}
+
 /// Builds a standard query (RFC 1035 §4.1) for `name`/`qtype`, class IN,
 /// RD set, with an EDNS0 OPT record advertising [`EDNS_UDP_PAYLOAD`] bytes
 /// (RFC 6891 §6.1). The caller picks `id` at random (RFC 5452 §9.2).
@@ -283,7 +300,7 @@ pub fn build_query_with(
     let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
     msg.metadata.recursion_desired = true;
     msg.metadata.authentic_data = dnssec;
-    msg.add_query(Query::query(fqdn(name)?, qtype.record_type()));
+    msg.add_query(Query::query(query_name(name, qtype)?, qtype.record_type()));
     let mut edns = Edns::new();
     edns.set_max_payload(EDNS_UDP_PAYLOAD)
         .set_version(0)
@@ -338,7 +355,7 @@ pub fn parse_response_full(
     name: &str,
     qtype: QueryType,
 ) -> Result<Parsed, DnsError> {
-    let qname = fqdn(name)?;
+    let qname = query_name(name, qtype)?;
     let rtype = qtype.record_type();
 
     // Header and question first: a truncated message may be cut anywhere
@@ -451,6 +468,10 @@ pub fn parse_response_full(
                 .collect();
             (!tlsas.is_empty()).then_some(Answer::Tlsa(tlsas))
         }
+        QueryType::Soa => records
+            .iter()
+            .any(|r| matches!(r.data, RData::SOA(_)))
+            .then_some(Answer::Soa),
     };
     match (answer, ttl) {
         (Some(answer), Some(ttl)) => done(answer, ttl),
@@ -900,6 +921,38 @@ mod tests {
         assert!(!msg.metadata.authentic_data);
         assert!(msg.edns.is_some_and(|e| !e.flags().dnssec_ok));
         assert_eq!(msg.queries[0].query_type, RecordType::MX);
+    }
+
+    /// The DNSSEC self-check asks the root's SOA with DO; `.` is no name
+    /// for any other query.
+    #[test]
+    fn root_soa_query_and_answer() {
+        let wire = build_query_with(9, ".", QueryType::Soa, true).unwrap_or_default();
+        let msg = Message::from_vec(&wire).unwrap_or_else(|e| panic!("{e}"));
+        assert!(msg.queries[0].name.is_root());
+        assert_eq!(msg.queries[0].query_type, RecordType::SOA);
+        assert!(msg.edns.is_some_and(|e| e.flags().dnssec_ok));
+        for qtype in [QueryType::Txt, QueryType::A, QueryType::Mx, QueryType::Tlsa] {
+            assert!(matches!(
+                build_query_with(9, ".", qtype, true),
+                Err(DnsError::InvalidName(_))
+            ));
+        }
+        let mut m = response(7, ".", RecordType::SOA);
+        m.metadata.authentic_data = true;
+        m.add_answer(soa(".", 300, 60));
+        let a = full(&m, ".", QueryType::Soa);
+        assert_eq!(a.answer, Answer::Soa);
+        assert!(a.authentic);
+        assert_eq!(a.canonical, None);
+        m.metadata.authentic_data = false;
+        assert!(!full(&m, ".", QueryType::Soa).authentic);
+        // An answer without the SOA is NODATA.
+        let m = response(7, ".", RecordType::SOA);
+        assert_eq!(
+            full(&m, ".", QueryType::Soa).answer,
+            Answer::NoRecords(NoRecordsKind::NoData)
+        );
     }
 
     #[test]

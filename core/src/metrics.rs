@@ -43,6 +43,9 @@ struct DnsLabels {
     rcode: String,
 }
 
+/// The label set of a series that has none (a gauge that may be absent).
+type NoLabels = [(&'static str, &'static str); 0];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -270,6 +273,9 @@ pub struct Metrics {
     cache_entries: Gauge,
     open_connections: Gauge,
     queued_reply_bytes: Gauge,
+    /// Empty until the DNSSEC self-check has run (no series), then its
+    /// one series without labels.
+    dnssec_validating: Family<NoLabels, Gauge>,
     coalesced: Counter,
     proactive_rounds: Counter,
     proactive_failures: Counter,
@@ -365,6 +371,12 @@ impl Metrics {
             "Reply bytes waiting for socketmap clients to read them, across connections",
             queued_reply_bytes.clone(),
         );
+        let dnssec_validating = Family::<NoLabels, Gauge>::default();
+        registry.register(
+            "dnssec_validating",
+            "1 when the resolver validated the DNSSEC self-check, 0 when it did not or did not answer; absent before the check and without dane zones",
+            dnssec_validating.clone(),
+        );
         let coalesced = Counter::default();
         registry.register(
             "coalesced_requests",
@@ -419,6 +431,7 @@ impl Metrics {
             cache_entries,
             open_connections,
             queued_reply_bytes,
+            dnssec_validating,
             coalesced,
             proactive_rounds,
             proactive_failures,
@@ -551,6 +564,18 @@ impl Metrics {
         }
     }
 
+    /// The DNSSEC self-check's outcome (docs/ARCHITECTURE.md "Operations"):
+    /// `Some(validating)` sets `dnssec_validating`, `None` (no zone with
+    /// `dane: true`) removes it.
+    pub fn dnssec_validating(&self, validating: Option<bool>) {
+        match validating {
+            Some(on) => {
+                self.dnssec_validating.get_or_create(&[]).set(i64::from(on));
+            }
+            None => self.dnssec_validating.clear(),
+        }
+    }
+
     /// How many lookups have gone to the network since the start.
     pub fn network_lookups(&self) -> u64 {
         self.network_lookups.get()
@@ -636,6 +661,20 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(text.contains("mta_sts_build_info{version="));
+    }
+
+    /// `dnssec_validating` has no series before the check, its value
+    /// after, and none again once no zone has `dane: true`.
+    #[test]
+    fn dnssec_validating_is_absent_until_checked() {
+        let m = Metrics::default();
+        assert!(!m.encode(0, 0).contains("mta_sts_dnssec_validating "));
+        m.dnssec_validating(Some(true));
+        assert!(m.encode(0, 0).contains("\nmta_sts_dnssec_validating 1\n"));
+        m.dnssec_validating(Some(false));
+        assert!(m.encode(0, 0).contains("\nmta_sts_dnssec_validating 0\n"));
+        m.dnssec_validating(None);
+        assert!(!m.encode(0, 0).contains("mta_sts_dnssec_validating "));
     }
 
     /// A zone added by a reload is counted under its own label, on a

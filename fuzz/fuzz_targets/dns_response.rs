@@ -1,5 +1,6 @@
 //! DNS responses: parsing arbitrary bytes as the answer to a TXT, A,
-//! AAAA, MX or TLSA query never panics.
+//! AAAA, MX or TLSA query, or to the root SOA query of the DNSSEC
+//! self-check, never panics.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mta_sts_core::dns::{parse_response_full, QueryType};
@@ -15,4 +16,5 @@ fuzz_target!(|data: &[u8]| {
     ] {
         let _ = parse_response_full(data, id, "_mta-sts.example.com", qtype);
     }
+    let _ = parse_response_full(data, id, ".", QueryType::Soa);
 });

@@ -153,6 +153,14 @@ macro_rules! e2e_suite {
                 query_shows_dane,
                 warns_about_a_remote_resolver,
             ],
+            dnssec: [
+                validating_then_sighup_rechecks,
+                silent_resolver_warns_after_ready,
+                only_with_dane,
+                test_name_must_fail_validation,
+                check_config_runs_the_check,
+                query_dane_says_whether_validating,
+            ],
             query: [
                 query_valid,
                 query_json,

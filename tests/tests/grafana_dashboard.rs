@@ -15,6 +15,7 @@ const METRICS: &[(&str, &[&str])] = &[
     ("mta_sts_dns_queries_total", &["type", "rcode"]),
     ("mta_sts_cache_entries", &[]),
     ("mta_sts_open_connections", &[]),
+    ("mta_sts_dnssec_validating", &[]),
     ("mta_sts_coalesced_requests_total", &[]),
     ("mta_sts_proactive_rounds_total", &[]),
     ("mta_sts_proactive_failures_total", &[]),

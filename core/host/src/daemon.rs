@@ -43,6 +43,9 @@ pub trait Driver: Send + Sync + 'static {
 /// `mta-sts-daemon`: serve until SIGTERM/SIGINT. Returns the exit status:
 /// 0 after a graceful stop, 1 when start-up fails.
 pub async fn daemon_main<D: Driver>(driver: D, setup: DaemonSetup) -> i32 {
+    if setup.args.check_config {
+        return crate::startup::check_config(&driver, &setup.config_path).await;
+    }
     match run_daemon(&driver, &setup).await {
         Ok(()) => 0,
         Err(e) => {
@@ -117,11 +120,18 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
         let at = crate::admin_http::serve(bound, state)?;
         log::info!("metrics on {at}");
     }
+    let recheck = {
+        let (rt, dns, metrics) = (rt.clone(), stack.dns.clone(), stack.metrics.clone());
+        move |config: Arc<Config>| {
+            crate::dnssec::spawn_check(&rt, dns.clone(), metrics.clone(), config);
+        }
+    };
     let mut reloader = crate::reload::Reloader {
         path: setup.config_path.clone(),
         current: config.clone(),
         service: stack.service.clone(),
         engine: stack.engine.clone(),
+        recheck_dnssec: Box::new(recheck.clone()),
     };
     rt.spawn(Box::pin(hangups.for_each(move |()| {
         reloader.hangup();
@@ -130,6 +140,8 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     crate::memory::start_upkeep(stack.metrics.clone());
     log::info!("listening on {place}");
     setup.ready();
+    // After READY, never before: the check waits on the resolver.
+    recheck(config.clone());
     shutdown.await;
     let grace = config.shutdown_timeout;
     let drained = unblock(&rt, move || server.stop(grace)).await;

@@ -12,6 +12,7 @@ pub mod admin_http;
 mod blocking;
 mod clock;
 mod daemon;
+mod dnssec;
 pub mod fdlimit;
 mod files;
 mod listen;

@@ -112,16 +112,24 @@ async fn lookup<D: Driver>(
     let dane_domain = normalize_key(domain).ok().filter(|_| with_dane);
     let dane = async {
         let d = dane_domain.as_ref()?;
-        let result = with_timeout(&rt, limit, lookup_dane(&dns, d)).await;
-        Some(result.unwrap_or_else(|| DaneResult::failed(DaneFailure::Timeout)))
+        let lookup = async {
+            let result = with_timeout(&rt, limit, lookup_dane(&dns, d)).await;
+            result.unwrap_or_else(|| DaneResult::failed(DaneFailure::Timeout))
+        };
+        // Whether the answer rests on a validating resolver, asked at once.
+        Some(futures::join!(
+            lookup,
+            crate::dnssec::check_and_log(&dns, config)
+        ))
     };
     let (outcome, dane) = futures::join!(sts, dane);
     let (text, json_text, code) = match dane {
-        Some(dane) => {
+        Some((dane, dnssec)) => {
             let report = DaneQuery {
                 sts: outcome,
                 dane,
                 opts: config.default_zone.reply_options(),
+                dnssec,
             };
             (
                 report.to_text(domain),

@@ -1,6 +1,7 @@
-//! SIGHUP: reopen the log file (after log rotation) and reload the config.
-//! Zones, `cache_grace`, the limits and `log_format` take effect at once, without
-//! dropping connections or the cache; what needs a restart (listen
+//! SIGHUP: reopen the log file (after log rotation), reload the config and
+//! run the DNSSEC self-check again. Zones, `cache_grace`, the limits and
+//! `log_format` take effect at once, without dropping connections or the
+//! cache; what needs a restart (listen
 //! address, cache, the `resolver` section with its `ca_file`, ...) is
 //! logged as such and left as it is: the daemon may no longer be allowed
 //! to read what it read at start, before dropping privileges.
@@ -21,6 +22,9 @@ pub struct Reloader {
     pub service: Arc<Service>,
     /// Holds `cache_grace` and `max_lookups`.
     pub engine: EngineHandle,
+    /// Runs the DNSSEC self-check for the configuration applied, in the
+    /// background (docs/ARCHITECTURE.md "Operations").
+    pub recheck_dnssec: Box<dyn FnMut(Arc<Config>) + Send>,
 }
 
 impl Reloader {
@@ -58,7 +62,8 @@ impl Reloader {
         self.service.reload(applied.clone());
         self.engine
             .update(applied.cache_grace, applied.limits.max_lookups);
-        self.current = applied;
+        self.current = applied.clone();
+        (self.recheck_dnssec)(applied);
         log::info!(
             "configuration reloaded from {} ({} zone(s), cache_grace {:?})",
             self.path.display(),

@@ -51,7 +51,14 @@ pub fn prepare_daemon() -> DaemonSetup {
     }
     let path = config_path(&args.config, args.config_given);
     if args.check_config {
-        std::process::exit(check_config(&path));
+        // `daemon_main` checks it: the DNSSEC check needs the runtime.
+        return DaemonSetup {
+            args,
+            config_path: path,
+            config: Arc::new(Config::default()),
+            activation,
+            service_ids: None,
+        };
     }
     let mut config = match load_config(&path) {
         Ok(config) => config,
@@ -163,13 +170,48 @@ fn choose_config(given: &Path, explicit: bool, fallback: &Path) -> std::path::Pa
 
 /// `mta-sts-daemon --check-config`: read and validate `path` and what it
 /// names (the CA file), print every problem with its key path; 0 when
-/// the daemon would start with it, 1 otherwise.
-pub fn check_config(path: &Path) -> i32 {
+/// the daemon would start with it, 1 otherwise. With a zone that has
+/// `dane: true` it then runs the DNSSEC self-check and prints its verdict
+/// (a resolver that does not validate is a warning: the daemon starts).
+pub async fn check_config<D: crate::Driver>(driver: &D, path: &Path) -> i32 {
+    let (code, config) = check_config_file(path);
+    if code == 0 && config.dane_enabled() {
+        let check = check_dnssec_with(driver, &config).await;
+        let kind = if check.is_validating() {
+            "ok"
+        } else {
+            "warning"
+        };
+        println!("{}: {kind}: DNSSEC check: {check}", path.display());
+    }
+    code
+}
+
+/// The DNSSEC self-check over `driver`'s transport to the config's
+/// nameservers (printed by the caller, not logged).
+async fn check_dnssec_with<D: crate::Driver>(
+    driver: &D,
+    config: &Config,
+) -> mta_sts_core::dane::DnssecCheck {
+    let targets = dns_settings(config);
+    let transport = driver.transport(TlsRoots { ca_pem: None });
+    let dns = mta_sts_core::service::DnsClient::new(
+        driver.runtime(),
+        transport,
+        targets.servers,
+        targets.attempts,
+        targets.try_timeout,
+    );
+    crate::dnssec::run(&dns, config).await
+}
+
+/// The file part of [`check_config`]: the status and the configuration read.
+fn check_config_file(path: &Path) -> (i32, Config) {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) => {
             println!("{}: {e}", path.display());
-            return 1;
+            return (1, Config::default());
         }
     };
     let checked = Config::check(&text);
@@ -180,7 +222,7 @@ pub fn check_config(path: &Path) -> i32 {
         println!("{}: error: {e}", path.display());
     }
     if !checked.errors.is_empty() {
-        return 1;
+        return (1, checked.config);
     }
     if let CacheConfig::Postgres(options) = &checked.config.cache {
         match crate::postgres::check_options(options) {
@@ -188,11 +230,11 @@ pub fn check_config(path: &Path) -> i32 {
             Ok(None) => {}
             Err(e) => {
                 println!("{}: error: {e}", path.display());
-                return 1;
+                return (1, checked.config);
             }
         }
     }
-    match policy_tls_roots(&checked.config).and_then(|roots| roots.connector()) {
+    let code = match policy_tls_roots(&checked.config).and_then(|roots| roots.connector()) {
         Ok(_) => {
             println!("{}: ok", path.display());
             0
@@ -201,7 +243,8 @@ pub fn check_config(path: &Path) -> i32 {
             println!("{}: error: {e}", path.display());
             1
         }
-    }
+    };
+    (code, checked.config)
 }
 
 /// Read and validate the YAML config at `path`. A missing file means the

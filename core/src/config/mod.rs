@@ -282,6 +282,12 @@ pub struct ResolverConfig {
     pub policy_port: u16,
     /// `User-Agent` of policy fetches.
     pub user_agent: String,
+    /// A name whose DNSSEC signatures are broken on purpose (e.g.
+    /// `dnssec-failed.org`): a validating resolver answers it SERVFAIL
+    /// (RFC 4035 §5.5), so an answer means it does not validate
+    /// (docs/ARCHITECTURE.md "Operations", the DNSSEC self-check). Ours;
+    /// absent by default.
+    pub dnssec_test_name: Option<String>,
 }
 
 /// Everything found while reading a configuration: the configuration
@@ -370,6 +376,7 @@ impl Default for ResolverConfig {
             ca_file: None,
             policy_port: 443,
             user_agent: concat!("mta-sts-resolver-rs/", env!("CARGO_PKG_VERSION")).to_owned(),
+            dnssec_test_name: None,
         }
     }
 }

@@ -49,7 +49,13 @@ const POSTGRES_KEYS: &[&str] = &[
 const PROACTIVE_KEYS: &[&str] = &["enabled", "interval", "concurrency_limit", "grace_ratio"];
 const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt", "dane"];
 const METRICS_KEYS: &[&str] = &["listen", "path", "mode"];
-const RESOLVER_KEYS: &[&str] = &["nameservers", "ca_file", "policy_port", "user_agent"];
+const RESOLVER_KEYS: &[&str] = &[
+    "nameservers",
+    "ca_file",
+    "policy_port",
+    "user_agent",
+    "dnssec_test_name",
+];
 
 /// A section of the document: its mapping (absent or `~` reads as empty)
 /// and its key path.
@@ -485,6 +491,14 @@ impl Reader {
         }
         if let Some(ua) = string(s.get("user_agent"))? {
             r.user_agent = ua;
+        }
+        let (test_name, test_path) = s.get("dnssec_test_name");
+        if let Some(name) = string((test_name, test_path.clone()))? {
+            let bare = name.strip_suffix('.').unwrap_or(&name).to_ascii_lowercase();
+            if !crate::domain::is_valid_hostname(&bare) {
+                return Err(invalid(&test_path, "not a DNS host name"));
+            }
+            r.dnssec_test_name = Some(bare);
         }
         Ok(r)
     }

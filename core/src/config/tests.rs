@@ -56,6 +56,7 @@ fn every_default() {
     assert_eq!(c.resolver.ca_file, None);
     assert_eq!(c.resolver.policy_port, 443);
     assert!(c.resolver.user_agent.starts_with("mta-sts-resolver-rs/"));
+    assert_eq!(c.resolver.dnssec_test_name, None);
 }
 
 #[test]
@@ -94,6 +95,7 @@ resolver:
   ca_file: /tmp/ca.pem
   policy_port: 8443
   user_agent: test-agent
+  dnssec_test_name: DNSSEC-Failed.org.
 "#;
     let loaded = load(text);
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
@@ -160,6 +162,10 @@ resolver:
     assert_eq!(c.resolver.ca_file, Some(PathBuf::from("/tmp/ca.pem")));
     assert_eq!(c.resolver.policy_port, 8443);
     assert_eq!(c.resolver.user_agent, "test-agent");
+    assert_eq!(
+        c.resolver.dnssec_test_name.as_deref(),
+        Some("dnssec-failed.org")
+    );
 }
 
 #[test]
@@ -544,6 +550,14 @@ fn each_validation_error_names_its_key() {
         ),
         ("resolver: {nameservers: [53]}", "resolver.nameservers[0]"),
         ("resolver: {policy_port: 0}", "resolver.policy_port"),
+        (
+            "resolver: {dnssec_test_name: 'a b.example'}",
+            "resolver.dnssec_test_name",
+        ),
+        (
+            "resolver: {dnssec_test_name: 5}",
+            "resolver.dnssec_test_name",
+        ),
         ("[1, 2]", "(top level)"),
         ("just a string", "(top level)"),
     ] {

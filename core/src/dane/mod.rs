@@ -12,12 +12,16 @@
 //! downgrade on a failure). docs/ARCHITECTURE.md "The lookup coordinator"
 //! says how it runs beside the MTA-STS lookup.
 
+mod check;
 mod result;
 mod steps;
 #[cfg(test)]
 mod tests;
 mod ttl;
 
+pub use check::{
+    after_signed, after_test_name, DnssecCheck, NotValidating, SIGNED_NAME, SIGNED_TYPE, TEST_TYPE,
+};
 pub use result::{DaneFailure, DaneResult, HostDane, HostReport, NoDane, Verdict};
 pub use steps::{
     after_addresses, after_mx, after_tlsa, conclude, is_usable, tlsa_name, AddressStep, HostPlan,

@@ -120,7 +120,7 @@ pub fn after_mx(domain: &str, mx: Lookup) -> MxStep {
                 ttl,
             })
         }
-        Answer::Txt(_) | Answer::Addresses(_) | Answer::Tlsa(_) => {
+        Answer::Txt(_) | Answer::Addresses(_) | Answer::Tlsa(_) | Answer::Soa => {
             MxStep::Done(DaneResult::failed(dns_failure(
                 domain,
                 QueryType::Mx,
@@ -199,7 +199,7 @@ pub fn after_tlsa(
                 }
             }
         }
-        Answer::Txt(_) | Answer::Addresses(_) | Answer::Mx(_) => {
+        Answer::Txt(_) | Answer::Addresses(_) | Answer::Mx(_) | Answer::Soa => {
             return Err(dns_failure(
                 name,
                 QueryType::Tlsa,

@@ -1,10 +1,12 @@
 //! The network half of a DANE lookup (RFC 7672 §2.2): the MX, A/AAAA and
 //! TLSA queries with the DO bit, asked in the order the sans-IO steps of
-//! [`crate::dane`] say, every MX host at once.
+//! [`crate::dane`] say, every MX host at once; and the DNSSEC self-check
+//! ([`check_dnssec`]).
 
-use super::{DnsClient, Runtime};
+use super::{with_timeout, DnsClient, Runtime};
 use crate::dane::{
-    self, AddressStep, DaneFailure, DaneResult, HostDane, HostReport, MxStep, TlsaStep, Ttl,
+    self, AddressStep, DaneFailure, DaneResult, DnssecCheck, HostDane, HostReport, MxStep,
+    TlsaStep, Ttl,
 };
 use crate::dns::DnsFailure;
 use crate::dns::{Answered, QueryType};
@@ -24,6 +26,34 @@ pub async fn lookup_dane<R: Runtime>(dns: &DnsClient<R>, domain: &Domain) -> Dan
     match try_join_all(plan.hosts.iter().map(|host| check_host(dns, host))).await {
         Ok(hosts) => dane::conclude(&plan, hosts),
         Err(failure) => DaneResult::failed(failure),
+    }
+}
+
+/// Is the resolver validating? (docs/ARCHITECTURE.md "Operations"): the
+/// root zone's SOA with the DO bit, then, when the root came with AD and
+/// `test_name` is given, that name, which must fail validation (RFC 4035
+/// §3.2.3, §5.5). Each query is bounded by `limit` (the nameservers'
+/// rounds may take longer); the verdict says which one went unanswered.
+pub async fn check_dnssec<R: Runtime>(
+    dns: &DnsClient<R>,
+    test_name: Option<&str>,
+    limit: std::time::Duration,
+) -> DnssecCheck {
+    let bounded = |name, qtype| async move {
+        with_timeout(dns.runtime(), limit, ask(dns, name, qtype))
+            .await
+            .unwrap_or(Err(DnsFailure::Timeout))
+    };
+    let root = bounded(dane::SIGNED_NAME, dane::SIGNED_TYPE).await;
+    if let Some(verdict) = dane::after_signed(root.as_ref()) {
+        return verdict;
+    }
+    match test_name {
+        None => DnssecCheck::Validating { test_name: None },
+        Some(name) => {
+            let answer = bounded(name, dane::TEST_TYPE).await;
+            dane::after_test_name(name, answer.as_ref())
+        }
     }
 }
 

@@ -22,7 +22,7 @@ pub async fn lookup_txt<R: Runtime>(dns: &DnsClient<R>, domain: &Domain) -> TxtR
             Err(e) => TxtResult::NoPolicy(NoPolicy::Record(e)),
         },
         Ok(Answer::NoRecords(kind)) => TxtResult::NoPolicy(NoPolicy::NoRecord(kind)),
-        Ok(Answer::Addresses(_) | Answer::Mx(_) | Answer::Tlsa(_)) => {
+        Ok(Answer::Addresses(_) | Answer::Mx(_) | Answer::Tlsa(_) | Answer::Soa) => {
             TxtResult::Error(Failure::Txt(DnsFailure::UnexpectedAnswer))
         }
         Err(e) => TxtResult::Error(Failure::Txt(e.into())),

@@ -23,7 +23,7 @@ mod udp_pool;
 pub use admin::{export_line, parse_export_line, summary_line, utc, AdminError, CacheAdmin};
 pub use answer::{ConfigView, Miss, MonoClock, Service, WallClock};
 pub use connection::serve_connection;
-pub use dane::lookup_dane;
+pub use dane::{check_dnssec, lookup_dane};
 pub use dns_client::{DnsClient, DnsLookupError};
 pub use engine::{Engine, EngineHandle, EngineSettings};
 pub use fetch::{fetch_policy, lookup_txt, FetchError};

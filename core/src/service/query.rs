@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::answer::render;
 use super::{fetch_policy, lookup_txt, DnsClient, Runtime, Transport};
-use crate::dane::{DaneResult, Verdict};
+use crate::dane::{DaneResult, DnssecCheck, Verdict};
 use crate::domain::{normalize_key, Domain};
 use crate::policy::{render_reply, Mode, Policy, ReplyOptions};
 use crate::resolve::{dane_class, Class, TxtResult};
@@ -98,6 +98,9 @@ pub struct DaneQuery {
     pub dane: DaneResult,
     /// The zone's reply options, for the MTA-STS answer.
     pub opts: ReplyOptions,
+    /// Whether the resolver the DANE answer rests on validates
+    /// (docs/ARCHITECTURE.md "Operations", the DNSSEC self-check).
+    pub dnssec: DnssecCheck,
 }
 
 impl DaneQuery {
@@ -134,7 +137,8 @@ impl DaneQuery {
     }
 
     /// A form a person reads: the MTA-STS report, then `dane:` with the
-    /// outcome, one `dane_host:` line per MX host, and `answer:`.
+    /// outcome, one `dane_host:` line per MX host, `dnssec:` (is the
+    /// resolver validating?) and `answer:`.
     pub fn to_text(&self, domain: &str) -> String {
         let mut s = self.sts.to_text(domain);
         s.push_str(&format!(
@@ -153,6 +157,11 @@ impl DaneQuery {
 "
             ));
         }
+        s.push_str(&format!(
+            "dnssec: {} ({})\n",
+            self.dnssec.label(),
+            self.dnssec
+        ));
         if let Some(answer) = self.answer(domain) {
             s.push_str(&format!(
                 "answer: {}
@@ -163,8 +172,8 @@ impl DaneQuery {
         s
     }
 
-    /// The MTA-STS JSON object with `dane` (outcome, reason, TTL, hosts)
-    /// and `answer` added.
+    /// The MTA-STS JSON object with `dane` (outcome, reason, TTL, hosts),
+    /// `dnssec` (status, validating, detail) and `answer` added.
     pub fn to_json(&self, domain: &str) -> String {
         let mut value = self.sts.json_value(domain);
         let hosts: Vec<serde_json::Value> = self
@@ -186,6 +195,14 @@ impl DaneQuery {
                     "implicit_mx": self.dane.implicit_mx,
                     "ttl": self.dane.ttl.as_secs(),
                     "hosts": hosts,
+                }),
+            );
+            object.insert(
+                "dnssec".to_owned(),
+                serde_json::json!({
+                    "status": self.dnssec.label(),
+                    "validating": self.dnssec.is_validating(),
+                    "detail": self.dnssec.to_string(),
                 }),
             );
             object.insert(
@@ -256,6 +273,7 @@ mod tests {
                 policy,
             },
             dane: DaneResult::decided(Verdict::NoDane(NoDane::NoTlsa), Duration::from_secs(60)),
+            dnssec: DnssecCheck::Validating { test_name: None },
             opts: ReplyOptions {
                 strict_testing: false,
                 require_sni: false,

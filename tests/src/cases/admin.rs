@@ -12,7 +12,7 @@ use super::{expect, pause, publish_enforce, secure, start, Bins};
 use crate::{run_bounded, run_query, World};
 
 /// `metrics: {path: ...}` in the daemon's own dir.
-fn metrics_yaml(dir: &Path) -> String {
+pub(super) fn metrics_yaml(dir: &Path) -> String {
     format!(
         "metrics:\n  path: {}\n",
         crate::daemon::yaml_str(&dir.join("metrics.sock").display().to_string())
@@ -31,7 +31,7 @@ fn status_and_body(raw: &str) -> (u16, String) {
 }
 
 /// A GET or DELETE on the daemon's metrics socket: status and body.
-fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
+pub(super) fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
     let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect metrics socket");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod cache;
 pub mod dane;
+pub mod dnssec;
 pub mod fetch;
 pub mod keys;
 pub mod limits;
