@@ -195,6 +195,7 @@ impl Service {
                         cached: true,
                     };
                     if let Some(class) = dane_class(&dane.result.verdict) {
+                        self.index.note_asked(domain, now_ms);
                         let decision = Decision::fresh(class, Some(&dane));
                         return Ok(self.render_decision(domain, name, decision, |_| None));
                     }
@@ -233,6 +234,9 @@ impl Service {
             self.engine.lookup(domain.clone(), timeout).await
         };
         let domain = domain.as_str();
+        // Asked for: the proactive refresh keeps its policy (a fresh hit
+        // notes it in `PolicyIndex::fresh`).
+        self.index.note_asked(domain, (self.wall_ms)());
         let reply = |policy: &Policy| render_reply(policy, domain, opts).map(Arc::from);
         self.render_decision(domain, &zone, answer.decision(), reply)
     }
