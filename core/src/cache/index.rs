@@ -617,6 +617,94 @@ mod tests {
         );
     }
 
+    /// Hits within `cache_grace` of the time noted write nothing; the
+    /// time survives a new entry for the domain (docs/ARCHITECTURE.md
+    /// "Proactive refresh").
+    #[test]
+    fn asked_time_is_written_at_most_once_per_grace() {
+        let index = PolicyIndex::new(10, Duration::from_millis(2_000));
+        let asked = |index: &PolicyIndex| match index.fresh("example.com", 0) {
+            Fresh::Policy(c) => c.asked_ms(),
+            _ => panic!("miss"),
+        };
+        index.store(d("example.com"), entry("a", 0, 10_000));
+        assert_eq!(asked(&index), 0, "stored, never asked");
+        for now in (10_000..12_000).step_by(100) {
+            assert!(matches!(index.fresh("example.com", now), Fresh::Policy(_)));
+        }
+        assert_eq!(asked(&index), 10_000, "twenty hits, one write");
+        // A lookup's answer notes it too, once the grace has passed.
+        index.note_asked("example.com", 11_999);
+        assert_eq!(asked(&index), 10_000);
+        index.note_asked("example.com", 12_000);
+        assert_eq!(asked(&index), 12_000);
+        // A refreshed entry keeps the time; a purge forgets it.
+        index.store(d("example.com"), entry("a", 0, 12_500));
+        assert_eq!(asked(&index), 12_000);
+        assert!(index.remove("example.com"));
+        index.store(d("example.com"), entry("a", 0, 13_000));
+        assert_eq!(asked(&index), 0);
+        // A domain with no policy held has nothing to note.
+        index.note_asked("other.example", 13_000);
+        assert!(matches!(index.fresh("other.example", 13_000), Fresh::Miss));
+    }
+
+    /// Idle: not asked for within max_age (or idle_time), counting from
+    /// the start when no request was noted; expired with none noted.
+    #[test]
+    fn idle_rule() {
+        const DAY: u64 = 86_400_000;
+        let start = 10 * DAY;
+        let by_max_age = IdleRule {
+            since_ms: start,
+            idle_time: None,
+        };
+        let e = entry("a", start, start);
+        assert!(!by_max_age.is_idle(&e, 0, start + DAY - 1));
+        assert!(by_max_age.is_idle(&e, 0, start + DAY));
+        assert!(!by_max_age.is_idle(&e, start + 5, start + DAY));
+        // Asked before the start (an older process): counts from the start.
+        let old = entry("a", start - DAY / 2, start - DAY / 2);
+        assert!(!by_max_age.is_idle(&old, 0, start + DAY / 4));
+        // Expired and not asked for since the start: left alone at once.
+        let dead = entry("a", start - DAY, start - DAY);
+        assert!(by_max_age.is_idle(&dead, 0, start));
+        assert!(!by_max_age.is_idle(&dead, start, start + 1));
+        let by_idle_time = IdleRule {
+            since_ms: start,
+            idle_time: Some(Duration::from_secs(3_600)),
+        };
+        assert!(!by_idle_time.is_idle(&e, start + 1_000, start + 3_600_999));
+        assert!(by_idle_time.is_idle(&e, start + 1_000, start + 3_601_000));
+    }
+
+    /// An idle policy leaves memory once expired, not before; a policy
+    /// asked for stays.
+    #[test]
+    fn an_idle_expired_policy_leaves_memory() {
+        const DAY: u64 = 86_400_000;
+        let index = PolicyIndex::new(10, Duration::from_secs(60));
+        let rule = IdleRule {
+            since_ms: 1_000,
+            idle_time: Some(Duration::from_secs(3_600)),
+        };
+        index.store(d("idle.example"), entry("a", 1_000, 1_000));
+        index.store(d("asked.example"), entry("a", 1_000, 1_000));
+        assert_eq!(index.idle("none.example", &rule, 2_000), None);
+        assert_eq!(index.idle("idle.example", &rule, 2_000), Some(false));
+        assert_eq!(index.idle("idle.example", &rule, 3_601_000), Some(true));
+        assert!(index.known("idle.example", 3_601_000) != Held::Miss);
+        index.note_asked("asked.example", DAY);
+        let expired = 1_000 + DAY;
+        assert_eq!(index.idle("idle.example", &rule, expired), Some(true));
+        assert_eq!(index.known("idle.example", expired), Held::Miss);
+        assert_eq!(index.idle("asked.example", &rule, expired), Some(false));
+        assert!(matches!(
+            index.known("asked.example", expired),
+            Held::Entry(_)
+        ));
+    }
+
     #[test]
     fn work_list_and_purge() {
         let index = PolicyIndex::new(10, Duration::from_secs(60));
