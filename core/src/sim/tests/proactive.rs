@@ -256,7 +256,7 @@ proactive_policy_fetching:
 fn round_checks(h: &Harness, domain: &str, start: Duration) -> Vec<u64> {
     txt_times(h, domain)
         .into_iter()
-        .filter(|t| *t > start && (*t - start).as_millis() % 3_600_000 == 0)
+        .filter(|t| *t > start && (*t - start).as_millis().is_multiple_of(3_600_000))
         .map(|t| (t - start).as_secs() / 3600)
         .collect()
 }
