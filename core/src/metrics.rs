@@ -279,6 +279,7 @@ pub struct Metrics {
     coalesced: Counter,
     proactive_rounds: Counter,
     proactive_failures: Counter,
+    proactive_skipped: Counter,
     refresh_failures: Counter,
     store_errors: Counter,
     /// Lookups that went to the network (not exported: an activity gauge
@@ -395,6 +396,12 @@ impl Metrics {
             "Proactive refreshes of a domain that failed",
             proactive_failures.clone(),
         );
+        let proactive_skipped = Counter::default();
+        registry.register(
+            "proactive_skipped",
+            "Domains a proactive refresh round left alone: not asked for within their idle time",
+            proactive_skipped.clone(),
+        );
         let refresh_failures = Counter::default();
         registry.register(
             "refresh_failures",
@@ -435,6 +442,7 @@ impl Metrics {
             coalesced,
             proactive_rounds,
             proactive_failures,
+            proactive_skipped,
             refresh_failures,
             store_errors,
             network_lookups: Counter::default(),
@@ -543,6 +551,12 @@ impl Metrics {
     /// A proactive refresh of one domain failed.
     pub fn proactive_failure(&self) {
         self.proactive_failures.inc();
+    }
+
+    /// A proactive refresh round left a domain alone: not asked for within
+    /// its idle time (docs/ARCHITECTURE.md "Proactive refresh").
+    pub fn proactive_skipped(&self) {
+        self.proactive_skipped.inc();
     }
 
     /// A cached policy could not be refreshed (RFC 8461 §3.3).

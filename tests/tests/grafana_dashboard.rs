@@ -19,6 +19,7 @@ const METRICS: &[(&str, &[&str])] = &[
     ("mta_sts_coalesced_requests_total", &[]),
     ("mta_sts_proactive_rounds_total", &[]),
     ("mta_sts_proactive_failures_total", &[]),
+    ("mta_sts_proactive_skipped_total", &[]),
     ("mta_sts_refresh_failures_total", &[]),
     ("mta_sts_store_errors_total", &[]),
     ("mta_sts_build_info", &["version"]),

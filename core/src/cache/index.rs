@@ -24,6 +24,10 @@ use crate::policy::{render_reply, ReplyOptions};
 pub struct Cached {
     entry: CacheEntry,
     replies: Replies,
+    /// Unix millisecond of the last request for the domain this process
+    /// noted, 0 for none; in memory only, never stored (docs/ARCHITECTURE.md
+    /// "Proactive refresh").
+    asked_ms: AtomicU64,
 }
 
 /// The rendered replies of one policy. The first flavour asked for is kept
@@ -53,10 +57,26 @@ impl Replies {
 }
 
 impl Cached {
-    fn new(entry: CacheEntry) -> Self {
+    fn new(entry: CacheEntry, asked_ms: u64) -> Self {
         Cached {
             entry,
             replies: Replies::default(),
+            asked_ms: AtomicU64::new(asked_ms),
+        }
+    }
+
+    /// Unix millisecond of the last request for the domain this process
+    /// noted (at most `cache_grace` late), or 0 if none was.
+    pub fn asked_ms(&self) -> u64 {
+        self.asked_ms.load(Ordering::Relaxed)
+    }
+
+    /// Note a request at `now_ms`. Written only when the time noted is
+    /// `grace_ms` old or more: a hit reads a cache line other threads
+    /// read too, and writing it on every hit would make them contend.
+    fn note_asked(&self, now_ms: u64, grace_ms: u64) {
+        if now_ms >= self.asked_ms().saturating_add(grace_ms) {
+            self.asked_ms.store(now_ms, Ordering::Relaxed);
         }
     }
 
@@ -124,6 +144,35 @@ pub enum Held {
     Miss,
 }
 
+/// When the proactive refresh leaves a cached domain alone: the relay has
+/// not asked for it for `idle_time`, or for its policy's `max_age` when
+/// none is configured (docs/ARCHITECTURE.md "Proactive refresh").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleRule {
+    /// Unix millisecond the refresh started: a domain with no request
+    /// noted since counts as asked then, as the process cannot know.
+    pub since_ms: u64,
+    /// `proactive_policy_fetching.idle_time`; `None` for each policy's
+    /// `max_age`.
+    pub idle_time: Option<Duration>,
+}
+
+impl IdleRule {
+    /// True when `entry`, last asked for at `asked_ms` (0: not since
+    /// [`since_ms`](Self::since_ms)), is not to be refreshed at `now_ms`.
+    /// A policy already expired with no request since the start is idle
+    /// too: refreshing it would fetch a policy nobody was shown to need.
+    pub fn is_idle(&self, entry: &CacheEntry, asked_ms: u64, now_ms: u64) -> bool {
+        if asked_ms == 0 && entry.is_expired(now_ms) {
+            return true;
+        }
+        let limit = self
+            .idle_time
+            .map_or(entry.policy.max_age.saturating_mul(1000), millis);
+        now_ms >= asked_ms.max(self.since_ms).saturating_add(limit)
+    }
+}
+
 /// A DANE result and the Unix millisecond until which it is answered.
 #[derive(Debug)]
 struct DaneEntry {
@@ -155,12 +204,14 @@ impl PolicyIndex {
     }
 
     /// The fresh answer for `domain` at `now_ms`, if any (RFC 8461 §5.1:
-    /// within `cache_grace` of the last check, no traffic).
+    /// within `cache_grace` of the last check, no traffic). A policy
+    /// answered is noted as asked for ([`Cached::asked_ms`]).
     pub fn fresh(&self, domain: &str, now_ms: u64) -> Fresh {
         let grace_ms = self.grace_ms.load(Ordering::Relaxed);
         let shard = self.map.read(domain);
         if let Some(c) = shard.policies.get(domain) {
             return if c.entry.is_fresh(now_ms, Duration::from_millis(grace_ms)) {
+                c.note_asked(now_ms, grace_ms);
                 Fresh::Policy(c.clone())
             } else {
                 Fresh::Miss
@@ -170,6 +221,42 @@ impl PolicyIndex {
             Some(noted) if now_ms < noted.saturating_add(grace_ms) => Fresh::NoPolicy,
             _ => Fresh::Miss,
         }
+    }
+
+    /// Note a request for `domain` at `now_ms` answered other than by
+    /// [`fresh`](Self::fresh) (a lookup, a DANE result), if a policy is
+    /// held (docs/ARCHITECTURE.md "Proactive refresh").
+    pub fn note_asked(&self, domain: &str, now_ms: u64) {
+        let grace_ms = self.grace_ms.load(Ordering::Relaxed);
+        if let Some(c) = self.map.read(domain).policies.get(domain) {
+            c.note_asked(now_ms, grace_ms);
+        }
+    }
+
+    /// Whether the proactive refresh leaves `domain` alone at `now_ms`
+    /// ([`IdleRule`]), or `None` when no policy is held for it. An idle
+    /// policy that has expired leaves memory here: nothing answers with
+    /// it any more, and a request for it looks it up afresh.
+    pub fn idle(&self, domain: &str, rule: &IdleRule, now_ms: u64) -> Option<bool> {
+        let idle = |c: &Cached| rule.is_idle(&c.entry, c.asked_ms(), now_ms);
+        let (idle_now, expired) = {
+            let shard = self.map.read(domain);
+            let c = shard.policies.peek(domain)?;
+            (idle(c), c.entry.is_expired(now_ms))
+        };
+        if idle_now && expired {
+            // Checked again under the write lock: a lookup may have
+            // stored a new policy meanwhile.
+            let mut shard = self.map.write(domain);
+            if shard
+                .policies
+                .peek(domain)
+                .is_some_and(|c| idle(c) && c.entry.is_expired(now_ms))
+            {
+                shard.policies.remove(domain);
+            }
+        }
+        Some(idle_now)
     }
 
     /// Everything known about `domain` at `now_ms`, for the coordinator.
@@ -197,9 +284,11 @@ impl PolicyIndex {
 
     /// Store `entry` unless the one held is newer
     /// ([`CacheEntry::is_newer_than`]); replaces a "no policy" note. Only
-    /// another policy can evict one.
+    /// another policy can evict one. The time the domain was last asked
+    /// for stays with it.
     pub fn store(&self, domain: Domain, entry: CacheEntry) {
         let mut shard = self.map.write(domain.as_str());
+        let mut asked_ms = 0;
         if let Some(c) = shard.policies.peek(domain.as_str()) {
             if c.entry.is_newer_than(&entry) {
                 return;
@@ -208,9 +297,12 @@ impl PolicyIndex {
                 // Same data: keep the rendered replies.
                 return;
             }
+            asked_ms = c.asked_ms();
         }
         shard.no_policy.remove(domain.as_str());
-        shard.policies.insert(domain, Arc::new(Cached::new(entry)));
+        shard
+            .policies
+            .insert(domain, Arc::new(Cached::new(entry, asked_ms)));
     }
 
     /// Remember that `domain` publishes no policy, unless an unexpired
@@ -523,6 +615,94 @@ mod tests {
             index.checked_before(now - 60_000, now),
             vec![d("ahead.example")]
         );
+    }
+
+    /// Hits within `cache_grace` of the time noted write nothing; the
+    /// time survives a new entry for the domain (docs/ARCHITECTURE.md
+    /// "Proactive refresh").
+    #[test]
+    fn asked_time_is_written_at_most_once_per_grace() {
+        let index = PolicyIndex::new(10, Duration::from_millis(2_000));
+        let asked = |index: &PolicyIndex| match index.fresh("example.com", 0) {
+            Fresh::Policy(c) => c.asked_ms(),
+            _ => panic!("miss"),
+        };
+        index.store(d("example.com"), entry("a", 0, 10_000));
+        assert_eq!(asked(&index), 0, "stored, never asked");
+        for now in (10_000..12_000).step_by(100) {
+            assert!(matches!(index.fresh("example.com", now), Fresh::Policy(_)));
+        }
+        assert_eq!(asked(&index), 10_000, "twenty hits, one write");
+        // A lookup's answer notes it too, once the grace has passed.
+        index.note_asked("example.com", 11_999);
+        assert_eq!(asked(&index), 10_000);
+        index.note_asked("example.com", 12_000);
+        assert_eq!(asked(&index), 12_000);
+        // A refreshed entry keeps the time; a purge forgets it.
+        index.store(d("example.com"), entry("a", 0, 12_500));
+        assert_eq!(asked(&index), 12_000);
+        assert!(index.remove("example.com"));
+        index.store(d("example.com"), entry("a", 0, 13_000));
+        assert_eq!(asked(&index), 0);
+        // A domain with no policy held has nothing to note.
+        index.note_asked("other.example", 13_000);
+        assert!(matches!(index.fresh("other.example", 13_000), Fresh::Miss));
+    }
+
+    /// Idle: not asked for within max_age (or idle_time), counting from
+    /// the start when no request was noted; expired with none noted.
+    #[test]
+    fn idle_rule() {
+        const DAY: u64 = 86_400_000;
+        let start = 10 * DAY;
+        let by_max_age = IdleRule {
+            since_ms: start,
+            idle_time: None,
+        };
+        let e = entry("a", start, start);
+        assert!(!by_max_age.is_idle(&e, 0, start + DAY - 1));
+        assert!(by_max_age.is_idle(&e, 0, start + DAY));
+        assert!(!by_max_age.is_idle(&e, start + 5, start + DAY));
+        // Asked before the start (an older process): counts from the start.
+        let old = entry("a", start - DAY / 2, start - DAY / 2);
+        assert!(!by_max_age.is_idle(&old, 0, start + DAY / 4));
+        // Expired and not asked for since the start: left alone at once.
+        let dead = entry("a", start - DAY, start - DAY);
+        assert!(by_max_age.is_idle(&dead, 0, start));
+        assert!(!by_max_age.is_idle(&dead, start, start + 1));
+        let by_idle_time = IdleRule {
+            since_ms: start,
+            idle_time: Some(Duration::from_secs(3_600)),
+        };
+        assert!(!by_idle_time.is_idle(&e, start + 1_000, start + 3_600_999));
+        assert!(by_idle_time.is_idle(&e, start + 1_000, start + 3_601_000));
+    }
+
+    /// An idle policy leaves memory once expired, not before; a policy
+    /// asked for stays.
+    #[test]
+    fn an_idle_expired_policy_leaves_memory() {
+        const DAY: u64 = 86_400_000;
+        let index = PolicyIndex::new(10, Duration::from_secs(60));
+        let rule = IdleRule {
+            since_ms: 1_000,
+            idle_time: Some(Duration::from_secs(3_600)),
+        };
+        index.store(d("idle.example"), entry("a", 1_000, 1_000));
+        index.store(d("asked.example"), entry("a", 1_000, 1_000));
+        assert_eq!(index.idle("none.example", &rule, 2_000), None);
+        assert_eq!(index.idle("idle.example", &rule, 2_000), Some(false));
+        assert_eq!(index.idle("idle.example", &rule, 3_601_000), Some(true));
+        assert!(index.known("idle.example", 3_601_000) != Held::Miss);
+        index.note_asked("asked.example", DAY);
+        let expired = 1_000 + DAY;
+        assert_eq!(index.idle("idle.example", &rule, expired), Some(true));
+        assert_eq!(index.known("idle.example", expired), Held::Miss);
+        assert_eq!(index.idle("asked.example", &rule, expired), Some(false));
+        assert!(matches!(
+            index.known("asked.example", expired),
+            Held::Entry(_)
+        ));
     }
 
     #[test]

@@ -79,8 +79,9 @@ impl<V> Bounded<V> {
 
     /// Remove `domain`; true if it was there.
     pub fn remove(&mut self, domain: &str) -> bool {
-        // O(n), but only purges and a domain changing between a policy and
-        // "no policy" (each after a lookup with network IO) remove.
+        // O(n), but only purges, a domain changing between a policy and
+        // "no policy" (each after a lookup with network IO) and an idle
+        // policy's expiry (once per domain) remove.
         let found = self.map.remove(domain).is_some();
         if found {
             self.ring.retain(|d| &**d != domain);

@@ -17,5 +17,5 @@ pub use format::{
     f64_secs_to_millis, millis_to_f64_secs, policy_from_body, policy_from_json, policy_to_json,
     secs_to_millis, CacheFormatError, OrderedObject,
 };
-pub use index::{Cached, Fresh, Held, PolicyIndex};
+pub use index::{Cached, Fresh, Held, IdleRule, PolicyIndex};
 pub use store::{merge, Store, StoreError};

@@ -251,6 +251,10 @@ pub struct ProactiveConfig {
     /// Refresh a policy when checked longer ago than
     /// `interval / grace_ratio` (default 2.0).
     pub grace_ratio: f64,
+    /// Stop refreshing a domain not asked for this long; `None` (the
+    /// default) means each policy's own `max_age` (docs/ARCHITECTURE.md
+    /// "Proactive refresh").
+    pub idle_time: Option<Duration>,
 }
 
 /// Per-zone options (`default_zone`, `zones.<name>`; docs/ARCHITECTURE.md "Replies").
@@ -353,6 +357,7 @@ impl Default for ProactiveConfig {
             interval: Duration::from_secs(86_400),
             concurrency_limit: 100,
             grace_ratio: 2.0,
+            idle_time: None,
         }
     }
 }

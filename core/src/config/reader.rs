@@ -46,7 +46,13 @@ const SENTINEL_KEYS: &[&str] = &["sentinels", "sentinel_master_name"];
 const POSTGRES_KEYS: &[&str] = &[
     "dsn", "host", "port", "user", "password", "database", "min_size", "max_size", "timeout",
 ];
-const PROACTIVE_KEYS: &[&str] = &["enabled", "interval", "concurrency_limit", "grace_ratio"];
+const PROACTIVE_KEYS: &[&str] = &[
+    "enabled",
+    "interval",
+    "concurrency_limit",
+    "grace_ratio",
+    "idle_time",
+];
 const ZONE_KEYS: &[&str] = &["strict_testing", "timeout", "require_sni", "tlsrpt", "dane"];
 const METRICS_KEYS: &[&str] = &["listen", "path", "mode"];
 const RESOLVER_KEYS: &[&str] = &[
@@ -382,6 +388,7 @@ impl Reader {
             interval: seconds(s.get("interval"), false)?.unwrap_or(d.interval),
             concurrency_limit: count(s.get("concurrency_limit"))?.unwrap_or(d.concurrency_limit),
             grace_ratio,
+            idle_time: seconds(s.get("idle_time"), false)?,
         })
     }
 

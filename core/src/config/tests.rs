@@ -47,6 +47,7 @@ fn every_default() {
     assert_eq!(p.interval, Duration::from_secs(86_400));
     assert_eq!(p.concurrency_limit, 100);
     assert_eq!(p.grace_ratio, 2.0);
+    assert_eq!(p.idle_time, None);
     let z = &c.default_zone;
     assert!(!z.strict_testing && z.require_sni && !z.tlsrpt && !z.dane);
     assert!(!c.dane_enabled());
@@ -80,6 +81,7 @@ proactive_policy_fetching:
   interval: 3600
   concurrency_limit: 10
   grace_ratio: 1.5
+  idle_time: 604800
 default_zone:
   strict_testing: true
   timeout: 0.5
@@ -122,6 +124,7 @@ resolver:
             interval: Duration::from_secs(3600),
             concurrency_limit: 10,
             grace_ratio: 1.5,
+            idle_time: Some(Duration::from_secs(604_800)),
         }
     );
     assert_eq!(
@@ -539,6 +542,10 @@ fn each_validation_error_names_its_key() {
         (
             "proactive_policy_fetching: {concurrency_limit: 0}",
             "proactive_policy_fetching.concurrency_limit",
+        ),
+        (
+            "proactive_policy_fetching: {idle_time: 0}",
+            "proactive_policy_fetching.idle_time",
         ),
         (
             "resolver: {nameservers: [127.0.0.1, 'dns.example']}",

@@ -206,6 +206,7 @@ impl Service {
                         cached: true,
                     };
                     if let Some(class) = dane_class(&dane.result.verdict) {
+                        self.index.note_asked(domain, now_ms);
                         let decision = Decision::fresh(class, Some(&dane));
                         let reply = |_: &Policy| None;
                         return Ok(self.render_decision(domain, name, decision, FRESH, reply));
@@ -246,6 +247,9 @@ impl Service {
             self.engine.lookup(domain.clone(), timeout).await
         };
         let domain = domain.as_str();
+        // Asked for: the proactive refresh keeps its policy (a fresh hit
+        // notes it in `PolicyIndex::fresh`).
+        self.index.note_asked(domain, (self.wall_ms)());
         let reply = |policy: &Policy| render_reply(policy, domain, opts).map(Arc::from);
         let took = (self.now)().saturating_duration_since(arrived);
         self.render_decision(domain, &zone, answer.decision(), took, reply)

@@ -3,10 +3,12 @@
 //! domains not checked for `interval / grace_ratio`, at most
 //! `concurrency_limit` at once. A persistent store keeps the round's time,
 //! so a restart does not start a storm; a time there beyond `MAX_SKEW`
-//! ahead is not believed (docs/ARCHITECTURE.md "Time").
+//! ahead is not believed (docs/ARCHITECTURE.md "Time"). A domain the relay
+//! has not asked for within its idle time ([`IdleRule`]) is left alone, so
+//! its policy expires (docs/ARCHITECTURE.md "Proactive refresh").
 
 use super::{Caches, EngineHandle, Runtime, Shutdown};
-use crate::cache::{believed, millis, StoreError};
+use crate::cache::{believed, millis, IdleRule, StoreError};
 use crate::config::ProactiveConfig;
 use crate::domain::Domain;
 use crate::resolve::Reason;
@@ -25,6 +27,11 @@ pub async fn run_proactive_refresh<R: Runtime>(
     shutdown: Shutdown,
 ) {
     let interval_ms = millis(settings.interval).max(1000);
+    // What this process has not seen asked for counts as asked now.
+    let idle_rule = IdleRule {
+        since_ms: rt.unix_ms(),
+        idle_time: settings.idle_time,
+    };
     let min_age_ms =
         (settings.interval.as_secs_f64() * 1000.0 / settings.grace_ratio).max(0.0) as u64;
     // The round's time is kept in memory too: the internal cache has no
@@ -63,11 +70,20 @@ pub async fn run_proactive_refresh<R: Runtime>(
             log::warn!("proactive refresh: cannot list cached domains: {e}");
             Vec::new()
         });
-        log::info!("proactive refresh: re-checking {} domain(s)", domains.len());
+        log::info!(
+            "proactive refresh: {} domain(s) not checked recently",
+            domains.len()
+        );
+        let (rt, caches) = (&rt, &caches);
         let round = futures::stream::iter(domains)
             .map(|domain| {
                 let engine = engine.clone();
                 async move {
+                    if is_idle(rt, caches, &domain, &idle_rule, now_ms, timeout).await {
+                        engine.metrics().proactive_skipped();
+                        log::debug!("proactive refresh of {domain}: not asked for, left to expire");
+                        return;
+                    }
                     let answer = engine.refresh(domain.clone(), timeout).await;
                     let metrics = engine.metrics();
                     match (&answer.reason, &answer.policy) {
@@ -100,5 +116,32 @@ pub async fn run_proactive_refresh<R: Runtime>(
         if let Err(e) = recorded {
             log::warn!("proactive refresh: cannot record the round's time: {e}");
         }
+    }
+}
+
+/// Whether the round leaves `domain` alone ([`IdleRule`]): judged on the
+/// index's policy and the time it was last asked for, or, when memory holds
+/// none (a store's row no request of this process read), on the store's
+/// row, read within `timeout`. A row that cannot be read is refreshed, as
+/// before this rule; a domain gone since the listing has nothing to keep.
+async fn is_idle<R: Runtime>(
+    rt: &R,
+    caches: &Caches,
+    domain: &Domain,
+    rule: &IdleRule,
+    now_ms: u64,
+    timeout: Duration,
+) -> bool {
+    if let Some(idle) = caches.index.idle(domain.as_str(), rule, now_ms) {
+        return idle;
+    }
+    let Some(store) = &caches.store else {
+        return true;
+    };
+    match select(store.get(domain), rt.sleep(timeout)).await {
+        // Times from outside as read at our now (docs/ARCHITECTURE.md "Time").
+        Either::Left((Ok(Some(row)), _)) => rule.is_idle(&row.clamped(now_ms), 0, now_ms),
+        Either::Left((Ok(None), _)) => true,
+        Either::Left((Err(_), _)) | Either::Right(_) => false,
     }
 }

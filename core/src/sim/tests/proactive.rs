@@ -236,3 +236,173 @@ fn a_future_dated_row_is_refreshed_by_the_next_round() {
     assert_eq!(row.policy_id, "id2");
     assert!(row.checked_at_ms < ahead);
 }
+
+/// Hourly rounds (`cache_grace` one hour, refresh what was checked over
+/// 30 min ago) with `extra` appended to `proactive_policy_fetching`.
+fn hourly(extra: &str) -> String {
+    format!(
+        "cache_grace: 3600
+proactive_policy_fetching:
+  enabled: true
+  interval: 3600
+  concurrency_limit: 10
+  grace_ratio: 2
+{extra}"
+    )
+}
+
+/// Rounds (whole hours after `start`) in which `domain`'s TXT id was
+/// checked, in order.
+fn round_checks(h: &Harness, domain: &str, start: Duration) -> Vec<u64> {
+    txt_times(h, domain)
+        .into_iter()
+        .filter(|t| *t > start && (*t - start).as_millis().is_multiple_of(3_600_000))
+        .map(|t| (t - start).as_secs() / 3600)
+        .collect()
+}
+
+/// A domain asked for every two hours (each a hit from memory) is
+/// refreshed by every round, past its policy's `max_age` (6 h); one asked
+/// for once, at the start, only until six hours after it
+/// (docs/ARCHITECTURE.md "Proactive refresh").
+#[test]
+fn a_domain_asked_for_keeps_being_refreshed_and_an_idle_one_does_not() {
+    let h = Harness::new(&hourly(""));
+    h.world.dns.set_default_latency(DNS_LATENCY);
+    for d in ["asked.example", "idle.example"] {
+        h.world.publish(
+            d,
+            "id1",
+            &enforce(&format!("mx.{d}"), 6 * 3600),
+            POLICY_LATENCY,
+        );
+        assert_eq!(text(&h.answer(d)), ok_reply(&format!("mx.{d}")));
+    }
+    let start = h.sim.elapsed();
+    let (_trigger, _refresh) = start_refresh(&h);
+    // Ten minutes past every other hour: within cache_grace of the round.
+    let asks: Vec<_> = (0..7)
+        .map(|k| h.spawn_answer(hours(2 * k) + Duration::from_secs(600), "asked.example"))
+        .collect();
+    h.sim
+        .advance_to(start + hours(14) + Duration::from_secs(60));
+    let all: Vec<u64> = (1..=14).collect();
+    assert_eq!(round_checks(&h, "asked.example", start), all);
+    assert_eq!(round_checks(&h, "idle.example", start), vec![1, 2, 3, 4, 5]);
+    // Fetched again when the first policy expired: still held, unexpired.
+    assert!(h.world.fetches("asked.example") >= 2);
+    let now = h.sim.unix_ms();
+    let held = h.cached("asked.example").expect("held");
+    assert!(!held.is_expired(now));
+    for a in asks {
+        let (reply, _) = a.take().expect("answered");
+        assert_eq!(text(&reply), ok_reply("mx.asked.example"));
+    }
+    assert_eq!(h.world.fetches("idle.example"), 1, "never fetched again");
+}
+
+/// A domain not asked for is no longer refreshed and, once its policy
+/// expires, leaves memory: the next request looks it up afresh (TXT
+/// query and fetch) rather than being answered from the cache.
+#[test]
+fn an_idle_domain_expires_and_is_looked_up_afresh() {
+    let h = Harness::new(&hourly(""));
+    h.world.dns.set_default_latency(DNS_LATENCY);
+    h.world.publish(
+        "idle.example",
+        "id1",
+        &enforce("mx.idle.example", 3 * 3600),
+        POLICY_LATENCY,
+    );
+    assert_eq!(text(&h.answer("idle.example")), ok_reply("mx.idle.example"));
+    let start = h.sim.elapsed();
+    let (_trigger, _refresh) = start_refresh(&h);
+    h.sim.advance_to(start + hours(3) - ms(1));
+    assert!(h.cached("idle.example").is_some(), "held while unexpired");
+    h.sim.advance_to(start + hours(8) + Duration::from_secs(60));
+    assert_eq!(round_checks(&h, "idle.example", start), vec![1, 2]);
+    assert_eq!(h.world.fetches("idle.example"), 1);
+    assert_eq!(h.cached("idle.example"), None, "left memory once expired");
+    let (txt, fetches) = (h.world.txt_queries("idle.example"), 1);
+    assert_eq!(text(&h.answer("idle.example")), ok_reply("mx.idle.example"));
+    assert_eq!(h.world.txt_queries("idle.example"), txt + 1);
+    assert_eq!(h.world.fetches("idle.example"), fetches + 1);
+    // Asked for again: the rounds refresh it again.
+    h.sim.advance(hours(2) + Duration::from_secs(60));
+    assert!(round_checks(&h, "idle.example", start).contains(&10));
+}
+
+/// `idle_time` takes the place of the policy's `max_age` (one day here).
+#[test]
+fn idle_time_overrides_max_age() {
+    let h = Harness::new(&hourly("  idle_time: 7200\n"));
+    h.world.dns.set_default_latency(DNS_LATENCY);
+    h.world.publish(
+        "quiet.example",
+        "id1",
+        &enforce("mx.quiet.example", 86400),
+        POLICY_LATENCY,
+    );
+    assert_eq!(
+        text(&h.answer("quiet.example")),
+        ok_reply("mx.quiet.example")
+    );
+    let start = h.sim.elapsed();
+    let (_trigger, _refresh) = start_refresh(&h);
+    h.sim.advance_to(start + hours(6) + Duration::from_secs(60));
+    assert_eq!(round_checks(&h, "quiet.example", start), vec![1]);
+    // Not expired: still held, answered after a TXT check with no fetch.
+    assert!(h.cached("quiet.example").is_some());
+    assert_eq!(
+        text(&h.answer("quiet.example")),
+        ok_reply("mx.quiet.example")
+    );
+    assert_eq!(h.world.fetches("quiet.example"), 1);
+}
+
+/// With a shared store: a row another relay wrote, never asked for here,
+/// is refreshed from the start for `idle_time`, then left alone, while the
+/// domain this relay mails is refreshed throughout. When a domain was last
+/// asked for is never written: the store sees one write per TXT check
+/// (the check time, as before), none per request.
+#[test]
+fn a_store_row_asked_for_elsewhere_is_left_to_its_relay() {
+    let h = Harness::with_store(&hourly("  idle_time: 10800\n"));
+    let store = h.store.clone().expect("store");
+    h.world.dns.set_default_latency(DNS_LATENCY);
+    let now = h.sim.unix_ms();
+    for d in ["mine.example", "theirs.example"] {
+        h.world.publish(
+            d,
+            "id1",
+            &enforce(&format!("mx.{d}"), 86400),
+            POLICY_LATENCY,
+        );
+    }
+    store.insert(
+        "theirs.example",
+        enforce_entry("id1", "mx.theirs.example", now),
+    );
+    assert_eq!(text(&h.answer("mine.example")), ok_reply("mx.mine.example"));
+    let start = h.sim.elapsed();
+    let (_trigger, _refresh) = start_refresh(&h);
+    let asks: Vec<_> = (0..18)
+        .map(|k| h.spawn_answer(Duration::from_secs(1800 * k + 60), "mine.example"))
+        .collect();
+    h.sim.advance_to(start + hours(9) + Duration::from_secs(60));
+    assert_eq!(
+        round_checks(&h, "mine.example", start),
+        (1..=9).collect::<Vec<_>>()
+    );
+    // The round at the start finds the row just written; the next two
+    // refresh it; from three hours after the start it is idle.
+    let theirs = txt_times(&h, "theirs.example");
+    assert_eq!(theirs, [1, 2].map(|k| start + hours(k)), "{theirs:?}");
+    assert_eq!(h.world.fetches("theirs.example"), 0, "the row's id held");
+    for a in asks {
+        let (reply, _) = a.take().expect("answered");
+        assert_eq!(text(&reply), ok_reply("mx.mine.example"));
+    }
+    let checks = h.world.txt_queries("mine.example") + h.world.txt_queries("theirs.example");
+    assert_eq!(store.writes(), checks);
+}
