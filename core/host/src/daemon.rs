@@ -120,18 +120,19 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
         let at = crate::admin_http::serve(bound, state)?;
         log::info!("metrics on {at}");
     }
-    let recheck = {
-        let (rt, dns, metrics) = (rt.clone(), stack.dns.clone(), stack.metrics.clone());
-        move |config: Arc<Config>| {
-            crate::dnssec::spawn_check(&rt, dns.clone(), metrics.clone(), config);
-        }
-    };
+    let checker = crate::dnssec::Checker::new(
+        rt.clone(),
+        stack.dns.clone(),
+        stack.metrics.clone(),
+        config.clone(),
+    );
+    let on_reload = checker.clone();
     let mut reloader = crate::reload::Reloader {
         path: setup.config_path.clone(),
         current: config.clone(),
         service: stack.service.clone(),
         engine: stack.engine.clone(),
-        recheck_dnssec: Box::new(recheck.clone()),
+        recheck_dnssec: Box::new(move |config| on_reload.check(config)),
     };
     rt.spawn(Box::pin(hangups.for_each(move |()| {
         reloader.hangup();
@@ -140,8 +141,9 @@ async fn run_daemon<D: Driver>(driver: &D, setup: &DaemonSetup) -> Result<(), St
     crate::memory::start_upkeep(stack.metrics.clone());
     log::info!("listening on {place}");
     setup.ready();
-    // After READY, never before: the check waits on the resolver.
-    recheck(config.clone());
+    // After READY, never before: the check waits on the resolver. The
+    // configuration in force: a SIGHUP may have come first.
+    checker.check_current();
     shutdown.await;
     let grace = config.shutdown_timeout;
     let drained = unblock(&rt, move || server.stop(grace)).await;

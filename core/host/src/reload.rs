@@ -1,6 +1,7 @@
 //! SIGHUP: reopen the log file (after log rotation), reload the config and
-//! run the DNSSEC self-check again. Zones, `cache_grace`, the limits and
-//! `log_format` take effect at once, without dropping connections or the
+//! run the DNSSEC self-check again (also when the new config is refused).
+//! Zones, `cache_grace`, the limits, `log_format` and
+//! `resolver.dnssec_test_name` take effect at once, without dropping connections or the
 //! cache; what needs a restart (listen
 //! address, cache, the `resolver` section with its `ca_file`, ...) is
 //! logged as such and left as it is: the daemon may no longer be allowed
@@ -37,6 +38,8 @@ impl Reloader {
             Ok(config) => config,
             Err(e) => {
                 log::error!("config reload failed, keeping the running configuration: {e}");
+                // The resolver may have changed all the same: check it again.
+                (self.recheck_dnssec)(self.current.clone());
                 return;
             }
         };
@@ -49,8 +52,12 @@ impl Reloader {
                 log::warn!("{warning}");
             }
         }
-        // Keep what cannot change while running, take the rest.
+        // Keep what cannot change while running, take the rest; of the
+        // resolver, only the self-check's test name (it opens nothing).
+        let mut resolver = self.current.resolver.clone();
+        resolver.dnssec_test_name = new.resolver.dnssec_test_name.clone();
         let applied = Config {
+            resolver,
             cache_grace: new.cache_grace,
             default_zone: new.default_zone.clone(),
             zones: new.zones.clone(),
@@ -92,9 +99,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "proactive_policy_fetching",
         old.proactive_policy_fetching != new.proactive_policy_fetching,
     );
+    // `dnssec_test_name` applies at once (the self-check asks it anew).
+    let mut old_resolver = old.resolver.clone();
+    old_resolver.dnssec_test_name = new.resolver.dnssec_test_name.clone();
     check(
         "resolver (nameservers, ca_file, policy_port, user_agent)",
-        old.resolver != new.resolver,
+        old_resolver != new.resolver,
     );
     check("metrics", old.metrics != new.metrics);
     check(
@@ -126,6 +136,16 @@ mod tests {
                 "cache"
             ]
         );
+    }
+
+    /// The self-check's test name is asked anew at each check: a reload
+    /// applies it and names no restart.
+    #[test]
+    fn a_new_dnssec_test_name_needs_no_restart() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.resolver.dnssec_test_name = Some("dnssec-failed.org".into());
+        assert!(needs_restart(&old, &new).is_empty());
     }
 
     /// A new `resolver.ca_file` is read at the next start only (the file

@@ -12,13 +12,14 @@
 use crate::dns::{Answered, DnsError, DnsFailure, QueryType};
 
 /// The name asked first: the root zone, signed on the Internet and in the
-/// test world.
+/// test world (RFC 4035 §3.2.3: a validating resolver sets AD on its SOA).
 pub const SIGNED_NAME: &str = ".";
 
-/// The type asked at [`SIGNED_NAME`] (with the DO bit).
+/// The type asked at [`SIGNED_NAME`] (with the DO bit, RFC 3225 §3).
 pub const SIGNED_TYPE: QueryType = QueryType::Soa;
 
-/// The type asked at the configured test name (with the DO bit).
+/// The type asked at the configured test name (with the DO bit; a
+/// validating resolver answers a bogus name SERVFAIL, RFC 4035 §5.5).
 pub const TEST_TYPE: QueryType = QueryType::A;
 
 /// What to do about a resolver that does not validate, in every warning.
@@ -26,7 +27,8 @@ const ADVICE: &str = "point resolver.nameservers (or /etc/resolv.conf) at a loca
      validating resolver such as unbound, the same one Postfix uses (README.md \
      \"Postfix and the daemon must use the same validating resolver\")";
 
-/// The outcome of the DNSSEC self-check.
+/// The outcome of the DNSSEC self-check (docs/ARCHITECTURE.md
+/// "Operations"; RFC 7672 §2.1: DANE rests on the resolver's AD bit).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnssecCheck {
     /// The root's SOA came with the AD bit and the test name, when one is
@@ -47,7 +49,8 @@ pub enum DnssecCheck {
     },
 }
 
-/// How a resolver showed that it does not validate.
+/// How a resolver showed that it does not validate (RFC 6840 §5.7: AD only
+/// from a resolver that checked the signatures).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotValidating {
     /// The root zone's SOA, asked with DO, came without the AD bit: no DANE
@@ -114,6 +117,29 @@ impl DnssecCheck {
     }
 }
 
+/// Which run of the self-check is current (docs/ARCHITECTURE.md
+/// "Operations"): the daemon starts one after READY and one on each SIGHUP,
+/// and a run waiting on a silent resolver may end after a later one. Each
+/// run supersedes the ones before; a superseded run's verdict is dropped,
+/// so it never overwrites a newer verdict or the removal of the gauge.
+#[derive(Debug, Default)]
+pub struct CheckRuns {
+    latest: u64,
+}
+
+impl CheckRuns {
+    /// Starts a run, superseding every run before it; its ticket.
+    pub fn begin(&mut self) -> u64 {
+        self.latest += 1;
+        self.latest
+    }
+
+    /// True while `run` is the latest run begun.
+    pub fn is_current(&self, run: u64) -> bool {
+        run == self.latest
+    }
+}
+
 /// The log line: what was found and, when it is not validating, what to do.
 impl std::fmt::Display for DnssecCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,6 +183,20 @@ impl std::fmt::Display for DnssecCheck {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_later_run_supersedes_an_earlier_one() {
+        let mut runs = super::CheckRuns::default();
+        let at_ready = runs.begin();
+        assert!(runs.is_current(at_ready));
+        let on_sighup = runs.begin();
+        // The run at READY ends last: its verdict is dropped.
+        assert!(!runs.is_current(at_ready));
+        assert!(runs.is_current(on_sighup));
+        let removed = runs.begin();
+        assert!(!runs.is_current(on_sighup));
+        assert!(runs.is_current(removed));
+    }
+
     use super::*;
     use crate::dns::{Answer, NoRecordsKind};
 

@@ -20,7 +20,8 @@ mod tests;
 mod ttl;
 
 pub use check::{
-    after_signed, after_test_name, DnssecCheck, NotValidating, SIGNED_NAME, SIGNED_TYPE, TEST_TYPE,
+    after_signed, after_test_name, CheckRuns, DnssecCheck, NotValidating, SIGNED_NAME, SIGNED_TYPE,
+    TEST_TYPE,
 };
 pub use result::{DaneFailure, DaneResult, HostDane, HostReport, NoDane, Verdict};
 pub use steps::{
