@@ -399,7 +399,7 @@ impl Metrics {
         let proactive_skipped = Counter::default();
         registry.register(
             "proactive_skipped",
-            "Domains a proactive refresh round left alone: not asked for within their idle time",
+            "Domains left alone by proactive refresh rounds (each round counts each): not asked for within their idle time",
             proactive_skipped.clone(),
         );
         let refresh_failures = Counter::default();

@@ -50,7 +50,12 @@ pub(crate) struct Checker<R: Runtime> {
 
 impl<R: Runtime> Checker<R> {
     /// A checker for `config`, the configuration the daemon starts with.
-    pub(crate) fn new(rt: R, dns: Arc<DnsClient<R>>, metrics: Arc<Metrics>, config: Arc<Config>) -> Self {
+    pub(crate) fn new(
+        rt: R,
+        dns: Arc<DnsClient<R>>,
+        metrics: Arc<Metrics>,
+        config: Arc<Config>,
+    ) -> Self {
         Checker {
             rt,
             dns,

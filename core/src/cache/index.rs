@@ -160,16 +160,22 @@ pub struct IdleRule {
 impl IdleRule {
     /// True when `entry`, last asked for at `asked_ms` (0: not since
     /// [`since_ms`](Self::since_ms)), is not to be refreshed at `now_ms`.
-    /// A policy already expired with no request since the start is idle
-    /// too: refreshing it would fetch a policy nobody was shown to need.
-    pub fn is_idle(&self, entry: &CacheEntry, asked_ms: u64, now_ms: u64) -> bool {
-        if asked_ms == 0 && entry.is_expired(now_ms) {
-            return true;
-        }
+    /// `grace` is the `cache_grace` in force: the asked time is written at
+    /// most once per `cache_grace`, so it may be that much behind, and a
+    /// domain asked for all along must never look idle while its policy
+    /// holds. An expired policy gets no such allowance, and one with no
+    /// request since the start is idle at once: refreshing it would fetch
+    /// a policy nobody was shown to need, and a request for it fetches it
+    /// anyway.
+    pub fn is_idle(&self, entry: &CacheEntry, asked_ms: u64, now_ms: u64, grace: Duration) -> bool {
         let limit = self
             .idle_time
             .map_or(entry.policy.max_age.saturating_mul(1000), millis);
-        now_ms >= asked_ms.max(self.since_ms).saturating_add(limit)
+        let until = asked_ms.max(self.since_ms).saturating_add(limit);
+        if entry.is_expired(now_ms) {
+            return asked_ms == 0 || now_ms >= until;
+        }
+        now_ms >= until.saturating_add(millis(grace))
     }
 }
 
@@ -238,7 +244,8 @@ impl PolicyIndex {
     /// policy that has expired leaves memory here: nothing answers with
     /// it any more, and a request for it looks it up afresh.
     pub fn idle(&self, domain: &str, rule: &IdleRule, now_ms: u64) -> Option<bool> {
-        let idle = |c: &Cached| rule.is_idle(&c.entry, c.asked_ms(), now_ms);
+        let grace = Duration::from_millis(self.grace_ms.load(Ordering::Relaxed));
+        let idle = |c: &Cached| rule.is_idle(&c.entry, c.asked_ms(), now_ms, grace);
         let (idle_now, expired) = {
             let shard = self.map.read(domain);
             let c = shard.policies.peek(domain)?;
@@ -654,28 +661,57 @@ mod tests {
     #[test]
     fn idle_rule() {
         const DAY: u64 = 86_400_000;
+        const NO_GRACE: Duration = Duration::ZERO;
         let start = 10 * DAY;
         let by_max_age = IdleRule {
             since_ms: start,
             idle_time: None,
         };
         let e = entry("a", start, start);
-        assert!(!by_max_age.is_idle(&e, 0, start + DAY - 1));
-        assert!(by_max_age.is_idle(&e, 0, start + DAY));
-        assert!(!by_max_age.is_idle(&e, start + 5, start + DAY));
+        assert!(!by_max_age.is_idle(&e, 0, start + DAY - 1, NO_GRACE));
+        assert!(by_max_age.is_idle(&e, 0, start + DAY, NO_GRACE));
+        assert!(!by_max_age.is_idle(&e, start + 5, start + DAY, NO_GRACE));
         // Asked before the start (an older process): counts from the start.
         let old = entry("a", start - DAY / 2, start - DAY / 2);
-        assert!(!by_max_age.is_idle(&old, 0, start + DAY / 4));
+        assert!(!by_max_age.is_idle(&old, 0, start + DAY / 4, NO_GRACE));
         // Expired and not asked for since the start: left alone at once.
         let dead = entry("a", start - DAY, start - DAY);
-        assert!(by_max_age.is_idle(&dead, 0, start));
-        assert!(!by_max_age.is_idle(&dead, start, start + 1));
+        assert!(by_max_age.is_idle(&dead, 0, start, NO_GRACE));
+        assert!(!by_max_age.is_idle(&dead, start, start + 1, NO_GRACE));
         let by_idle_time = IdleRule {
             since_ms: start,
             idle_time: Some(Duration::from_secs(3_600)),
         };
-        assert!(!by_idle_time.is_idle(&e, start + 1_000, start + 3_600_999));
-        assert!(by_idle_time.is_idle(&e, start + 1_000, start + 3_601_000));
+        assert!(!by_idle_time.is_idle(&e, start + 1_000, start + 3_600_999, NO_GRACE));
+        assert!(by_idle_time.is_idle(&e, start + 1_000, start + 3_601_000, NO_GRACE));
+    }
+
+    /// The asked time lags by up to `cache_grace` (written once per
+    /// grace): a domain asked for on every hit never looks idle, even with
+    /// an idle time (or `max_age`) no longer than `cache_grace`.
+    #[test]
+    fn a_domain_asked_all_along_never_looks_idle() {
+        let grace = Duration::from_secs(60);
+        let index = PolicyIndex::new(10, grace);
+        let rule = IdleRule {
+            since_ms: 1_000,
+            idle_time: Some(Duration::from_secs(30)),
+        };
+        index.store(d("busy.example"), entry("a", 1_000, 1_000));
+        // A hit every second for ten minutes; the round looks at each one.
+        for now_ms in (1_000..600_000).step_by(1_000) {
+            index.note_asked("busy.example", now_ms);
+            assert_eq!(
+                index.idle("busy.example", &rule, now_ms + 500),
+                Some(false),
+                "at {now_ms}"
+            );
+        }
+        // Once the hits stop, it goes idle after idle_time (plus the lag).
+        assert_eq!(
+            index.idle("busy.example", &rule, 600_000 + 91_000),
+            Some(true)
+        );
     }
 
     /// An idle policy leaves memory once expired, not before; a policy
@@ -692,8 +728,10 @@ mod tests {
         index.store(d("asked.example"), entry("a", 1_000, 1_000));
         assert_eq!(index.idle("none.example", &rule, 2_000), None);
         assert_eq!(index.idle("idle.example", &rule, 2_000), Some(false));
-        assert_eq!(index.idle("idle.example", &rule, 3_601_000), Some(true));
-        assert!(index.known("idle.example", 3_601_000) != Held::Miss);
+        // Idle an hour (and the asked time's lag, cache_grace) after the start.
+        assert_eq!(index.idle("idle.example", &rule, 3_660_999), Some(false));
+        assert_eq!(index.idle("idle.example", &rule, 3_661_000), Some(true));
+        assert!(index.known("idle.example", 3_661_000) != Held::Miss);
         index.note_asked("asked.example", DAY);
         let expired = 1_000 + DAY;
         assert_eq!(index.idle("idle.example", &rule, expired), Some(true));

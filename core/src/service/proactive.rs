@@ -79,10 +79,16 @@ pub async fn run_proactive_refresh<R: Runtime>(
             .map(|domain| {
                 let engine = engine.clone();
                 async move {
-                    if is_idle(rt, caches, &domain, &idle_rule, now_ms, timeout).await {
-                        engine.metrics().proactive_skipped();
-                        log::debug!("proactive refresh of {domain}: not asked for, left to expire");
-                        return;
+                    match judge(rt, caches, &domain, &idle_rule, now_ms, timeout).await {
+                        Judged::Refresh => {}
+                        Judged::Idle => {
+                            engine.metrics().proactive_skipped();
+                            log::debug!(
+                                "proactive refresh of {domain}: not asked for, left to expire"
+                            );
+                            return;
+                        }
+                        Judged::Gone => return,
                     }
                     let answer = engine.refresh(domain.clone(), timeout).await;
                     let metrics = engine.metrics();
@@ -119,29 +125,41 @@ pub async fn run_proactive_refresh<R: Runtime>(
     }
 }
 
-/// Whether the round leaves `domain` alone ([`IdleRule`]): judged on the
-/// index's policy and the time it was last asked for, or, when memory holds
-/// none (a store's row no request of this process read), on the store's
-/// row, read within `timeout`. A row that cannot be read is refreshed, as
-/// before this rule; a domain gone since the listing has nothing to keep.
-async fn is_idle<R: Runtime>(
+/// What a round does with one listed domain.
+enum Judged {
+    /// Refresh it.
+    Refresh,
+    /// Leave it alone: not asked for ([`IdleRule`]).
+    Idle,
+    /// Nothing to refresh: the domain left the cache since the listing.
+    Gone,
+}
+
+/// Judges `domain` ([`IdleRule`]) on the index's policy and the time it
+/// was last asked for, or, when memory holds none (a store's row no
+/// request of this process read), on the store's row, read within
+/// `timeout`. A row that cannot be read is refreshed, as before this rule.
+async fn judge<R: Runtime>(
     rt: &R,
     caches: &Caches,
     domain: &Domain,
     rule: &IdleRule,
     now_ms: u64,
     timeout: Duration,
-) -> bool {
-    if let Some(idle) = caches.index.idle(domain.as_str(), rule, now_ms) {
-        return idle;
+) -> Judged {
+    let idle = |idle: bool| if idle { Judged::Idle } else { Judged::Refresh };
+    if let Some(held) = caches.index.idle(domain.as_str(), rule, now_ms) {
+        return idle(held);
     }
     let Some(store) = &caches.store else {
-        return true;
+        return Judged::Gone;
     };
     match select(store.get(domain), rt.sleep(timeout)).await {
         // Times from outside as read at our now (docs/ARCHITECTURE.md "Time").
-        Either::Left((Ok(Some(row)), _)) => rule.is_idle(&row.clamped(now_ms), 0, now_ms),
-        Either::Left((Ok(None), _)) => true,
-        Either::Left((Err(_), _)) | Either::Right(_) => false,
+        Either::Left((Ok(Some(row)), _)) => {
+            idle(rule.is_idle(&row.clamped(now_ms), 0, now_ms, caches.index.grace()))
+        }
+        Either::Left((Ok(None), _)) => Judged::Gone,
+        Either::Left((Err(_), _)) | Either::Right(_) => Judged::Refresh,
     }
 }
