@@ -37,7 +37,7 @@ fn set_format(format: LogFormat) {
 }
 
 /// The config's `log_format`, once the config is read (at start and on
-/// each reload); `--log-format` wins over it.
+/// each reload); `--log-format` wins over it (docs/ARCHITECTURE.md "Logs").
 pub fn use_config_log_format(format: LogFormat) {
     if !FORMAT_FROM_COMMAND_LINE.load(Ordering::Relaxed) {
         set_format(format);
@@ -164,14 +164,22 @@ fn push_json_str(out: &mut String, text: &str) {
 /// forged line, an escape sequence drive a terminal) and the Unicode
 /// bidirectional overrides (which reorder what a reader sees).
 fn must_escape(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            // Bidirectional marks, embeddings, overrides and isolates reorder
+            // what a reader sees; the line and paragraph separators break
+            // lines in some viewers.
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}'
+                | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// `text` with every control character (and the Unicode bidirectional
-/// overrides) written as an escape: log messages quote keys, zone names,
+/// controls and line separators, [`must_escape`]) written as an escape: log messages quote keys, zone names,
 /// TXT records, policy lines and server errors that came from outside, and
 /// none of them may start a forged line or drive a terminal.
-pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     let bad = must_escape;
     if !text.chars().any(bad) {
         return std::borrow::Cow::Borrowed(text);

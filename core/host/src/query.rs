@@ -12,7 +12,7 @@ use mta_sts_core::dane::{self, DaneFailure, DaneResult};
 use mta_sts_core::domain::{normalize_key, Domain};
 use mta_sts_core::service::{
     export_line, lookup_dane, parse_export_line, run_query, summary_line, with_timeout, CacheAdmin,
-    DaneQuery, DnsClient, QueryOutcome,
+    DaneQuery, QueryOutcome,
 };
 
 use crate::daemon::{open_store, Driver};
@@ -85,13 +85,7 @@ async fn lookup<D: Driver>(
             log::warn!("{warning}");
         }
     }
-    let dns = DnsClient::new(
-        driver.runtime(),
-        transport.clone(),
-        targets.servers,
-        targets.attempts,
-        targets.try_timeout,
-    );
+    let dns = targets.client(driver.runtime(), transport.clone());
     let query = run_query(
         &dns,
         transport.as_ref(),

@@ -193,15 +193,8 @@ async fn check_dnssec_with<D: crate::Driver>(
     driver: &D,
     config: &Config,
 ) -> mta_sts_core::dane::DnssecCheck {
-    let targets = dns_settings(config);
     let transport = driver.transport(TlsRoots { ca_pem: None });
-    let dns = mta_sts_core::service::DnsClient::new(
-        driver.runtime(),
-        transport,
-        targets.servers,
-        targets.attempts,
-        targets.try_timeout,
-    );
+    let dns = dns_settings(config).client(driver.runtime(), transport);
     crate::dnssec::run(&dns, config).await
 }
 

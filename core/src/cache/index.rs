@@ -66,7 +66,8 @@ impl Cached {
     }
 
     /// Unix millisecond of the last request for the domain this process
-    /// noted (at most `cache_grace` late), or 0 if none was.
+    /// noted (at most `cache_grace` late), or 0 if none was
+    /// (docs/ARCHITECTURE.md "Proactive refresh").
     pub fn asked_ms(&self) -> u64 {
         self.asked_ms.load(Ordering::Relaxed)
     }

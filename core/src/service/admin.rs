@@ -221,7 +221,7 @@ pub fn utc(ms: u64) -> String {
 
 /// Days since 1970-01-01 to a proleptic Gregorian `(year, month, day)`
 /// (H. Hinnant's algorithm), for [`utc`].
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -44,6 +44,14 @@ pub struct DnsTargets {
     pub try_timeout: Duration,
 }
 
+impl DnsTargets {
+    /// The stub resolver asking these nameservers over `transport`
+    /// (resolv.conf's servers, `attempts`, `timeout`).
+    pub fn client<R: Runtime>(self, rt: R, transport: Arc<dyn Transport>) -> DnsClient<R> {
+        DnsClient::new(rt, transport, self.servers, self.attempts, self.try_timeout)
+    }
+}
+
 /// Start the coordinator for `config` on `rt`, over `store` (if any)
 /// behind an index of `cache_size` domains.
 pub fn start_stack<R: Runtime>(
@@ -55,14 +63,8 @@ pub fn start_stack<R: Runtime>(
 ) -> Stack<R> {
     let metrics = Arc::new(Metrics::new(config.zones.keys().map(String::as_str)));
     let dns = Arc::new(
-        DnsClient::new(
-            rt.clone(),
-            transport.clone(),
-            dns.servers,
-            dns.attempts,
-            dns.try_timeout,
-        )
-        .with_metrics(metrics.clone()),
+        dns.client(rt.clone(), transport.clone())
+            .with_metrics(metrics.clone()),
     );
     let cache_size = config.cache.memory_size();
     let index = Arc::new(PolicyIndex::new(cache_size, config.cache_grace));
