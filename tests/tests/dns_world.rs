@@ -254,11 +254,16 @@ fn start_on_a_given_address_serves_udp_and_tcp_there() {
         DnsServer::start_on(taken.addr()).is_err(),
         "an address in use is an error"
     );
-    let addr = {
-        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
-    let dns = DnsServer::start_on(addr).unwrap();
+    // A free UDP port whose TCP twin is free too: other tests bind ports meanwhile, so
+    // a probed port can be taken by the time it is bound; try a few.
+    let (addr, dns) = (0..20)
+        .find_map(|_| {
+            let probe = UdpSocket::bind("127.0.0.1:0").ok()?;
+            let addr = probe.local_addr().ok()?;
+            drop(probe);
+            DnsServer::start_on(addr).ok().map(|dns| (addr, dns))
+        })
+        .expect("a free UDP and TCP port pair on 127.0.0.1");
     assert_eq!(dns.addr(), addr);
     dns.set_txt("_mta-sts.fixed.example", &[&["v=STSv1; id=1;"]]);
     let q = query("_mta-sts.fixed.example.", RecordType::TXT, None);
