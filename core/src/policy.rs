@@ -245,9 +245,7 @@ pub fn parse_policy(body: &[u8]) -> Result<Policy, PolicyError> {
         other => return Err(PolicyError::BadMode(excerpt(other))),
     };
     let max_age = parse_max_age(max_age.ok_or(PolicyError::MissingMaxAge)?)?;
-    if mx.is_empty() && mode != Mode::None {
-        return Err(PolicyError::NoMx);
-    }
+    require_mx(mode, &mx)?;
     Ok(Policy {
         mode,
         max_age,
@@ -282,6 +280,15 @@ pub(crate) fn parse_mx(value: &str) -> Result<String, PolicyError> {
         return Err(PolicyError::BadMx(excerpt(value)));
     }
     Ok(pattern)
+}
+
+/// `enforce` and `testing` need at least one `mx` (RFC 8461 §3.2); the one
+/// check, for a fetched policy and a stored one.
+pub(crate) fn require_mx(mode: Mode, mx: &[String]) -> Result<(), PolicyError> {
+    if mx.is_empty() && mode != Mode::None {
+        return Err(PolicyError::NoMx);
+    }
+    Ok(())
 }
 
 /// True when MX host `host` matches policy pattern `pattern` (RFC 8461

@@ -11,7 +11,7 @@
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use crate::policy::{parse_mx, Mode, Policy, PolicyError, MAX_AGE_CAP};
+use crate::policy::{parse_mx, require_mx, Mode, Policy, PolicyError, MAX_AGE_CAP};
 
 /// Why a serialised cache record could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -218,9 +218,7 @@ pub fn policy_from_body(body: &OrderedObject) -> Result<Policy, CacheFormatError
             .map(|m| parse_mx(m.trim()))
             .collect::<Result<_, _>>()?,
     };
-    if mx.is_empty() && mode != Mode::None {
-        return Err(PolicyError::NoMx.into());
-    }
+    require_mx(mode, &mx)?;
     // Records of our earlier releases kept the lines under `lines`.
     let lines = match body.get("lines") {
         Some(v) => string_list(v, "lines")?,
