@@ -176,12 +176,12 @@ fn must_escape(c: char) -> bool {
 }
 
 /// `text` with every control character (and the Unicode bidirectional
-/// controls and line separators, [`must_escape`]) written as an escape: log messages quote keys, zone names,
-/// TXT records, policy lines and server errors that came from outside, and
-/// none of them may start a forged line or drive a terminal.
+/// controls and line separators, [`must_escape`]) written as an escape:
+/// log messages quote keys, zone names, TXT records, policy lines and
+/// server errors that came from outside, and none of them may start a
+/// forged line or drive a terminal.
 pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    let bad = must_escape;
-    if !text.chars().any(bad) {
+    if !text.chars().any(must_escape) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -190,7 +190,7 @@ pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if bad(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c if must_escape(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c => out.push(c),
         }
     }

@@ -183,9 +183,12 @@ impl std::fmt::Display for DnssecCheck {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::dns::{Answer, NoRecordsKind};
+
     #[test]
     fn a_later_run_supersedes_an_earlier_one() {
-        let mut runs = super::CheckRuns::default();
+        let mut runs = CheckRuns::default();
         let at_ready = runs.begin();
         assert!(runs.is_current(at_ready));
         let on_sighup = runs.begin();
@@ -196,9 +199,6 @@ mod tests {
         assert!(!runs.is_current(on_sighup));
         assert!(runs.is_current(removed));
     }
-
-    use super::*;
-    use crate::dns::{Answer, NoRecordsKind};
 
     fn answered(answer: Answer, authentic: bool) -> Answered {
         Answered {
