@@ -9,14 +9,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{find_program, run_bounded, run_bounded_with_input};
+use crate::{find_program, run_bounded, run_bounded_with_input, wait_until};
 
 /// How long a `postfix` or `sendmail` command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the log is read while waiting for a line.
-const POLL: Duration = Duration::from_millis(50);
 
 /// The services this instance runs: no `smtpd` (nothing listens) and no chroot, except in
 /// the routed transports that ask for it ([`Route`]), appended per instance.
@@ -176,17 +174,17 @@ queue_run_delay = 1s
             dir,
             master: Some(master),
         };
-        let deadline = Instant::now() + START_STOP_TIMEOUT;
-        while !pf.maillog().contains("daemon started") {
-            let exited = pf.master.as_mut().and_then(|m| m.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() >= deadline {
-                panic!(
-                    "postfix start-fg: {exited:?}\n{}\nmaillog:\n{}",
-                    fs::read_to_string(pf.dir.path().join("master.out")).unwrap_or_default(),
-                    pf.maillog()
-                );
-            }
-            std::thread::sleep(POLL);
+        let mut exited = None;
+        let started = wait_until(START_STOP_TIMEOUT, || {
+            exited = pf.master.as_mut().and_then(|m| m.try_wait().ok().flatten());
+            exited.is_some() || pf.maillog().contains("daemon started")
+        });
+        if !started || exited.is_some() {
+            panic!(
+                "postfix start-fg: {exited:?}\n{}\nmaillog:\n{}",
+                fs::read_to_string(pf.dir.path().join("master.out")).unwrap_or_default(),
+                pf.maillog()
+            );
         }
         pf
     }
@@ -223,20 +221,16 @@ queue_run_delay = 1s
 
     /// Waits up to `timeout` for a log line containing every one of `parts`, returning it.
     pub fn wait_for_line(&self, parts: &[&str], timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self
                 .maillog()
                 .lines()
                 .find(|l| parts.iter().all(|p| l.contains(p)))
-            {
-                return Some(line.to_string());
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(POLL);
-        }
+                .map(str::to_string);
+            found.is_some()
+        });
+        found
     }
 
     /// The log lines containing `part`.
@@ -260,10 +254,9 @@ impl Drop for Postfix {
             cmd.arg("-c").arg(self.config_dir()).arg("stop");
             let _ = run_bounded(cmd, COMMAND_TIMEOUT);
         }
-        let deadline = Instant::now() + START_STOP_TIMEOUT;
-        while matches!(master.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(POLL);
-        }
+        wait_until(START_STOP_TIMEOUT, || {
+            !matches!(master.try_wait(), Ok(None))
+        });
         let _ = master.kill();
         let _ = master.wait();
     }

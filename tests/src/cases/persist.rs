@@ -27,19 +27,7 @@ pub(super) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls `check` every 50 ms until it holds (true) or `timeout` passes (false).
-pub(super) fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        pause(50);
-    }
-}
+pub(super) use crate::wait_until;
 
 /// `cache:` section for an SQLite file (`timeout: 1` so a locked file fails quickly).
 pub(super) fn sqlite_cache(file: &Path) -> String {
